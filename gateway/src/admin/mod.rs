@@ -1,0 +1,126 @@
+//! Admin listener (loopback by default), separate from client traffic:
+//!
+//! - `GET /healthz`: the process is alive;
+//! - `GET /readyz`: listeners are bound and a config is loaded (503 while draining);
+//! - `GET /metrics`: Prometheus text exposition;
+//! - `POST /reload`: reload the config file now; 200 with the changes, or 422 with every problem;
+//! - `GET /config/schema`: the JSON Schema of the config file.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::problem;
+use crate::pipeline::body::Body;
+use crate::pipeline::text;
+use crate::reload::ReloadError;
+use crate::Shared;
+
+/// Serves the admin API until `stop` fires.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(route(&shared, req).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let id = crate::pipeline::forward::new_request_id();
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if shared.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+            }
+        }
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            crate::telemetry::render(&shared.registry),
+        ),
+        (&Method::GET, "/config/schema") => text(
+            StatusCode::OK,
+            "application/schema+json",
+            serde_json::to_vec_pretty(&crate::config::json_schema()).unwrap_or_default(),
+        ),
+        (&Method::POST, "/reload") => match crate::reload::reload(shared).await {
+            Ok(o) => {
+                let doc = serde_json::json!({ "generation": o.generation, "changes": o.changes });
+                text(StatusCode::OK, "application/json", doc.to_string())
+            }
+            Err(ReloadError::NoFile) => problem(
+                StatusCode::CONFLICT,
+                "no_config_file",
+                "Conflict",
+                "The gateway was not started from a config file.",
+                &id,
+            ),
+            Err(ReloadError::Invalid(errors)) => {
+                let problems: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+                let doc = serde_json::json!({
+                    "type": "urn:gateway:problem:invalid-config",
+                    "title": "Invalid config",
+                    "status": 422,
+                    "detail": "The config was rejected; the running config keeps serving.",
+                    "problems": problems,
+                });
+                let mut r = text(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "application/problem+json",
+                    doc.to_string(),
+                );
+                *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+                r
+            }
+        },
+        (_, "/healthz" | "/readyz" | "/metrics" | "/config/schema" | "/reload") => problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method Not Allowed",
+            "This admin endpoint does not accept the request method.",
+            &id,
+        ),
+        _ => problem(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "Not Found",
+            "No such admin endpoint.",
+            &id,
+        ),
+    }
+}

@@ -1,0 +1,97 @@
+//! The compiled, reloadable part of the config: a [`Snapshot`].
+//!
+//! Built from a validated [`Config`] (reading certificate and CA files), published through an
+//! `ArcSwap`, and taken once by each request, which keeps it to its end. Pools whose config did
+//! not change are carried over from the previous snapshot, so a reload keeps their pooled
+//! connections and passive-health state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Config, ConfigErrors};
+use crate::pipeline::route::{Route, RouteMetrics, Router};
+use crate::telemetry::Metrics;
+use crate::upstream::Pool;
+
+/// Everything a request needs from the config.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases with every successful load.
+    pub generation: u64,
+    /// The validated config.
+    pub config: Arc<Config>,
+    /// Routes.
+    pub router: Router,
+    /// Pools by name.
+    pub pools: HashMap<String, Arc<Pool>>,
+    /// TLS server configs by listener name.
+    pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// Metric handles for requests that matched no route.
+    pub unrouted: Arc<RouteMetrics>,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// Compiles `config`; `file` names it in errors. Reuses unchanged pools from `previous`.
+    pub fn build(
+        file: &str,
+        config: Config,
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut tls = HashMap::new();
+        for l in &config.listeners {
+            if let Some(t) = &l.tls {
+                match crate::listen::tls::server_config(file, t) {
+                    Ok(sc) => {
+                        tls.insert(l.name.clone(), sc);
+                    }
+                    Err(e) => errors.extend(e),
+                }
+            }
+        }
+        let mut pools = HashMap::new();
+        for (i, u) in config.upstreams.iter().enumerate() {
+            let reused = previous.and_then(|p| p.pools.get(&u.name)).filter(|p| p.config == *u);
+            match reused {
+                Some(p) => {
+                    pools.insert(u.name.clone(), p.clone());
+                }
+                None => match Pool::build(file, i, u, metrics) {
+                    Ok(p) => {
+                        pools.insert(u.name.clone(), p);
+                    }
+                    Err(e) => errors.extend(e),
+                },
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            let Some(pool) = pools.get(&r.upstream) else {
+                continue; // validation guarantees the pool exists
+            };
+            routes.push(Arc::new(Route {
+                name: r.name.clone(),
+                prefix: r.path_prefix.clone(),
+                methods: r.methods.clone(),
+                pool: pool.clone(),
+                max_body_bytes: r.max_body_bytes,
+                metrics: Arc::new(RouteMetrics::new(&r.name, metrics)),
+            }));
+        }
+        let router = Router::new(&config.routes, routes);
+        Ok(Snapshot {
+            generation: previous.map(|p| p.generation + 1).unwrap_or(1),
+            config: Arc::new(config),
+            router,
+            pools,
+            tls,
+            unrouted: Arc::new(RouteMetrics::new("none", metrics)),
+        })
+    }
+}

@@ -1,0 +1,254 @@
+//! The config file as written: serde types that mirror the YAML, unknown fields rejected.
+//!
+//! Every value that validation may complain about is wrapped in [`Spanned`] so the error can
+//! name its line and column. Nothing here interprets a value; `validate.rs` does that.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A string with its position in the file.
+pub type Str = Spanned<String>;
+
+/// The whole config file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where clients connect (HTTPS or plain HTTP). Needs a restart to change.
+    pub listeners: Vec<FileListener>,
+    /// The admin listener: health, readiness and metrics.
+    #[serde(default)]
+    pub admin: Option<FileAdmin>,
+    /// Connection and request limits shared by every listener.
+    #[serde(default)]
+    pub limits: Option<FileLimits>,
+    /// Addresses (CIDR) of proxies whose forwarding headers are trusted.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub trusted_proxies: Vec<Str>,
+    /// Routes, matched by host, longest path prefix, then method.
+    #[serde(default)]
+    pub routes: Vec<FileRoute>,
+    /// Upstream pools that routes forward to.
+    #[serde(default)]
+    pub upstreams: Vec<FileUpstream>,
+    /// Shutdown behaviour.
+    #[serde(default)]
+    pub shutdown: Option<FileShutdown>,
+    /// Config reload behaviour.
+    #[serde(default)]
+    pub reload: Option<FileReload>,
+}
+
+/// One listening socket.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    /// Name used in metrics and logs.
+    #[schemars(with = "String")]
+    pub name: Str,
+    /// `IP:port` to bind.
+    #[schemars(with = "String")]
+    pub address: Str,
+    /// TLS settings; absent means plain HTTP.
+    #[serde(default)]
+    pub tls: Option<FileTls>,
+}
+
+/// TLS for a listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// Certificates; the first is the default when SNI matches none.
+    pub certificates: Vec<FileCertificate>,
+    /// Lowest TLS version accepted: "1.3" (default) or "1.2".
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub min_version: Option<Str>,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertificate {
+    /// PEM file with the certificate chain, leaf first.
+    #[schemars(with = "String")]
+    pub cert: Str,
+    /// PEM file with the private key.
+    #[schemars(with = "String")]
+    pub key: Str,
+    /// Server names (exact or `*.example.com`) this certificate answers for.
+    /// Defaults to the DNS names in the certificate.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub server_names: Vec<Str>,
+}
+
+/// The admin listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// `IP:port` to bind; default `127.0.0.1:9901`.
+    #[schemars(with = "String")]
+    pub address: Str,
+}
+
+/// Connection and request limits.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    /// Largest request head (request line plus headers) in bytes; larger gets 431.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_header_bytes: Option<Spanned<u64>>,
+    /// Most header fields in one request; more gets 431.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_headers: Option<Spanned<u64>>,
+    /// Longest request target (path and query) in bytes; longer gets 414.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_uri_bytes: Option<Spanned<u64>>,
+    /// Default largest request body in bytes (routes may override); larger gets 413.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_body_bytes: Option<Spanned<u64>>,
+    /// Time a client has to send a complete request head, e.g. `10s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub header_timeout: Option<Str>,
+    /// Time an idle keep-alive connection is kept open, e.g. `60s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub idle_timeout: Option<Str>,
+    /// Most client connections open at once across all listeners; beyond it new
+    /// connections wait in the accept queue.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_connections: Option<Spanned<u64>>,
+}
+
+/// A route: which requests it takes and where they go.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    /// Name used in metrics and logs.
+    #[schemars(with = "String")]
+    pub name: Str,
+    /// What the route matches; empty matches everything.
+    #[serde(default, rename = "match")]
+    pub matches: Option<FileMatch>,
+    /// Name of the upstream pool.
+    #[schemars(with = "String")]
+    pub upstream: Str,
+    /// Largest request body for this route in bytes.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_body_bytes: Option<Spanned<u64>>,
+}
+
+/// Request matching.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileMatch {
+    /// Host, exact (`api.example.com`) or wildcard (`*.example.com`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub host: Option<Str>,
+    /// Path prefix, on segment boundaries; the longest matching prefix wins.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub path_prefix: Option<Str>,
+    /// Methods; absent matches any.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub methods: Vec<Str>,
+}
+
+/// An upstream pool.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    /// Name routes refer to.
+    #[schemars(with = "String")]
+    pub name: Str,
+    /// Endpoint URLs, `http://host:port` or `https://host:port`.
+    #[schemars(with = "Vec<String>")]
+    pub endpoints: Vec<Str>,
+    /// `round_robin` (default) or `least_in_flight` (power of two choices).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub balance: Option<Str>,
+    /// Time to establish a connection, e.g. `2s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub connect_timeout: Option<Str>,
+    /// Time from sending the request to receiving the response head, e.g. `30s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub request_timeout: Option<Str>,
+    /// Time an idle pooled connection is kept, e.g. `90s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub idle_timeout: Option<Str>,
+    /// Most idle pooled connections per endpoint.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_idle_per_endpoint: Option<Spanned<u64>>,
+    /// TLS to `https://` endpoints.
+    #[serde(default)]
+    pub tls: Option<FileUpstreamTls>,
+    /// Passive health checking.
+    #[serde(default)]
+    pub health: Option<FileHealth>,
+}
+
+/// TLS towards an upstream.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    /// PEM files with extra trusted CA certificates.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub ca_files: Vec<Str>,
+    /// Trust the system's root certificates too (default true).
+    #[serde(default)]
+    pub system_roots: Option<bool>,
+}
+
+/// Passive health: eject endpoints that keep failing.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    /// Consecutive connect failures or 5xx answers that eject an endpoint (default 5).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub consecutive_failures: Option<Spanned<u64>>,
+    /// How long an ejected endpoint receives no traffic, e.g. `30s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub ejection_time: Option<Str>,
+}
+
+/// Shutdown behaviour.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileShutdown {
+    /// How long in-flight requests may finish after SIGTERM, e.g. `30s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub drain_timeout: Option<Str>,
+}
+
+/// Config reload behaviour.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileReload {
+    /// Reload when the file changes (default true).
+    #[serde(default)]
+    pub watch: Option<bool>,
+    /// How often the file is checked for changes, e.g. `1s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub poll_interval: Option<Str>,
+}

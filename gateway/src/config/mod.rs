@@ -1,0 +1,303 @@
+//! Config: `YAML file -> FileConfig (serde) -> validate() -> Config -> Snapshot (dynamic.rs)`.
+//!
+//! Parsing and validation do no I/O beyond reading the file itself; building the [`Snapshot`]
+//! reads certificates and CA bundles. Every failure, at any step, is a [`ConfigError`] naming
+//! file, line, column and field, and all of them are reported together.
+
+pub mod dynamic;
+pub mod file;
+pub mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use dynamic::Snapshot;
+pub use validate::parse_duration;
+
+/// A position in the config file (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pos {
+    /// Line, from 1.
+    pub line: u64,
+    /// Column, from 1.
+    pub column: u64,
+}
+
+/// One problem with the config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file (as given on the command line).
+    pub file: String,
+    /// Line, from 1.
+    pub line: u64,
+    /// Column, from 1.
+    pub column: u64,
+    /// Path of the offending field, e.g. `routes[2].upstream`.
+    pub field: String,
+    /// What is wrong, in plain words.
+    pub reason: String,
+}
+
+// === impl ConfigError ===
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+// === impl ConfigErrors ===
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Client listeners (static: a change needs a restart).
+    pub listeners: Vec<ListenerConfig>,
+    /// Admin listener address (static).
+    pub admin: SocketAddr,
+    /// Limits.
+    pub limits: Limits,
+    /// Proxies whose forwarding headers are trusted.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Routes in file order.
+    pub routes: Vec<RouteConfig>,
+    /// Upstream pools.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Drain deadline on SIGTERM.
+    pub drain_timeout: Duration,
+    /// Reload behaviour.
+    pub reload: ReloadConfig,
+}
+
+/// A listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// Name (metrics label).
+    pub name: String,
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// TLS, or plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Listener TLS settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// Certificates, first is the default.
+    pub certificates: Vec<CertConfig>,
+    /// Whether TLS 1.2 is accepted besides 1.3.
+    pub allow_tls12: bool,
+}
+
+/// A certificate and key on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertConfig {
+    /// Chain file.
+    pub cert: PathBuf,
+    /// Key file.
+    pub key: PathBuf,
+    /// Where `cert` is written in the config.
+    pub cert_at: Pos,
+    /// Where `key` is written in the config.
+    pub key_at: Pos,
+    /// Field path, for errors.
+    pub field: String,
+    /// Explicit server names; empty means the certificate's DNS names.
+    pub server_names: Vec<String>,
+}
+
+/// Limits applied to every connection and request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest request head in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+    /// Longest request target in bytes.
+    pub max_uri_bytes: usize,
+    /// Default largest body in bytes.
+    pub max_body_bytes: u64,
+    /// Time to receive a complete request head.
+    pub header_timeout: Duration,
+    /// Idle keep-alive time.
+    pub idle_timeout: Duration,
+    /// Most concurrent client connections.
+    pub max_connections: usize,
+}
+
+// === impl Limits ===
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_uri_bytes: 8 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 25_000,
+        }
+    }
+}
+
+/// A route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Name (metrics label).
+    pub name: String,
+    /// Host pattern, lowercase; `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix (at least `/`).
+    pub path_prefix: String,
+    /// Methods; empty matches any.
+    pub methods: Vec<http::Method>,
+    /// Upstream pool name.
+    pub upstream: String,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Each endpoint in turn.
+    RoundRobin,
+    /// Of two random endpoints, the one with fewer requests in flight.
+    LeastInFlight,
+}
+
+/// An upstream pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Name.
+    pub name: String,
+    /// Canonical endpoint URLs (`scheme://authority`).
+    pub endpoints: Vec<String>,
+    /// Policy.
+    pub balance: Balance,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to response head.
+    pub request_timeout: Duration,
+    /// Idle pooled connection lifetime.
+    pub idle_timeout: Duration,
+    /// Idle pooled connections per endpoint.
+    pub max_idle_per_endpoint: usize,
+    /// TLS to https endpoints.
+    pub tls: UpstreamTls,
+    /// Passive health.
+    pub health: HealthConfig,
+}
+
+/// Upstream TLS trust.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// Extra CA files with their config positions.
+    pub ca_files: Vec<(PathBuf, Pos)>,
+    /// Whether system roots are trusted.
+    pub system_roots: bool,
+}
+
+/// Passive health settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Consecutive failures that eject.
+    pub consecutive_failures: u32,
+    /// Ejection length.
+    pub ejection_time: Duration,
+}
+
+/// Reload settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadConfig {
+    /// Watch the file.
+    pub watch: bool,
+    /// Poll interval.
+    pub poll_interval: Duration,
+}
+
+/// Parses and validates config text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let raw: file::FileConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            field: String::new(),
+            reason: syntax_reason(&e),
+        }])
+    })?;
+    validate::validate(file, raw).map_err(|mut e| {
+        e.sort_by_key(|p| (p.line, p.column));
+        ConfigErrors(e)
+    })
+}
+
+/// Validates a config file and also reads every file it names (certificates, keys, CA
+/// bundles), as starting the gateway would; binds nothing.
+pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
+    let cfg = load(path)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = crate::telemetry::Metrics::register(&mut registry);
+    Snapshot::build(&path.display().to_string(), cfg.clone(), &metrics, None)?;
+    Ok(cfg)
+}
+
+/// The parser's own message without its source snippet and trailing position.
+fn syntax_reason(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    let first = text.lines().next().unwrap_or("invalid YAML").trim();
+    // The position is reported in our own prefix.
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: name.clone(),
+            line: 1,
+            column: 1,
+            field: "(file)".into(),
+            reason: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    parse(&name, &text)
+}
+
+/// The JSON Schema of the config file, for editors.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(file::FileConfig)).unwrap_or_default()
+}

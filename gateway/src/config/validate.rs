@@ -1,0 +1,598 @@
+//! Validation: `FileConfig` → typed [`Config`], collecting every problem with its position.
+//!
+//! No I/O happens here: files named by the config (certificates, CA bundles) are read when the
+//! snapshot is built (`dynamic.rs`), which reports its failures in the same form.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde_saphyr::Spanned;
+
+use super::file::{self, FileConfig, Str};
+use super::{
+    Balance, CertConfig, Config, ConfigError, HealthConfig, Limits, ListenerConfig, Pos, ReloadConfig, RouteConfig,
+    TlsConfig, UpstreamConfig, UpstreamTls,
+};
+
+/// Collects problems while walking the file.
+pub(crate) struct Problems {
+    file: String,
+    pub(crate) list: Vec<ConfigError>,
+}
+
+// === impl Problems ===
+
+impl Problems {
+    pub(crate) fn new(file: &str) -> Self {
+        Self {
+            file: file.to_string(),
+            list: Vec::new(),
+        }
+    }
+
+    pub(crate) fn at(&mut self, pos: Pos, field: impl Into<String>, reason: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.clone(),
+            line: pos.line,
+            column: pos.column,
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+fn pos<T>(s: &Spanned<T>) -> Pos {
+    Pos {
+        line: s.referenced.line(),
+        column: s.referenced.column(),
+    }
+}
+
+const TOP: Pos = Pos { line: 1, column: 1 };
+
+/// Parses `500ms`, `10s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 10s, 5m or 1h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("`{text}` has no unit: write it like 500ms, 10s, 5m or 1h")),
+    };
+    Ok(d)
+}
+
+fn duration(p: &mut Problems, v: &Option<Str>, field: &str, default: Duration) -> Duration {
+    let Some(s) = v else { return default };
+    match parse_duration(&s.value) {
+        Ok(d) if d.is_zero() => {
+            p.at(pos(s), field, "must be greater than zero");
+            default
+        }
+        Ok(d) => d,
+        Err(e) => {
+            p.at(pos(s), field, e);
+            default
+        }
+    }
+}
+
+fn positive(p: &mut Problems, v: &Option<Spanned<u64>>, field: &str, default: u64) -> u64 {
+    match v {
+        Some(s) if s.value == 0 => {
+            p.at(pos(s), field, "must be greater than zero");
+            default
+        }
+        Some(s) => s.value,
+        None => default,
+    }
+}
+
+fn socket_addr(p: &mut Problems, s: &Str, field: &str) -> Option<SocketAddr> {
+    match s.value.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.at(
+                pos(s),
+                field,
+                format!("`{}` is not an IP:port address like 127.0.0.1:8443", s.value),
+            );
+            None
+        }
+    }
+}
+
+fn name(p: &mut Problems, s: &Str, field: &str, seen: &mut HashMap<String, Pos>, kind: &str) {
+    let ok = !s.value.is_empty()
+        && s.value.len() <= 64
+        && s.value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !ok {
+        p.at(
+            pos(s),
+            field,
+            format!("`{}` is not a name: use 1 to 64 of a-z, 0-9, '-', '_', '.'", s.value),
+        );
+        return;
+    }
+    if let Some(first) = seen.get(&s.value) {
+        p.at(
+            pos(s),
+            field,
+            format!("{kind} `{}` is already defined at line {}", s.value, first.line),
+        );
+    } else {
+        seen.insert(s.value.clone(), pos(s));
+    }
+}
+
+/// Checks a host pattern: a DNS name, optionally with one leading `*.` label.
+pub(crate) fn host_pattern_ok(h: &str) -> bool {
+    let rest = h.strip_prefix("*.").unwrap_or(h);
+    !rest.is_empty()
+        && rest.len() <= 253
+        && rest.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+/// Validates a parsed file and produces the typed config, or every problem found.
+pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigError>> {
+    let mut p = Problems::new(file_name);
+
+    // --- listeners
+    if f.listeners.is_empty() {
+        p.at(TOP, "listeners", "at least one listener is required");
+    }
+    let mut listener_names = HashMap::new();
+    let mut addrs: HashMap<SocketAddr, Pos> = HashMap::new();
+    let mut listeners = Vec::new();
+    for (i, l) in f.listeners.iter().enumerate() {
+        let base = format!("listeners[{i}]");
+        name(
+            &mut p,
+            &l.name,
+            &format!("{base}.name"),
+            &mut listener_names,
+            "listener",
+        );
+        let addr = socket_addr(&mut p, &l.address, &format!("{base}.address"));
+        if let Some(a) = addr {
+            if let Some(first) = addrs.get(&a) {
+                p.at(
+                    pos(&l.address),
+                    format!("{base}.address"),
+                    format!("address {a} is already used by the listener at line {}", first.line),
+                );
+            } else {
+                addrs.insert(a, pos(&l.address));
+            }
+        }
+        let tls = l.tls.as_ref().map(|t| tls_config(&mut p, t, &base));
+        if let Some(a) = addr {
+            listeners.push(ListenerConfig {
+                name: l.name.value.clone(),
+                addr: a,
+                tls,
+            });
+        }
+    }
+
+    // --- admin
+    let admin = match &f.admin {
+        Some(a) => {
+            let addr = socket_addr(&mut p, &a.address, "admin.address");
+            if let Some(ad) = addr {
+                if let Some(first) = addrs.get(&ad) {
+                    p.at(
+                        pos(&a.address),
+                        "admin.address",
+                        format!("address {ad} is already used by the listener at line {}", first.line),
+                    );
+                }
+            }
+            addr.unwrap_or_else(default_admin)
+        }
+        None => default_admin(),
+    };
+
+    // --- limits
+    let fl = f.limits.unwrap_or_default();
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_header_bytes: positive(
+            &mut p,
+            &fl.max_header_bytes,
+            "limits.max_header_bytes",
+            defaults.max_header_bytes as u64,
+        ) as usize,
+        max_headers: positive(
+            &mut p,
+            &fl.max_headers,
+            "limits.max_headers",
+            defaults.max_headers as u64,
+        ) as usize,
+        max_uri_bytes: positive(
+            &mut p,
+            &fl.max_uri_bytes,
+            "limits.max_uri_bytes",
+            defaults.max_uri_bytes as u64,
+        ) as usize,
+        max_body_bytes: positive(
+            &mut p,
+            &fl.max_body_bytes,
+            "limits.max_body_bytes",
+            defaults.max_body_bytes,
+        ),
+        header_timeout: duration(
+            &mut p,
+            &fl.header_timeout,
+            "limits.header_timeout",
+            defaults.header_timeout,
+        ),
+        idle_timeout: duration(&mut p, &fl.idle_timeout, "limits.idle_timeout", defaults.idle_timeout),
+        max_connections: positive(
+            &mut p,
+            &fl.max_connections,
+            "limits.max_connections",
+            defaults.max_connections as u64,
+        ) as usize,
+    };
+
+    // --- trusted proxies
+    let mut trusted_proxies = Vec::new();
+    for (i, t) in f.trusted_proxies.iter().enumerate() {
+        let v = t.value.trim();
+        match v.parse::<IpNet>().or_else(|_| v.parse::<IpAddr>().map(IpNet::from)) {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => p.at(
+                pos(t),
+                format!("trusted_proxies[{i}]"),
+                format!("`{v}` is not an IP address or CIDR like 10.0.0.0/8"),
+            ),
+        }
+    }
+
+    // --- upstreams
+    let mut upstream_names = HashMap::new();
+    let mut upstreams = Vec::new();
+    for (i, u) in f.upstreams.iter().enumerate() {
+        let base = format!("upstreams[{i}]");
+        name(
+            &mut p,
+            &u.name,
+            &format!("{base}.name"),
+            &mut upstream_names,
+            "upstream",
+        );
+        upstreams.push(upstream_config(&mut p, u, &base));
+    }
+
+    // --- routes
+    let mut route_names = HashMap::new();
+    let mut route_keys: HashMap<(Option<String>, String, Vec<String>), Pos> = HashMap::new();
+    let mut routes = Vec::new();
+    for (i, r) in f.routes.iter().enumerate() {
+        let base = format!("routes[{i}]");
+        name(&mut p, &r.name, &format!("{base}.name"), &mut route_names, "route");
+        if !upstream_names.contains_key(&r.upstream.value) {
+            let mut known: Vec<&str> = f.upstreams.iter().map(|u| u.name.value.as_str()).collect();
+            known.sort_unstable();
+            let known = if known.is_empty() {
+                "none are defined".to_string()
+            } else {
+                format!("defined: {}", known.join(", "))
+            };
+            p.at(
+                pos(&r.upstream),
+                format!("{base}.upstream"),
+                format!("no upstream named `{}` ({known})", r.upstream.value),
+            );
+        }
+        let m = r.matches.as_ref();
+        let host = m.and_then(|m| m.host.as_ref()).map(|h| {
+            let v = h.value.to_ascii_lowercase();
+            if !host_pattern_ok(&v) {
+                p.at(
+                    pos(h),
+                    format!("{base}.match.host"),
+                    format!("`{}` is not a host name or `*.domain` pattern", h.value),
+                );
+            }
+            v
+        });
+        let prefix = match m.and_then(|m| m.path_prefix.as_ref()) {
+            Some(pp) => {
+                if !pp.value.starts_with('/') {
+                    p.at(
+                        pos(pp),
+                        format!("{base}.match.path_prefix"),
+                        format!("`{}` must start with '/'", pp.value),
+                    );
+                }
+                if pp.value.contains(['?', '#']) {
+                    p.at(
+                        pos(pp),
+                        format!("{base}.match.path_prefix"),
+                        "a path prefix cannot contain '?' or '#'",
+                    );
+                }
+                pp.value.clone()
+            }
+            None => "/".to_string(),
+        };
+        let mut methods = Vec::new();
+        for (j, me) in m.map(|m| m.methods.as_slice()).unwrap_or(&[]).iter().enumerate() {
+            match http::Method::from_bytes(me.value.as_bytes()) {
+                Ok(mm) if me.value.chars().all(|c| c.is_ascii_uppercase()) => methods.push(mm),
+                _ => p.at(
+                    pos(me),
+                    format!("{base}.match.methods[{j}]"),
+                    format!("`{}` is not an HTTP method like GET or POST", me.value),
+                ),
+            }
+        }
+        let mut key_methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
+        key_methods.sort();
+        let key = (host.clone(), prefix.clone(), key_methods);
+        if let Some(first) = route_keys.get(&key) {
+            p.at(
+                pos(&r.name),
+                format!("{base}.match"),
+                format!(
+                    "matches exactly what the route at line {} matches, so it could never be chosen",
+                    first.line
+                ),
+            );
+        } else {
+            route_keys.insert(key, pos(&r.name));
+        }
+        let max_body_bytes = positive(
+            &mut p,
+            &r.max_body_bytes,
+            &format!("{base}.max_body_bytes"),
+            limits.max_body_bytes,
+        );
+        routes.push(RouteConfig {
+            name: r.name.value.clone(),
+            host,
+            path_prefix: prefix,
+            methods,
+            upstream: r.upstream.value.clone(),
+            max_body_bytes,
+        });
+    }
+
+    // --- shutdown and reload
+    let drain_timeout = duration(
+        &mut p,
+        &f.shutdown.as_ref().and_then(|s| s.drain_timeout.clone_spanned()),
+        "shutdown.drain_timeout",
+        Duration::from_secs(30),
+    );
+    let reload = ReloadConfig {
+        watch: f.reload.as_ref().and_then(|r| r.watch).unwrap_or(true),
+        poll_interval: duration(
+            &mut p,
+            &f.reload.as_ref().and_then(|r| r.poll_interval.clone_spanned()),
+            "reload.poll_interval",
+            Duration::from_secs(1),
+        ),
+    };
+
+    if p.list.is_empty() {
+        Ok(Config {
+            listeners,
+            admin,
+            limits,
+            trusted_proxies,
+            routes,
+            upstreams,
+            drain_timeout,
+            reload,
+        })
+    } else {
+        Err(p.list)
+    }
+}
+
+trait CloneSpanned {
+    fn clone_spanned(&self) -> Option<Str>;
+}
+
+impl CloneSpanned for Option<Str> {
+    fn clone_spanned(&self) -> Option<Str> {
+        self.as_ref().map(|s| Spanned {
+            value: s.value.clone(),
+            referenced: s.referenced,
+            defined: s.defined,
+        })
+    }
+}
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+
+fn tls_config(p: &mut Problems, t: &file::FileTls, base: &str) -> TlsConfig {
+    if t.certificates.is_empty() {
+        p.at(
+            TOP,
+            format!("{base}.tls.certificates"),
+            "at least one certificate is required",
+        );
+    }
+    let allow_tls12 = match &t.min_version {
+        None => false,
+        Some(v) if v.value == "1.3" => false,
+        Some(v) if v.value == "1.2" => true,
+        Some(v) => {
+            p.at(
+                pos(v),
+                format!("{base}.tls.min_version"),
+                format!("`{}` is not a supported TLS version: use \"1.3\" or \"1.2\"", v.value),
+            );
+            false
+        }
+    };
+    let mut certificates = Vec::new();
+    for (i, c) in t.certificates.iter().enumerate() {
+        let cb = format!("{base}.tls.certificates[{i}]");
+        let mut server_names = Vec::new();
+        for (j, n) in c.server_names.iter().enumerate() {
+            let v = n.value.to_ascii_lowercase();
+            if host_pattern_ok(&v) {
+                server_names.push(v);
+            } else {
+                p.at(
+                    pos(n),
+                    format!("{cb}.server_names[{j}]"),
+                    format!("`{}` is not a host name or `*.domain` pattern", n.value),
+                );
+            }
+        }
+        certificates.push(CertConfig {
+            cert: PathBuf::from(&c.cert.value),
+            key: PathBuf::from(&c.key.value),
+            cert_at: pos(&c.cert),
+            key_at: pos(&c.key),
+            field: cb,
+            server_names,
+        });
+    }
+    TlsConfig {
+        certificates,
+        allow_tls12,
+    }
+}
+
+fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> UpstreamConfig {
+    if u.endpoints.is_empty() {
+        p.at(
+            pos(&u.name),
+            format!("{base}.endpoints"),
+            "at least one endpoint is required",
+        );
+    }
+    let mut endpoints = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, e) in u.endpoints.iter().enumerate() {
+        let field = format!("{base}.endpoints[{i}]");
+        match e.value.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.host().is_some_and(|h| !h.is_empty())
+                    && matches!(uri.path(), "" | "/")
+                    && uri.query().is_none() =>
+            {
+                let canonical = format!(
+                    "{}://{}",
+                    uri.scheme_str().unwrap_or("http"),
+                    uri.authority().map(|a| a.as_str()).unwrap_or("")
+                );
+                if !seen.insert(canonical.clone()) {
+                    p.at(pos(e), field, format!("endpoint `{}` is listed twice", e.value));
+                } else {
+                    endpoints.push(canonical);
+                }
+            }
+            _ => p.at(
+                pos(e),
+                field,
+                format!(
+                    "`{}` is not an endpoint like http://10.0.0.1:8080 or https://api.internal",
+                    e.value
+                ),
+            ),
+        }
+    }
+    let balance = match &u.balance {
+        None => Balance::RoundRobin,
+        Some(b) if b.value == "round_robin" => Balance::RoundRobin,
+        Some(b) if b.value == "least_in_flight" => Balance::LeastInFlight,
+        Some(b) => {
+            p.at(
+                pos(b),
+                format!("{base}.balance"),
+                format!(
+                    "`{}` is not a balancing policy: use round_robin or least_in_flight",
+                    b.value
+                ),
+            );
+            Balance::RoundRobin
+        }
+    };
+    let tls = UpstreamTls {
+        ca_files: u
+            .tls
+            .as_ref()
+            .map(|t| t.ca_files.iter().map(|c| (PathBuf::from(&c.value), pos(c))).collect())
+            .unwrap_or_default(),
+        system_roots: u.tls.as_ref().and_then(|t| t.system_roots).unwrap_or(true),
+    };
+    let h = u.health.as_ref();
+    let health = HealthConfig {
+        consecutive_failures: positive(
+            p,
+            &h.and_then(|h| {
+                h.consecutive_failures.as_ref().map(|s| Spanned {
+                    value: s.value,
+                    referenced: s.referenced,
+                    defined: s.defined,
+                })
+            }),
+            &format!("{base}.health.consecutive_failures"),
+            5,
+        ) as u32,
+        ejection_time: duration(
+            p,
+            &h.and_then(|h| h.ejection_time.clone_spanned()),
+            &format!("{base}.health.ejection_time"),
+            Duration::from_secs(30),
+        ),
+    };
+    UpstreamConfig {
+        name: u.name.value.clone(),
+        endpoints,
+        balance,
+        connect_timeout: duration(
+            p,
+            &u.connect_timeout,
+            &format!("{base}.connect_timeout"),
+            Duration::from_secs(2),
+        ),
+        request_timeout: duration(
+            p,
+            &u.request_timeout,
+            &format!("{base}.request_timeout"),
+            Duration::from_secs(30),
+        ),
+        idle_timeout: duration(
+            p,
+            &u.idle_timeout,
+            &format!("{base}.idle_timeout"),
+            Duration::from_secs(90),
+        ),
+        max_idle_per_endpoint: positive(
+            p,
+            &u.max_idle_per_endpoint,
+            &format!("{base}.max_idle_per_endpoint"),
+            256,
+        ) as usize,
+        tls,
+        health,
+    }
+}

@@ -1,0 +1,236 @@
+//! Per-connection task: TLS handshake (for HTTPS listeners), protocol choice, and hyper serving
+//! the connection into the pipeline until it closes or the drain signal asks it to finish.
+//!
+//! Before: the accept loop (`listen/`). After: `pipeline::handle` for every request.
+
+pub mod io;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::{ConnLabels, ListenerLabels, Metrics, TimeoutLabels};
+use crate::Shared;
+use io::{ConnState, TimedIo, Timeouts};
+
+/// What a request knows about its connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Whether TLS was used.
+    pub tls: bool,
+    /// `http1` or `h2`.
+    pub protocol: &'static str,
+    /// Shared request/timeout state.
+    pub state: Arc<ConnState>,
+}
+
+/// Per-listener handles, resolved once.
+#[derive(Debug)]
+pub struct ListenerCtx {
+    /// Name.
+    pub name: Arc<str>,
+    /// TLS listener.
+    pub tls: bool,
+    /// Accepted connections.
+    pub accepted: Counter,
+    /// Accepts that waited for a connection slot.
+    pub limited: Counter,
+    /// Failed handshakes.
+    pub handshake_errors: Counter,
+    /// Timeouts by kind.
+    pub header_timeouts: Counter,
+    /// Idle timeouts.
+    pub idle_timeouts: Counter,
+    /// Handshake timeouts.
+    pub handshake_timeouts: Counter,
+    metrics: Metrics,
+}
+
+// === impl ListenerCtx ===
+
+impl ListenerCtx {
+    /// Handles for the listener `name`.
+    pub fn new(name: &str, tls: bool, metrics: &Metrics) -> Self {
+        let l = ListenerLabels {
+            listener: name.to_string(),
+        };
+        let t = |kind| {
+            metrics
+                .connection_timeouts
+                .get_or_create(&TimeoutLabels {
+                    listener: name.to_string(),
+                    kind,
+                })
+                .clone()
+        };
+        Self {
+            name: name.into(),
+            tls,
+            accepted: metrics.connections_accepted.get_or_create(&l).clone(),
+            limited: metrics.connections_limited.get_or_create(&l).clone(),
+            handshake_errors: metrics.tls_handshake_errors.get_or_create(&l).clone(),
+            header_timeouts: t("header"),
+            idle_timeouts: t("idle"),
+            handshake_timeouts: t("handshake"),
+            metrics: metrics.clone(),
+        }
+    }
+}
+
+/// Serves one accepted TCP connection to its end.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) {
+    let _permit = permit;
+    let snap = shared.snapshot.load_full();
+    let limits = snap.config.limits.clone();
+    if ctx.tls {
+        let Some(cfg) = snap.tls.get(&*ctx.name).cloned() else {
+            return;
+        };
+        drop(snap);
+        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        let tls = tokio::select! {
+            r = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)) => r,
+            _ = drain.cancelled() => return,
+        };
+        let tls = match tls {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                ctx.handshake_errors.inc();
+                tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                ctx.handshake_timeouts.inc();
+                return;
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        serve_io(tls, h2, peer, ctx, shared, drain, limits).await;
+    } else {
+        drop(snap);
+        // Tell HTTP/2 prior knowledge from HTTP/1 by the first bytes.
+        let mut buf = [0u8; 4];
+        let n = tokio::select! {
+            r = tokio::time::timeout(limits.header_timeout, stream.peek(&mut buf)) => match r {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    ctx.header_timeouts.inc();
+                    return;
+                }
+            },
+            _ = drain.cancelled() => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let h2 = buf[..n].starts_with(b"PRI ") || (n < 4 && b"PRI ".starts_with(&buf[..n]));
+        serve_io(stream, h2, peer, ctx, shared, drain, limits).await;
+    }
+}
+
+struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn serve_io<I>(
+    io: I,
+    h2: bool,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+    limits: crate::config::Limits,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let protocol = if h2 { "h2" } else { "http1" };
+    let gauge = ctx
+        .metrics
+        .connections_active
+        .get_or_create(&ConnLabels {
+            listener: ctx.name.to_string(),
+            protocol,
+        })
+        .clone();
+    gauge.inc();
+    let _active = ActiveGuard(gauge);
+    let state = Arc::new(ConnState::new());
+    let timeouts = Timeouts {
+        header: limits.header_timeout,
+        idle: limits.idle_timeout,
+        header_expired: ctx.header_timeouts.clone(),
+        idle_expired: ctx.idle_timeouts.clone(),
+    };
+    let io = TokioIo::new(TimedIo::new(io, state.clone(), timeouts, !h2));
+    let info = Arc::new(ConnInfo {
+        listener: ctx.name.clone(),
+        peer,
+        tls: ctx.tls,
+        protocol,
+        state,
+    });
+    let svc = hyper::service::service_fn(move |req| {
+        let fut = crate::pipeline::handle(shared.clone(), info.clone(), req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    // hyper's own limits sit above the configured ones, as a backstop: the pipeline answers the
+    // configured limits itself, with a problem body.
+    let head_cap = limits.max_header_bytes.saturating_mul(2).max(16 * 1024);
+    let result = if h2 {
+        let mut b = http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX))
+            .max_concurrent_streams(256);
+        let conn = b.serve_connection(io, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    } else {
+        let mut b = http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(head_cap.max(8192) + 8192)
+            .max_headers(limits.max_headers.saturating_mul(2).max(100));
+        let conn = b.serve_connection(io, svc).with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = drain.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(listener = %ctx.name, %peer, error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,345 @@
+//! `gateway demo`: the gateway on a built-in config, a built-in upstream, and a self-signed
+//! certificate made at start. Nothing else needs to be installed.
+//!
+//! The demo writes its config and certificate to a fresh directory and starts the gateway from
+//! that file, so editing it shows a live reload. The [`Upstream`] here is also what the
+//! end-to-end tests proxy to: it can answer any status, wait, stream any number of bytes, echo a
+//! body, and echo bytes after a protocol upgrade.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::body::{self, Body};
+
+/// A small HTTP server to proxy to.
+#[derive(Debug)]
+pub struct Upstream {
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+/// Streams `remaining` bytes of `x` in 64 KiB chunks without holding them.
+struct Repeat {
+    remaining: u64,
+    chunk: Bytes,
+}
+
+impl HttpBody for Repeat {
+    type Data = Bytes;
+    type Error = crate::error::BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(self.chunk.len() as u64) as usize;
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Starts an upstream named `name` (sent back in `x-upstream`) on `addr`.
+    pub async fn start(name: &str, addr: SocketAddr) -> std::io::Result<Upstream> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let name: std::sync::Arc<str> = name.into();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = token.cancelled() => return,
+                };
+                let _ = stream.set_nodelay(true);
+                let name = name.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let name = name.clone();
+                        async move { Ok::<_, Infallible>(respond(&name, req).await) }
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Ok(Upstream { addr, stop })
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and closes its connections.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn json(name: &str, status: StatusCode, doc: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(body::full(doc.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(name) {
+        r.headers_mut().insert("x-upstream", v);
+    }
+    r
+}
+
+async fn respond(name: &str, mut req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (first, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if req.headers().contains_key(header::UPGRADE) {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut r = Response::new(body::empty());
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(u) = req.headers().get(header::UPGRADE) {
+            r.headers_mut().insert(header::UPGRADE, u.clone());
+        }
+        return r;
+    }
+    match first {
+        "status" => {
+            let code = arg
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::BAD_REQUEST);
+            json(
+                name,
+                code,
+                serde_json::json!({ "upstream": name, "status": code.as_u16() }),
+            )
+        }
+        "delay" => {
+            let ms = arg.parse::<u64>().unwrap_or(0).min(60_000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            json(
+                name,
+                StatusCode::OK,
+                serde_json::json!({ "upstream": name, "delayed_ms": ms }),
+            )
+        }
+        "bytes" => {
+            let n = arg.parse::<u64>().unwrap_or(0).min(8 << 30);
+            let mut r = Response::new(
+                Repeat {
+                    remaining: n,
+                    chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+                }
+                .boxed_unsync(),
+            );
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            if let Ok(v) = HeaderValue::from_str(name) {
+                r.headers_mut().insert("x-upstream", v);
+            }
+            r
+        }
+        "echo" => {
+            let (_, body) = req.into_parts();
+            let mut r = Response::new(body.map_err(|e| Box::new(e) as crate::error::BoxError).boxed_unsync());
+            if let Ok(v) = HeaderValue::from_str(name) {
+                r.headers_mut().insert("x-upstream", v);
+            }
+            r
+        }
+        "drain" => {
+            let mut body = req.into_body();
+            let mut received: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => received += f.data_ref().map(|d| d.len() as u64).unwrap_or(0),
+                    Err(_) => {
+                        return json(
+                            name,
+                            StatusCode::BAD_REQUEST,
+                            serde_json::json!({ "upstream": name, "error": "body" }),
+                        )
+                    }
+                }
+            }
+            json(
+                name,
+                StatusCode::OK,
+                serde_json::json!({ "upstream": name, "received": received }),
+            )
+        }
+        _ => {
+            let mut headers = serde_json::Map::new();
+            for (k, v) in req.headers() {
+                let v = String::from_utf8_lossy(v.as_bytes()).to_string();
+                match headers.get_mut(k.as_str()) {
+                    Some(serde_json::Value::String(prev)) => {
+                        prev.push_str(", ");
+                        prev.push_str(&v);
+                    }
+                    _ => {
+                        headers.insert(k.as_str().to_string(), serde_json::Value::String(v));
+                    }
+                }
+            }
+            json(
+                name,
+                StatusCode::OK,
+                serde_json::json!({
+                    "upstream": name,
+                    "method": req.method().as_str(),
+                    "path": path,
+                    "query": req.uri().query().unwrap_or(""),
+                    "headers": headers,
+                }),
+            )
+        }
+    }
+}
+
+/// Ports the demo listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoPorts {
+    /// HTTPS listener.
+    pub https: u16,
+    /// Plain HTTP listener.
+    pub http: u16,
+    /// Admin listener.
+    pub admin: u16,
+}
+
+/// Writes a self-signed certificate for `localhost` and `127.0.0.1` into `dir`.
+pub fn write_self_signed(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .map_err(std::io::Error::other)?;
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem())?;
+    std::fs::write(&key, ck.signing_key.serialize_pem())?;
+    Ok((cert, key))
+}
+
+/// The demo's config text.
+pub fn config_text(ports: DemoPorts, upstream: SocketAddr, cert: &Path, key: &Path) -> String {
+    format!(
+        r#"# Demo config written by `gateway demo`. Edit and save: the gateway reloads it.
+listeners:
+  - name: https
+    address: 127.0.0.1:{https}
+    tls:
+      certificates:
+        - cert: {cert}
+          key: {key}
+  - name: http
+    address: 127.0.0.1:{http}
+admin:
+  address: 127.0.0.1:{admin}
+limits:
+  max_body_bytes: 1048576
+  header_timeout: 10s
+  idle_timeout: 60s
+routes:
+  - name: demo
+    upstream: demo
+  - name: broken
+    match:
+      path_prefix: /broken
+    upstream: nowhere
+upstreams:
+  - name: demo
+    endpoints: [http://{upstream}]
+    request_timeout: 5s
+    health:
+      consecutive_failures: 5
+      ejection_time: 10s
+  - name: nowhere
+    endpoints: [http://127.0.0.1:9]
+reload:
+  poll_interval: 1s
+"#,
+        https = ports.https,
+        http = ports.http,
+        admin = ports.admin,
+        cert = cert.display(),
+        key = key.display(),
+        upstream = upstream,
+    )
+}
+
+/// What a newcomer should try, printed at start.
+pub fn banner(ports: DemoPorts, dir: &Path) -> String {
+    let DemoPorts { https, http, admin } = ports;
+    format!(
+        r#"
+Adaptive gateway demo is running.
+
+  HTTPS (TLS 1.3, h2 + http/1.1): https://localhost:{https}/
+  HTTP:                           http://127.0.0.1:{http}/
+  Admin:                          http://127.0.0.1:{admin}/metrics  /healthz  /readyz
+  Config (edit it, it reloads):   {dir}/gateway.yaml
+
+Try:
+  curl -k https://localhost:{https}/hello                       # proxied, see X-Forwarded-* and X-Request-Id
+  curl -k --http2 -i https://localhost:{https}/status/503       # upstream status passed through
+  curl -i http://127.0.0.1:{http}/delay/6000                    # 504 after the 5s request timeout
+  curl -i http://127.0.0.1:{http}/broken                        # 502, problem+json body
+  curl -i -X POST --data-binary @/dev/zero -H 'content-length: 2000000' http://127.0.0.1:{http}/drain   # 413
+  curl -s http://127.0.0.1:{admin}/metrics | grep gateway_requests_total
+
+Press Ctrl-C to stop (in-flight requests are drained).
+"#,
+        dir = dir.display()
+    )
+}

@@ -1,0 +1,246 @@
+//! Errors of the request path and the one `rescue` that turns any of them into an answer.
+//!
+//! Each error knows its side (downstream, upstream, internal) and a bounded reason label, used by
+//! metrics and logs. Answers are RFC 9457 `application/problem+json` bodies that carry the request
+//! id and stay generic: addresses, pool internals and causes go to the log, not to the client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::pipeline::body::{self, Body};
+
+/// Boxed error used by bodies and the upstream client.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which side of the proxy an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something we refuse.
+    Downstream,
+    /// The upstream failed us.
+    Upstream,
+    /// Our own fault.
+    Internal,
+}
+
+// === impl Side ===
+
+impl Side {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Downstream => "downstream",
+            Side::Upstream => "upstream",
+            Side::Internal => "internal",
+        }
+    }
+}
+
+/// Why a request was not proxied normally.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches host and path.
+    #[error("no route for host {host:?} and path {path:?}")]
+    NoRoute {
+        /// Host as sent.
+        host: String,
+        /// Path as sent.
+        path: String,
+    },
+    /// A route matches the path but not the method.
+    #[error("method not allowed; allowed: {allow}")]
+    MethodNotAllowed {
+        /// `Allow` header value.
+        allow: String,
+    },
+    /// Body larger than the route allows.
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Request head larger than allowed, or too many fields.
+    #[error("request head of {size} bytes and {count} fields exceeds the limits")]
+    HeadTooLarge {
+        /// Head size in bytes.
+        size: usize,
+        /// Number of header fields.
+        count: usize,
+    },
+    /// Request target too long.
+    #[error("request target of {len} bytes exceeds {limit}")]
+    UriTooLong {
+        /// Length.
+        len: usize,
+        /// Limit.
+        limit: usize,
+    },
+    /// Malformed request.
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// Bounded reason.
+        reason: &'static str,
+    },
+    /// Every endpoint of the pool is ejected.
+    #[error("no healthy endpoint in pool {pool}")]
+    NoHealthyEndpoint {
+        /// Pool name.
+        pool: String,
+    },
+    /// Could not connect to the endpoint.
+    #[error("connecting to {endpoint} failed: {source}")]
+    UpstreamConnect {
+        /// Endpoint URL.
+        endpoint: String,
+        /// Cause.
+        source: BoxError,
+    },
+    /// Endpoint did not answer in time.
+    #[error("{endpoint} did not answer within {timeout:?}")]
+    UpstreamTimeout {
+        /// Endpoint URL.
+        endpoint: String,
+        /// The request timeout.
+        timeout: Duration,
+    },
+    /// Endpoint broke the exchange.
+    #[error("exchange with {endpoint} failed: {source}")]
+    UpstreamProtocol {
+        /// Endpoint URL.
+        endpoint: String,
+        /// Cause.
+        source: BoxError,
+    },
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// Status, bounded reason label, side, title and client-facing detail.
+    pub fn describe(&self) -> (StatusCode, &'static str, Side, &'static str, &'static str) {
+        use ProxyError::*;
+        match self {
+            NoRoute { .. } => (
+                StatusCode::NOT_FOUND,
+                "no_route",
+                Side::Downstream,
+                "Not Found",
+                "No route matches this host and path.",
+            ),
+            MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                Side::Downstream,
+                "Method Not Allowed",
+                "This route does not accept the request method.",
+            ),
+            BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                Side::Downstream,
+                "Content Too Large",
+                "The request body exceeds the size this route accepts.",
+            ),
+            HeadTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "head_too_large",
+                Side::Downstream,
+                "Request Header Fields Too Large",
+                "The request headers exceed the size or count this gateway accepts.",
+            ),
+            UriTooLong { .. } => (
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                Side::Downstream,
+                "URI Too Long",
+                "The request target exceeds the length this gateway accepts.",
+            ),
+            BadRequest { .. } => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                Side::Downstream,
+                "Bad Request",
+                "The request is malformed.",
+            ),
+            NoHealthyEndpoint { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_healthy_endpoint",
+                Side::Upstream,
+                "Service Unavailable",
+                "No healthy upstream endpoint is available; try again later.",
+            ),
+            UpstreamConnect { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_connect",
+                Side::Upstream,
+                "Bad Gateway",
+                "The upstream service could not be reached.",
+            ),
+            UpstreamTimeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                Side::Upstream,
+                "Gateway Timeout",
+                "The upstream service did not answer in time.",
+            ),
+            UpstreamProtocol { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_protocol",
+                Side::Upstream,
+                "Bad Gateway",
+                "The upstream service answered with an invalid response.",
+            ),
+        }
+    }
+}
+
+/// Builds an RFC 9457 problem response.
+pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str, request_id: &str) -> Response<Body> {
+    let doc = serde_json::json!({
+        "type": format!("urn:gateway:problem:{}", slug.replace('_', "-")),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+        "request_id": request_id,
+    });
+    let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+    let mut resp = Response::new(body::full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Maps an error to the answer the client gets.
+pub fn rescue(err: &ProxyError, request_id: &str) -> Response<Body> {
+    let (status, reason, _, title, detail) = err.describe();
+    let mut resp = problem(status, reason, title, detail, request_id);
+    if let ProxyError::MethodNotAllowed { allow } = err {
+        if let Ok(v) = HeaderValue::from_str(allow) {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}
+
+/// Whether `err`'s cause chain contains an `E`.
+pub fn is_caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<E>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}

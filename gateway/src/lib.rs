@@ -1,0 +1,216 @@
+//! The adaptive gateway's data plane: an identity-aware reverse proxy.
+//!
+//! Data path, in the order a request travels: `listen/` (accept) → `conn/` (TLS, HTTP/1 or
+//! HTTP/2) → `pipeline/` (head checks, route, forward, observe) → `upstream/` (pools, balancing,
+//! passive health). `config/` turns the YAML file into a [`config::Snapshot`] that requests read
+//! lock-free; `admin/` serves health, readiness, metrics and reload; `telemetry/` holds the
+//! metrics. [`Gateway::start`] wires it all together.
+
+pub mod admin;
+pub mod config;
+pub mod conn;
+pub mod demo;
+pub mod error;
+pub mod listen;
+pub mod pipeline;
+pub mod reload;
+pub mod telemetry;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use config::{Config, ConfigErrors, Snapshot};
+use telemetry::Metrics;
+
+/// State shared by every task of a running gateway.
+#[derive(Debug)]
+pub struct Shared {
+    /// The current config snapshot.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Metric families.
+    pub metrics: Metrics,
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Set once listeners are bound and the config is loaded.
+    pub ready: AtomicBool,
+    /// The config file, when loaded from one (enables reload).
+    pub config_path: Option<PathBuf>,
+    reload_lock: tokio::sync::Mutex<()>,
+    /// Fingerprint of the config file content last loaded (or rejected).
+    loaded_fingerprint: std::sync::Mutex<Option<u64>>,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// A socket could not be bound.
+    #[error("cannot bind {name} on {addr}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+    tracker: TaskTracker,
+    background: CancellationToken,
+    listeners: HashMap<String, SocketAddr>,
+    admin: SocketAddr,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Builds the snapshot, binds every socket, and starts serving. `config_path` enables
+    /// reload (SIGHUP through [`Gateway::reload`], file watching, admin `POST /reload`).
+    pub async fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+        mut registry: Registry,
+    ) -> Result<Gateway, StartError> {
+        let metrics = Metrics::register(&mut registry);
+        let file = config_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(built-in)".into());
+        let snapshot = Snapshot::build(&file, config, &metrics, None)?;
+        let cfg = snapshot.config.clone();
+        let mut bound = Vec::new();
+        for l in &cfg.listeners {
+            let sock = listen::bind(l.addr).map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                addr: l.addr,
+                source,
+            })?;
+            bound.push((l.clone(), sock));
+        }
+        let admin_sock = listen::bind(cfg.admin).map_err(|source| StartError::Bind {
+            name: "admin".into(),
+            addr: cfg.admin,
+            source,
+        })?;
+        let admin = admin_sock.local_addr().unwrap_or(cfg.admin);
+
+        metrics
+            .config_reloads
+            .get_or_create(&telemetry::ResultLabels { result: "success" })
+            .inc();
+        metrics.config_last_success.set(unix_now());
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            registry,
+            ready: AtomicBool::new(false),
+            config_path,
+            reload_lock: tokio::sync::Mutex::new(()),
+            loaded_fingerprint: std::sync::Mutex::new(None),
+        });
+        if let Some(p) = &shared.config_path {
+            if let (Ok(bytes), Ok(mut f)) = (std::fs::read(p), shared.loaded_fingerprint.lock()) {
+                *f = Some(reload::fingerprint(&bytes));
+            }
+        }
+        let drain = CancellationToken::new();
+        let background = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(cfg.limits.max_connections));
+        let mut listeners = HashMap::new();
+        for (l, sock) in bound {
+            listeners.insert(l.name.clone(), sock.local_addr().unwrap_or(l.addr));
+            let ctx = Arc::new(conn::ListenerCtx::new(&l.name, l.tls.is_some(), &shared.metrics));
+            tokio::spawn(listen::accept_loop(
+                sock,
+                ctx,
+                shared.clone(),
+                limit.clone(),
+                drain.clone(),
+                tracker.clone(),
+            ));
+            tracing::info!(listener = %l.name, address = %listeners[&l.name], tls = l.tls.is_some(), "listening");
+        }
+        tokio::spawn(admin::serve(admin_sock, shared.clone(), background.clone()));
+        tracing::info!(address = %admin, "admin listening");
+        if shared.config_path.is_some() && cfg.reload.watch {
+            tokio::spawn(reload::watch(
+                shared.clone(),
+                cfg.reload.poll_interval,
+                background.clone(),
+            ));
+        }
+        shared.ready.store(true, Ordering::Release);
+        Ok(Gateway {
+            shared,
+            drain,
+            tracker,
+            background,
+            listeners,
+            admin,
+        })
+    }
+
+    /// The bound address of a listener.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.get(name).copied()
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// Shared state (metrics, snapshot).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Reloads the config file now.
+    pub async fn reload(&self) -> Result<reload::Outcome, reload::ReloadError> {
+        reload::reload(&self.shared).await
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, then stops. Returns
+    /// whether every connection finished in time.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.shared.ready.store(false, Ordering::Release);
+        self.drain.cancel();
+        self.tracker.close();
+        let drained = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        self.background.cancel();
+        drained
+    }
+
+    /// The configured drain deadline.
+    pub fn drain_timeout(&self) -> Duration {
+        self.shared.snapshot.load().config.drain_timeout
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,167 @@
+//! Body types of the request path: one boxed body, a request-body limit, and a response body
+//! wrapper that keeps the request's [`Observer`](super::observe::Observer) alive until the last
+//! byte is sent (or the client goes away), so every outcome is recorded exactly once.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use pin_project_lite::pin_project;
+
+use super::observe::Observer;
+use crate::error::BoxError;
+
+/// The body type used on both sides of the proxy.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// The request body went over the route's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds {limit} bytes")]
+pub struct BodyLimitExceeded {
+    /// The limit in bytes.
+    pub limit: u64,
+}
+
+pin_project! {
+    /// Fails the stream once more than `limit` bytes have passed.
+    pub struct Limited<B> {
+        #[pin]
+        inner: B,
+        remaining: u64,
+        limit: u64,
+    }
+}
+
+// === impl Limited ===
+
+impl<B> Limited<B> {
+    /// Wraps `inner` with a byte limit.
+    pub fn new(inner: B, limit: u64) -> Self {
+        Self {
+            inner,
+            remaining: limit,
+            limit,
+        }
+    }
+}
+
+impl<B> HttpBody for Limited<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > *this.remaining {
+                        *this.remaining = 0;
+                        return Poll::Ready(Some(Err(Box::new(BodyLimitExceeded { limit: *this.limit }))));
+                    }
+                    *this.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// A response body that reports to its observer: bytes sent, and the end of the exchange.
+    pub struct Observed<B> {
+        #[pin]
+        inner: B,
+        observer: Option<Observer>,
+    }
+}
+
+// === impl Observed ===
+
+impl<B> Observed<B> {
+    /// Wraps `inner`; `observer` records when the body ends or is dropped.
+    pub fn new(inner: B, observer: Observer) -> Self {
+        Self {
+            inner,
+            observer: Some(observer),
+        }
+    }
+}
+
+impl<B> HttpBody for Observed<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(obs)) = (frame.data_ref(), this.observer.as_mut()) {
+                    obs.bytes_out += data.len() as u64;
+                }
+                // hyper stops polling once the body says it has ended.
+                if this.inner.is_end_stream() {
+                    if let Some(obs) = this.observer.as_mut() {
+                        obs.completed = true;
+                    }
+                    this.observer.take();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(obs) = this.observer.as_mut() {
+                    obs.body_error = true;
+                }
+                this.observer.take();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                if let Some(obs) = this.observer.as_mut() {
+                    obs.completed = true;
+                }
+                this.observer.take();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

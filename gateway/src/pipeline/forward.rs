@@ -1,0 +1,294 @@
+//! Forward stage helpers: what the proxy changes in headers on the way through.
+//!
+//! - hop-by-hop fields are removed both ways (RFC 9110 §7.6.1), including every field the
+//!   `Connection` header names; an accepted `Upgrade` keeps `Connection: upgrade` and `Upgrade`;
+//! - `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` (RFC 7239) are appended to when the
+//!   peer is a trusted proxy, and replaced otherwise;
+//! - `X-Request-Id` is kept from a trusted peer when well-formed, or generated.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether `ip` is one of the trusted proxies.
+pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+/// Whether the request asks for a protocol upgrade (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
+pub fn wants_upgrade(headers: &HeaderMap, version: http::Version) -> bool {
+    version == http::Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop fields. With `upgrade`, keeps `Upgrade` and sets `Connection: upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in named {
+            if !(upgrade && n == header::UPGRADE) {
+                headers.remove(&n);
+            }
+        }
+    }
+    for n in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(n);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// A fresh request id: 128 random bits as 32 hex digits.
+pub fn new_request_id() -> String {
+    let mut s = String::with_capacity(32);
+    let _ = write!(s, "{:032x}", fastrand::u128(..));
+    s
+}
+
+/// The request id to use: a well-formed incoming one from a trusted peer, or a new one.
+pub fn request_id(headers: &HeaderMap, trusted: bool) -> String {
+    if trusted {
+        if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
+                return v.to_string();
+            }
+        }
+    }
+    new_request_id()
+}
+
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("\"[{v6}]\""),
+        },
+    }
+}
+
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Sets the forwarding headers for a request from `peer`.
+pub fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, trusted: bool, proto: &'static str, host: &str) {
+    let peer_ip = match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    // X-Forwarded-For
+    let prior: Vec<String> = if trusted {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut xff = prior.join(", ");
+    if !xff.is_empty() {
+        xff.push_str(", ");
+    }
+    xff.push_str(&peer_ip.to_string());
+    set(headers, &X_FORWARDED_FOR, &xff);
+
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        set(headers, &X_FORWARDED_HOST, host);
+    }
+
+    // Forwarded (RFC 7239)
+    let mut element = format!("for={};proto={}", forwarded_node(peer_ip), proto);
+    if !host.is_empty() {
+        element.push_str(";host=");
+        element.push_str(&quoted(host));
+    }
+    let prior: Vec<String> = if trusted {
+        headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let value = if prior.is_empty() {
+        element
+    } else {
+        format!("{}, {element}", prior.join(", "))
+    };
+    set(headers, &header::FORWARDED, &value);
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap_or(header::ACCEPT),
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_fields_named_by_connection() {
+        let mut h = map(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+            ("upgrade", "websocket"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get("te").is_none());
+        assert!(h.get("connection").is_none());
+        assert!(h.get("upgrade").is_none());
+        assert_eq!(h.get("accept").map(|v| v.as_bytes()), Some(&b"*/*"[..]));
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade_fields() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+        assert_eq!(h.get("connection").map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+    }
+
+    #[test]
+    fn untrusted_forwarding_is_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil"),
+        ]);
+        add_forwarding(
+            &mut h,
+            "192.0.2.7:5000".parse().expect("addr"),
+            false,
+            "http",
+            "example.com:8080",
+        );
+        assert_eq!(h.get("x-forwarded-for").map(|v| v.as_bytes()), Some(&b"192.0.2.7"[..]));
+        assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"http"[..]));
+        assert_eq!(
+            h.get("x-forwarded-host").map(|v| v.as_bytes()),
+            Some(&b"example.com:8080"[..])
+        );
+        assert_eq!(
+            h.get("forwarded").map(|v| v.as_bytes()),
+            Some(&b"for=192.0.2.7;proto=http;host=\"example.com:8080\""[..])
+        );
+    }
+
+    #[test]
+    fn trusted_forwarding_is_appended() {
+        let mut h = map(&[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("forwarded", "for=198.51.100.1;proto=https"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        add_forwarding(
+            &mut h,
+            "[2001:db8::1]:443".parse().expect("addr"),
+            true,
+            "http",
+            "a.example",
+        );
+        assert_eq!(
+            h.get("x-forwarded-for").map(|v| v.as_bytes()),
+            Some(&b"198.51.100.1, 2001:db8::1"[..])
+        );
+        assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"https"[..]));
+        assert_eq!(
+            h.get("forwarded").map(|v| v.as_bytes()),
+            Some(&b"for=198.51.100.1;proto=https, for=\"[2001:db8::1]\";proto=http;host=\"a.example\""[..])
+        );
+    }
+
+    #[test]
+    fn request_id_from_untrusted_is_replaced() {
+        let h = map(&[("x-request-id", "abc")]);
+        assert_eq!(request_id(&h, true), "abc");
+        let generated = request_id(&h, false);
+        assert_eq!(generated.len(), 32);
+        assert_ne!(generated, "abc");
+        let bad = map(&[("x-request-id", "a b")]);
+        assert_ne!(request_id(&bad, true), "a b");
+    }
+}

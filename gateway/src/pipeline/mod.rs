@@ -1,0 +1,270 @@
+//! The request pipeline, in the order a request travels:
+//!
+//! ```text
+//! head checks (URI length, header size/count) → route (host, prefix, method) → body limit
+//!   → pick endpoint (balance, passive health) → forward (hop-by-hop, X-Forwarded-*, request id)
+//!   → upstream exchange (timeout) → response (hop-by-hop, request id, upgrade bridge) → observe
+//! ```
+//!
+//! [`handle`] takes one config [`Snapshot`](crate::config::Snapshot) at the start and keeps it to
+//! the end. Every outcome, including errors answered by [`rescue`](crate::error::rescue), flows
+//! through the [`Observer`](observe::Observer) carried inside the response body.
+
+pub mod body;
+pub mod forward;
+pub mod observe;
+pub mod route;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::config::Snapshot;
+use crate::conn::ConnInfo;
+use crate::error::{is_caused_by, rescue, ProxyError};
+use crate::telemetry::ErrorLabels;
+use crate::upstream::Failure;
+use crate::Shared;
+use body::{Body, BodyLimitExceeded, Limited, Observed};
+use observe::Observer;
+use route::RouteMatch;
+
+/// Handles one request from a client connection.
+pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+    let snap = shared.snapshot.load_full();
+    let trusted = forward::is_trusted(&snap.config.trusted_proxies, conn.peer.ip());
+    let request_id = forward::request_id(req.headers(), trusted);
+    let mut obs = Observer::new(
+        conn.clone(),
+        request_id,
+        req.method().clone(),
+        req.uri().path(),
+        snap.unrouted.clone(),
+    );
+    let result = proxy(&snap, &conn, &mut obs, req, trusted).await;
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(err) => {
+            let (status, reason, side, ..) = err.describe();
+            obs.error = Some(reason);
+            shared
+                .metrics
+                .request_errors
+                .get_or_create(&ErrorLabels {
+                    side: side.as_str(),
+                    reason,
+                })
+                .inc();
+            if status.is_server_error() {
+                tracing::warn!(request_id = %obs.request_id, route = obs.route_name.as_deref().unwrap_or("none"), error = %err, "request failed");
+            } else {
+                tracing::debug!(request_id = %obs.request_id, error = %err, "request refused");
+            }
+            rescue(&err, &obs.request_id)
+        }
+    };
+    finish(resp, obs)
+}
+
+fn finish(resp: Response<Body>, mut obs: Observer) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    obs.status = parts.status.as_u16();
+    if let Ok(v) = HeaderValue::from_str(&obs.request_id) {
+        parts.headers.insert(&forward::X_REQUEST_ID, v);
+    }
+    Response::from_parts(parts, BodyExt::boxed_unsync(Observed::new(body, obs)))
+}
+
+/// Size of the request head as it would be on the wire in HTTP/1.1, and its field count.
+fn head_size(req: &Request<Incoming>) -> (usize, usize) {
+    let mut size = req.method().as_str().len() + req.uri().path_and_query().map(|p| p.as_str().len()).unwrap_or(1) + 12;
+    for (k, v) in req.headers() {
+        size += k.as_str().len() + v.len() + 4;
+    }
+    (size, req.headers().len())
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+async fn proxy(
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    obs: &mut Observer,
+    mut req: Request<Incoming>,
+    trusted: bool,
+) -> Result<Response<Body>, ProxyError> {
+    // --- head checks
+    let limits = &snap.config.limits;
+    let uri_len = req.uri().path_and_query().map(|p| p.as_str().len()).unwrap_or(0);
+    if uri_len > limits.max_uri_bytes {
+        return Err(ProxyError::UriTooLong {
+            len: uri_len,
+            limit: limits.max_uri_bytes,
+        });
+    }
+    let (size, count) = head_size(&req);
+    if size > limits.max_header_bytes || count > limits.max_headers {
+        return Err(ProxyError::HeadTooLarge { size, count });
+    }
+    let host_raw = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => match req.headers().get(header::HOST).map(|h| h.to_str()) {
+            Some(Ok(h)) => h.to_string(),
+            Some(Err(_)) => {
+                return Err(ProxyError::BadRequest {
+                    reason: "host header is not valid text",
+                })
+            }
+            None if req.version() == http::Version::HTTP_11 => {
+                return Err(ProxyError::BadRequest {
+                    reason: "missing host header",
+                })
+            }
+            None => String::new(),
+        },
+    };
+    let host = route::normalize_host(&host_raw);
+    obs.host = host.clone();
+
+    // --- route
+    let route = match snap.router.find(&host, req.uri().path(), req.method()) {
+        RouteMatch::Found(r) => r.clone(),
+        RouteMatch::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed { allow }),
+        RouteMatch::NotFound => {
+            return Err(ProxyError::NoRoute {
+                host,
+                path: req.uri().path().to_string(),
+            })
+        }
+    };
+    obs.route = route.metrics.clone();
+    obs.route_name = Some(route.name.clone());
+    if content_length(req.headers()).is_some_and(|n| n > route.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge {
+            limit: route.max_body_bytes,
+        });
+    }
+
+    // --- endpoint
+    let pool = &route.pool;
+    let Some((endpoint, in_flight)) = pool.pick() else {
+        pool.record_no_healthy();
+        return Err(ProxyError::NoHealthyEndpoint {
+            pool: pool.name().to_string(),
+        });
+    };
+    obs.endpoint = Some(endpoint.base.clone());
+    obs.in_flight = Some(in_flight);
+
+    // --- forward
+    let upgrade = forward::wants_upgrade(req.headers(), req.version());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    forward::strip_hop_by_hop(&mut parts.headers, upgrade);
+    forward::add_forwarding(
+        &mut parts.headers,
+        conn.peer,
+        trusted,
+        if conn.tls { "https" } else { "http" },
+        &host_raw,
+    );
+    if let Ok(v) = HeaderValue::from_str(&obs.request_id) {
+        parts.headers.insert(&forward::X_REQUEST_ID, v);
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&host_raw) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    parts.uri = endpoint.uri(&pq).map_err(|_| ProxyError::BadRequest {
+        reason: "request target cannot be forwarded",
+    })?;
+    parts.version = http::Version::HTTP_11;
+    let limit = route.max_body_bytes;
+    let up_req = Request::from_parts(parts, BodyExt::boxed_unsync(Limited::new(body, limit)));
+
+    // --- exchange
+    let timeout = pool.config.request_timeout;
+    let mut resp = match tokio::time::timeout(timeout, pool.client.request(up_req)).await {
+        Err(_) => {
+            pool.record(&endpoint, Some(Failure::Timeout));
+            return Err(ProxyError::UpstreamTimeout {
+                endpoint: endpoint.base.clone(),
+                timeout,
+            });
+        }
+        Ok(Err(e)) => {
+            if is_caused_by::<BodyLimitExceeded>(&e) {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+            if e.is_connect() {
+                pool.record(&endpoint, Some(Failure::Connect));
+                return Err(ProxyError::UpstreamConnect {
+                    endpoint: endpoint.base.clone(),
+                    source: Box::new(e),
+                });
+            }
+            pool.record(&endpoint, Some(Failure::Protocol));
+            return Err(ProxyError::UpstreamProtocol {
+                endpoint: endpoint.base.clone(),
+                source: Box::new(e),
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+    pool.record(&endpoint, resp.status().is_server_error().then_some(Failure::Status5xx));
+
+    // --- response
+    let upgraded = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if upgraded {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        conn.state.mark_upgraded();
+        if let Some(client_upgrade) = client_upgrade {
+            let request_id = obs.request_id.clone();
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                            Ok((to_up, to_client)) => {
+                                tracing::debug!(%request_id, to_up, to_client, "upgraded connection closed")
+                            }
+                            Err(e) => {
+                                tracing::debug!(%request_id, error = %e, "upgraded connection ended with an error")
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(%request_id, error = %e, "protocol upgrade failed"),
+                }
+            });
+        }
+    }
+    let (mut rparts, rbody) = resp.into_parts();
+    forward::strip_hop_by_hop(&mut rparts.headers, upgraded);
+    Ok(Response::from_parts(
+        rparts,
+        BodyExt::boxed_unsync(rbody.map_err(|e| Box::new(e) as crate::error::BoxError)),
+    ))
+}
+
+/// A plain response used by built-in endpoints.
+pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}

@@ -1,0 +1,214 @@
+//! Route stage: picks the route for a request. Comes after the request-head checks and before
+//! forwarding.
+//!
+//! Precedence: routes for the exact host, then for the most specific `*.domain` wildcard, then
+//! routes without a host. Within the first of those groups that has a route for the path, the
+//! longest path prefix (on segment boundaries) wins; among routes with that prefix the first
+//! whose methods include the request's wins, and if none does the answer is 405 with `Allow`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use http::Method;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::config::RouteConfig;
+use crate::telemetry::{MethodClass, Metrics, RequestLabels, RouteLabels};
+use crate::upstream::Pool;
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Name.
+    pub name: String,
+    /// Path prefix.
+    pub prefix: String,
+    /// Methods (empty = any).
+    pub methods: Vec<Method>,
+    /// Pool it forwards to.
+    pub pool: Arc<Pool>,
+    /// Body limit.
+    pub max_body_bytes: u64,
+    /// Metric handles.
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// Metric handles of one route, resolved once so the request path does no label hashing.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    name: String,
+    family: Metrics,
+    requests: [[OnceLock<Counter>; 5]; 8],
+    duration: OnceLock<Histogram>,
+}
+
+// === impl RouteMetrics ===
+
+impl RouteMetrics {
+    /// Handles for `route`.
+    pub fn new(route: &str, metrics: &Metrics) -> Self {
+        Self {
+            name: route.to_string(),
+            family: metrics.clone(),
+            requests: Default::default(),
+            duration: OnceLock::new(),
+        }
+    }
+
+    /// Records a request's duration in seconds.
+    pub fn observe_duration(&self, seconds: f64) {
+        self.duration
+            .get_or_init(|| {
+                self.family
+                    .request_duration
+                    .get_or_create(&RouteLabels {
+                        route: self.name.clone(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
+    }
+
+    /// Counts an answered request.
+    pub fn count(&self, method: MethodClass, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        let cell = &self.requests[method as usize][class];
+        cell.get_or_init(|| {
+            self.family
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: self.name.clone(),
+                    method,
+                    status_class: format!("{}xx", class + 1),
+                })
+                .clone()
+        })
+        .inc();
+    }
+}
+
+/// The result of routing.
+#[derive(Debug)]
+pub enum RouteMatch<'a> {
+    /// This route takes the request.
+    Found(&'a Arc<Route>),
+    /// A route has the path but not the method; the value is the `Allow` header.
+    MethodNotAllowed(String),
+    /// Nothing matches.
+    NotFound,
+}
+
+/// All routes, indexed by host.
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: Vec<Arc<Route>>,
+    exact: HashMap<String, Vec<usize>>,
+    /// `(".example.com", routes)`, longest suffix first.
+    wildcard: Vec<(String, Vec<usize>)>,
+    any: Vec<usize>,
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if !path.starts_with(prefix) {
+        return false;
+    }
+    prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'
+}
+
+/// Lowercase host without port or trailing dot.
+pub fn normalize_host(raw: &str) -> String {
+    let h = if raw.starts_with('[') {
+        raw.split_once(']').map(|(a, _)| &raw[..a.len() + 1]).unwrap_or(raw)
+    } else {
+        raw.rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(h, _)| h)
+            .unwrap_or(raw)
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+// === impl Router ===
+
+impl Router {
+    /// Builds the router from routes in file order.
+    pub fn new(configs: &[RouteConfig], routes: Vec<Arc<Route>>) -> Self {
+        let mut r = Router {
+            routes,
+            ..Default::default()
+        };
+        let mut wild: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, c) in configs.iter().enumerate() {
+            match c.host.as_deref() {
+                None => r.any.push(i),
+                Some(h) => match h.strip_prefix('*') {
+                    Some(suffix) => wild.entry(suffix.to_string()).or_default().push(i),
+                    None => r.exact.entry(h.to_string()).or_default().push(i),
+                },
+            }
+        }
+        let order = |v: &mut Vec<usize>, routes: &[Arc<Route>]| {
+            // Longest prefix first; at equal prefix, routes with methods before catch-alls; stable.
+            v.sort_by_key(|&i| (std::cmp::Reverse(routes[i].prefix.len()), routes[i].methods.is_empty()));
+        };
+        for v in r.exact.values_mut() {
+            order(v, &r.routes);
+        }
+        order(&mut r.any, &r.routes);
+        let mut wild: Vec<_> = wild.into_iter().collect();
+        for (_, v) in wild.iter_mut() {
+            order(v, &r.routes);
+        }
+        wild.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        r.wildcard = wild;
+        r
+    }
+
+    fn in_group<'a>(&'a self, group: &[usize], path: &str, method: &Method) -> Option<RouteMatch<'a>> {
+        let mut matched_len: Option<usize> = None;
+        let mut allow: Vec<&str> = Vec::new();
+        for &i in group {
+            let route = &self.routes[i];
+            if let Some(len) = matched_len {
+                if route.prefix.len() != len {
+                    break;
+                }
+            }
+            if !prefix_matches(&route.prefix, path) {
+                continue;
+            }
+            if route.methods.is_empty() || route.methods.contains(method) {
+                return Some(RouteMatch::Found(route));
+            }
+            matched_len = Some(route.prefix.len());
+            allow.extend(route.methods.iter().map(|m| m.as_str()));
+        }
+        matched_len.map(|_| {
+            allow.sort_unstable();
+            allow.dedup();
+            RouteMatch::MethodNotAllowed(allow.join(", "))
+        })
+    }
+
+    /// Finds the route for a normalized host, a path and a method.
+    pub fn find(&self, host: &str, path: &str, method: &Method) -> RouteMatch<'_> {
+        if let Some(g) = self.exact.get(host) {
+            if let Some(m) = self.in_group(g, path, method) {
+                return m;
+            }
+        }
+        for (suffix, g) in &self.wildcard {
+            // `*.example.com` covers exactly one more label.
+            if host.len() > suffix.len()
+                && host.ends_with(suffix.as_str())
+                && !host[..host.len() - suffix.len()].contains('.')
+            {
+                if let Some(m) = self.in_group(g, path, method) {
+                    return m;
+                }
+            }
+        }
+        self.in_group(&self.any, path, method).unwrap_or(RouteMatch::NotFound)
+    }
+}

@@ -1,0 +1,295 @@
+//! Telemetry: the metrics every part of the data path records into.
+//!
+//! `main` (or a test) creates the [`Registry`], [`Metrics::register`] fills a `gateway_`
+//! sub-registry, and each part keeps handles to the families it records. No global statics, so
+//! tests read the values they caused. Labels come from bounded sets only: route, pool and
+//! listener names from the config, method and status classes, fixed reason sets.
+
+pub mod names;
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Method class label: the common methods by name, everything else `other`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types, missing_docs)]
+pub enum MethodClass {
+    GET,
+    HEAD,
+    POST,
+    PUT,
+    PATCH,
+    DELETE,
+    OPTIONS,
+    other,
+}
+
+// === impl MethodClass ===
+
+impl MethodClass {
+    /// All classes, in index order.
+    pub const ALL: [MethodClass; 8] = [
+        MethodClass::GET,
+        MethodClass::HEAD,
+        MethodClass::POST,
+        MethodClass::PUT,
+        MethodClass::PATCH,
+        MethodClass::DELETE,
+        MethodClass::OPTIONS,
+        MethodClass::other,
+    ];
+
+    /// The class of a method.
+    pub fn of(m: &http::Method) -> Self {
+        match *m {
+            http::Method::GET => Self::GET,
+            http::Method::HEAD => Self::HEAD,
+            http::Method::POST => Self::POST,
+            http::Method::PUT => Self::PUT,
+            http::Method::PATCH => Self::PATCH,
+            http::Method::DELETE => Self::DELETE,
+            http::Method::OPTIONS => Self::OPTIONS,
+            _ => Self::other,
+        }
+    }
+}
+
+/// Labels of `gateway_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route name, or `none` when no route matched.
+    pub route: String,
+    /// Method class.
+    pub method: MethodClass,
+    /// `1xx` … `5xx`.
+    pub status_class: String,
+}
+
+/// A single `route` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route name.
+    pub route: String,
+}
+
+/// Labels of `gateway_request_errors_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `downstream`, `upstream` or `internal`.
+    pub side: &'static str,
+    /// Bounded reason, e.g. `no_route`, `body_too_large`.
+    pub reason: &'static str,
+}
+
+/// Labels of `gateway_upstream_errors_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    /// Pool name.
+    pub pool: String,
+    /// `connect`, `timeout`, `protocol`, `no_healthy_endpoint`, `status_5xx`.
+    pub kind: &'static str,
+}
+
+/// A single `pool` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// Pool name.
+    pub pool: String,
+}
+
+/// Labels of `gateway_connections_active`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `http1` or `h2`.
+    pub protocol: &'static str,
+}
+
+/// A single `listener` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// Listener name.
+    pub listener: String,
+}
+
+/// Labels of `gateway_connection_timeouts_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `header`, `idle` or `handshake`.
+    pub kind: &'static str,
+}
+
+/// A single `result` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+/// Labels of `gateway_build_info`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// Crate version.
+    pub version: &'static str,
+}
+
+/// Every metric family of the data plane.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// `gateway_requests_total`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `gateway_request_duration_seconds`.
+    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// `gateway_request_errors_total`.
+    pub request_errors: Family<ErrorLabels, Counter>,
+    /// `gateway_upstream_errors_total`.
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    /// `gateway_upstream_endpoints_ejected`.
+    pub endpoints_ejected: Family<PoolLabels, Gauge>,
+    /// `gateway_upstream_ejections_total`.
+    pub ejections: Family<PoolLabels, Counter>,
+    /// `gateway_connections_active`.
+    pub connections_active: Family<ConnLabels, Gauge>,
+    /// `gateway_connections_accepted_total`.
+    pub connections_accepted: Family<ListenerLabels, Counter>,
+    /// `gateway_connections_limited_total`.
+    pub connections_limited: Family<ListenerLabels, Counter>,
+    /// `gateway_connection_timeouts_total`.
+    pub connection_timeouts: Family<TimeoutLabels, Counter>,
+    /// `gateway_tls_handshake_errors_total`.
+    pub tls_handshake_errors: Family<ListenerLabels, Counter>,
+    /// `gateway_config_reloads_total`.
+    pub config_reloads: Family<ResultLabels, Counter>,
+    /// `gateway_config_last_reload_success_timestamp_seconds`.
+    pub config_last_success: Gauge<f64, AtomicU64>,
+    /// `gateway_build_info`.
+    pub build_info: Family<BuildLabels, Gauge>,
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms .. ~65 s
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0005, 2.0, 18,
+    ))
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Creates the families and registers them under `gateway_` in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        use names::*;
+        let m = Self {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            request_errors: Family::default(),
+            upstream_errors: Family::default(),
+            endpoints_ejected: Family::default(),
+            ejections: Family::default(),
+            connections_active: Family::default(),
+            connections_accepted: Family::default(),
+            connections_limited: Family::default(),
+            connection_timeouts: Family::default(),
+            tls_handshake_errors: Family::default(),
+            config_reloads: Family::default(),
+            config_last_success: Gauge::default(),
+            build_info: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("gateway");
+        r.register(
+            REQUESTS,
+            "Requests answered, by route, method class and status class",
+            m.requests.clone(),
+        );
+        r.register_with_unit(
+            REQUEST_DURATION.trim_end_matches("_seconds"),
+            "Time from request head to the end of the response body, by route",
+            Unit::Seconds,
+            m.request_duration.clone(),
+        );
+        r.register(
+            REQUEST_ERRORS,
+            "Requests the gateway answered itself with an error, by side and reason",
+            m.request_errors.clone(),
+        );
+        r.register(
+            UPSTREAM_ERRORS,
+            "Upstream failures by pool and kind",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            UPSTREAM_ENDPOINTS_EJECTED,
+            "Endpoints currently ejected by passive health checking",
+            m.endpoints_ejected.clone(),
+        );
+        r.register(
+            UPSTREAM_EJECTIONS,
+            "Endpoint ejections started by passive health checking",
+            m.ejections.clone(),
+        );
+        r.register(
+            CONNECTIONS_ACTIVE,
+            "Client connections open now, by listener and protocol",
+            m.connections_active.clone(),
+        );
+        r.register(
+            CONNECTIONS_ACCEPTED,
+            "Client connections accepted, by listener",
+            m.connections_accepted.clone(),
+        );
+        r.register(
+            CONNECTIONS_LIMITED,
+            "Accepts that waited because max_connections was reached",
+            m.connections_limited.clone(),
+        );
+        r.register(
+            CONNECTION_TIMEOUTS,
+            "Client connections closed by a timeout, by kind",
+            m.connection_timeouts.clone(),
+        );
+        r.register(
+            TLS_HANDSHAKE_ERRORS,
+            "Failed TLS handshakes, by listener",
+            m.tls_handshake_errors.clone(),
+        );
+        r.register(CONFIG_RELOADS, "Config reloads by result", m.config_reloads.clone());
+        r.register_with_unit(
+            CONFIG_LAST_RELOAD_SUCCESS
+                .trim_end_matches("_timestamp_seconds")
+                .to_string()
+                + "_timestamp",
+            "Unix time of the last successful config load",
+            Unit::Seconds,
+            m.config_last_success.clone(),
+        );
+        r.register(
+            BUILD_INFO,
+            "Build information; the value is always 1",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        m
+    }
+}
+
+/// Renders the registry in the Prometheus text exposition format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}

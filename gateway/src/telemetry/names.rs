@@ -1,0 +1,33 @@
+//! Every metric name the gateway exports, in one place (see `docs/metrics.md`).
+//!
+//! Names are registered under the `gateway_` prefix; counters gain `_total` on export.
+//! Dashboards and alerts may only use names listed here.
+
+/// Requests answered, by route, method class and status class (counter).
+pub const REQUESTS: &str = "requests";
+/// Request duration until the response body ends, by route (histogram, seconds).
+pub const REQUEST_DURATION: &str = "request_duration_seconds";
+/// Requests the gateway answered itself with an error, by side and reason (counter).
+pub const REQUEST_ERRORS: &str = "request_errors";
+/// Upstream failures by pool and kind (counter).
+pub const UPSTREAM_ERRORS: &str = "upstream_errors";
+/// Endpoints currently ejected by passive health, by pool (gauge).
+pub const UPSTREAM_ENDPOINTS_EJECTED: &str = "upstream_endpoints_ejected";
+/// Ejections started, by pool (counter).
+pub const UPSTREAM_EJECTIONS: &str = "upstream_ejections";
+/// Client connections open now, by listener and protocol (gauge).
+pub const CONNECTIONS_ACTIVE: &str = "connections_active";
+/// Client connections accepted, by listener (counter).
+pub const CONNECTIONS_ACCEPTED: &str = "connections_accepted";
+/// Accepts that had to wait because `max_connections` was reached, by listener (counter).
+pub const CONNECTIONS_LIMITED: &str = "connections_limited";
+/// Connections closed by a timeout, by listener and kind (header, idle, handshake) (counter).
+pub const CONNECTION_TIMEOUTS: &str = "connection_timeouts";
+/// Failed TLS handshakes, by listener (counter).
+pub const TLS_HANDSHAKE_ERRORS: &str = "tls_handshake_errors";
+/// Config reloads by result (counter).
+pub const CONFIG_RELOADS: &str = "config_reloads";
+/// Unix time of the last successful config load (gauge, seconds).
+pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "config_last_reload_success_timestamp_seconds";
+/// Build information, value 1 (gauge).
+pub const BUILD_INFO: &str = "build_info";

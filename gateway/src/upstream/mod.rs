@@ -1,0 +1,329 @@
+//! Upstream pools: endpoints, load balancing, passive health, and the pooled HTTP client.
+//!
+//! Sits after routing in the data path: the pipeline asks a [`Pool`] for an endpoint
+//! ([`Pool::pick`]), sends through the pool's client, and reports the outcome back
+//! ([`Pool::record`]). An endpoint that fails `consecutive_failures` times in a row (connect
+//! failure, timeout, or 5xx) is ejected for `ejection_time`; the rest keep serving.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::time::Instant;
+
+use crate::config::{Balance, ConfigError, UpstreamConfig};
+use crate::pipeline::body::Body;
+use crate::telemetry::{Metrics, PoolLabels, UpstreamErrorLabels};
+
+/// The client type every pool uses.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// One endpoint of a pool.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// `scheme://authority`.
+    pub base: String,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    in_flight: AtomicUsize,
+    failures: AtomicU32,
+    /// Milliseconds since the pool's epoch until which the endpoint is ejected; 0 = not ejected.
+    ejected_until: AtomicU64,
+}
+
+/// Upstream error kinds (bounded label values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// TCP or TLS connect failed.
+    Connect,
+    /// No response head in time.
+    Timeout,
+    /// Broken exchange.
+    Protocol,
+    /// The endpoint answered 5xx.
+    Status5xx,
+}
+
+/// A pool of endpoints with its client.
+#[derive(Debug)]
+pub struct Pool {
+    /// The config it was built from (pools are reused across reloads when unchanged).
+    pub config: UpstreamConfig,
+    /// Endpoints.
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Pooled client.
+    pub client: HttpClient,
+    rr: AtomicUsize,
+    epoch: Instant,
+    ejected_gauge: Gauge,
+    ejections: Counter,
+    errors: [Counter; 5],
+}
+
+/// Keeps an endpoint's in-flight count raised while a request is outstanding.
+#[derive(Debug)]
+pub struct InFlight(Arc<Endpoint>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// Builds the upstream URI for a path and query.
+    pub fn uri(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let loaded = rustls_native_certs::load_native_certs();
+        for e in &loaded.errors {
+            tracing::warn!(error = %e, "could not load a system root certificate");
+        }
+        loaded.certs
+    })
+}
+
+// === impl Pool ===
+
+impl Pool {
+    /// Builds a pool: reads CA files and creates the client. Errors carry config positions.
+    pub fn build(
+        file: &str,
+        index: usize,
+        config: &UpstreamConfig,
+        metrics: &Metrics,
+    ) -> Result<Arc<Pool>, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut roots = rustls::RootCertStore::empty();
+        if config.tls.system_roots {
+            let (_, ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());
+            if ignored > 0 {
+                tracing::debug!(ignored, "system root certificates skipped");
+            }
+        }
+        for (j, (path, at)) in config.tls.ca_files.iter().enumerate() {
+            match crate::listen::tls::read_certs(path) {
+                Ok(certs) => {
+                    for c in certs {
+                        if let Err(e) = roots.add(c) {
+                            errors.push(ConfigError {
+                                file: file.into(),
+                                line: at.line,
+                                column: at.column,
+                                field: format!("upstreams[{index}].tls.ca_files[{j}]"),
+                                reason: format!("{}: not a usable CA certificate: {e}", path.display()),
+                            });
+                        }
+                    }
+                }
+                Err(reason) => errors.push(ConfigError {
+                    file: file.into(),
+                    line: at.line,
+                    column: at.column,
+                    field: format!("upstreams[{index}].tls.ca_files[{j}]"),
+                    reason,
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+        let tls = match tls {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(vec![ConfigError {
+                    file: file.into(),
+                    line: 1,
+                    column: 1,
+                    field: format!("upstreams[{index}].tls"),
+                    reason: e.to_string(),
+                }]);
+            }
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_endpoint)
+            .build(connector);
+
+        let endpoints = config
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let uri: http::Uri = e.parse().ok()?;
+                Some(Arc::new(Endpoint {
+                    base: e.clone(),
+                    scheme: uri.scheme()?.clone(),
+                    authority: uri.authority()?.clone(),
+                    in_flight: AtomicUsize::new(0),
+                    failures: AtomicU32::new(0),
+                    ejected_until: AtomicU64::new(0),
+                }))
+            })
+            .collect();
+        let pool_label = PoolLabels {
+            pool: config.name.clone(),
+        };
+        let err = |kind| {
+            metrics
+                .upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    pool: config.name.clone(),
+                    kind,
+                })
+                .clone()
+        };
+        Ok(Arc::new(Pool {
+            config: config.clone(),
+            endpoints,
+            client,
+            rr: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            ejected_gauge: metrics.endpoints_ejected.get_or_create(&pool_label).clone(),
+            ejections: metrics.ejections.get_or_create(&pool_label).clone(),
+            errors: [
+                err("connect"),
+                err("timeout"),
+                err("protocol"),
+                err("status_5xx"),
+                err("no_healthy_endpoint"),
+            ],
+        }))
+    }
+
+    /// Pool name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn healthy(&self, e: &Endpoint, now: u64) -> bool {
+        let until = e.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= now
+    }
+
+    /// Picks an endpoint by the pool's policy among those not ejected.
+    pub fn pick(&self) -> Option<(Arc<Endpoint>, InFlight)> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let now = self.now_ms();
+        let chosen = match self.config.balance {
+            Balance::RoundRobin => {
+                let start = self.rr.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|i| &self.endpoints[(start + i) % n])
+                    .find(|e| self.healthy(e, now))
+            }
+            Balance::LeastInFlight => {
+                let a = &self.endpoints[fastrand::usize(..n)];
+                let b = &self.endpoints[fastrand::usize(..n)];
+                match (self.healthy(a, now), self.healthy(b, now)) {
+                    (true, true) => Some(if b.in_flight() < a.in_flight() { b } else { a }),
+                    (true, false) => Some(a),
+                    (false, true) => Some(b),
+                    // Both sampled endpoints are ejected: fall back to the least loaded healthy one.
+                    (false, false) => self
+                        .endpoints
+                        .iter()
+                        .filter(|e| self.healthy(e, now))
+                        .min_by_key(|e| e.in_flight()),
+                }
+            }
+        };
+        let e = chosen?.clone();
+        e.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some((e.clone(), InFlight(e)))
+    }
+
+    /// Counts a request refused because every endpoint is ejected.
+    pub fn record_no_healthy(&self) {
+        self.errors[4].inc();
+    }
+
+    /// Reports the outcome of an exchange with `e`.
+    pub fn record(&self, e: &Arc<Endpoint>, failure: Option<Failure>) {
+        let Some(f) = failure else {
+            if e.failures.load(Ordering::Relaxed) != 0 {
+                e.failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        };
+        self.errors[f as usize].inc();
+        let n = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < self.config.health.consecutive_failures {
+            return;
+        }
+        let now = self.now_ms();
+        let cur = e.ejected_until.load(Ordering::Relaxed);
+        if cur != 0 && cur > now {
+            return; // already ejected
+        }
+        let until = now + self.config.health.ejection_time.as_millis() as u64;
+        if e.ejected_until
+            .compare_exchange(cur, until, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        e.failures.store(0, Ordering::Relaxed);
+        if cur == 0 {
+            self.ejected_gauge.inc();
+        }
+        self.ejections.inc();
+        tracing::warn!(pool = %self.config.name, endpoint = %e.base, failures = n, ejection_ms = self.config.health.ejection_time.as_millis() as u64, "endpoint ejected");
+        let endpoint = e.clone();
+        let gauge = self.ejected_gauge.clone();
+        let pool = self.config.name.clone();
+        let deadline = Instant::now() + self.config.health.ejection_time;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            if endpoint
+                .ejected_until
+                .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                gauge.dec();
+                tracing::info!(pool = %pool, endpoint = %endpoint.base, "endpoint ejection ended");
+            }
+        });
+    }
+}
