@@ -7,6 +7,7 @@
 //! metrics. [`Gateway::start`] wires it all together.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod demo;

@@ -170,7 +170,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             "listener",
         );
         let addr = socket_addr(&mut p, &l.address, &format!("{base}.address"));
-        if let Some(a) = addr {
+        if let Some(a) = addr.filter(|a| a.port() != 0) {
             if let Some(first) = addrs.get(&a) {
                 p.at(
                     pos(&l.address),
@@ -195,7 +195,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
     let admin = match &f.admin {
         Some(a) => {
             let addr = socket_addr(&mut p, &a.address, "admin.address");
-            if let Some(ad) = addr {
+            if let Some(ad) = addr.filter(|a| a.port() != 0) {
                 if let Some(first) = addrs.get(&ad) {
                     p.at(
                         pos(&a.address),

@@ -1,0 +1,248 @@
+//! The `gateway` command line: parse arguments → load and validate config → init logging → run
+//! → exit code. `main.rs` only calls [`main`].
+//!
+//! Exit codes: 0 clean stop (after draining), 1 runtime failure (e.g. a port cannot be bound),
+//! 2 bad command line, 64 invalid config (nothing was bound).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::{config, demo, Gateway, StartError};
+use clap::{Parser, Subcommand, ValueEnum};
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{signal, SignalKind};
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Identity-aware reverse proxy with adaptive trust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Tokio worker threads (default: one per core).
+    #[arg(long, global = true)]
+    worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway from a config file.
+    Run {
+        /// The YAML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit (0 valid, 64 invalid).
+    CheckConfig {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the config file.
+    ConfigSchema,
+    /// Run a self-contained demo: built-in upstream, self-signed certificate, sample config.
+    Demo {
+        /// HTTPS port.
+        #[arg(long, default_value_t = 8443)]
+        https_port: u16,
+        /// Plain HTTP port.
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Admin port.
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Runs the command line with the process arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match config::check(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::ConfigSchema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&config::json_schema()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Run { config: path } => {
+            // Validate before anything is bound or spawned.
+            let cfg = match config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            init_logging(cli.log_format);
+            runtime(cli.worker_threads).block_on(run(cfg, path))
+        }
+        Command::Demo {
+            https_port,
+            http_port,
+            admin_port,
+        } => {
+            init_logging(cli.log_format);
+            runtime(cli.worker_threads).block_on(run_demo(demo::DemoPorts {
+                https: https_port,
+                http: http_port,
+                admin: admin_port,
+            }))
+        }
+    }
+}
+
+fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all().thread_name("gateway-worker");
+    if let Some(n) = workers {
+        b.worker_threads(n.max(1));
+    }
+    match b.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            std::process::exit(EXIT_RUNTIME as i32);
+        }
+    }
+}
+
+async fn run(cfg: config::Config, path: PathBuf) -> ExitCode {
+    let gw = match Gateway::start(cfg, Some(path), Registry::default()).await {
+        Ok(g) => g,
+        Err(e @ StartError::Config(_)) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    serve_until_signal(gw).await
+}
+
+async fn run_demo(ports: demo::DemoPorts) -> ExitCode {
+    let dir = std::env::temp_dir().join(format!("gateway-demo-{}", std::process::id()));
+    let prepared = (|| -> std::io::Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(&dir)?;
+        demo::write_self_signed(&dir)
+    })();
+    let (cert, key) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, dir = %dir.display(), "cannot write demo files");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let upstream = match demo::Upstream::start("demo-upstream", SocketAddr::from(([127, 0, 0, 1], 0))).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the demo upstream");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let path = dir.join("gateway.yaml");
+    if let Err(e) = std::fs::write(&path, demo::config_text(ports, upstream.addr(), &cert, &key)) {
+        tracing::error!(error = %e, "cannot write the demo config");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    let cfg = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let gw = match Gateway::start(cfg, Some(path), Registry::default()).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the demo (use --https-port, --http-port, --admin-port to pick free ports)");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    println!("{}", demo::banner(ports, &dir));
+    let code = serve_until_signal(gw).await;
+    upstream.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+async fn serve_until_signal(gw: Gateway) -> ExitCode {
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config");
+                let _ = gw.reload().await;
+            }
+            _ = term.recv() => { tracing::info!(signal = "SIGTERM", "draining"); break; }
+            _ = int.recv() => { tracing::info!(signal = "SIGINT", "draining"); break; }
+        }
+    }
+    // A second signal while draining stops at once.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: stopping without waiting for in-flight requests");
+        std::process::exit(0);
+    });
+    let grace = gw.drain_timeout();
+    if gw.shutdown(grace).await {
+        tracing::info!("drained; stopped");
+    } else {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "drain deadline reached; remaining connections were closed"
+        );
+    }
+    ExitCode::SUCCESS
+}

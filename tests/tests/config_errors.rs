@@ -1,0 +1,168 @@
+//! Bad config: every problem named with file, line, column and field; `gateway check-config`
+//! exits 64 with those messages and 0 on a valid file; `gateway run` refuses to start.
+
+use std::process::Command;
+
+fn check(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let out = Command::new(gateway_tests::gateway_bin!())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run gateway");
+    let text = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "gw.yaml");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn unknown_field() {
+    let (code, err) = check("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    colour: blue\n");
+    assert_eq!(code, 64);
+    assert!(err.contains("gw.yaml:4:5: unknown field `colour`"), "{err}");
+}
+
+#[test]
+fn wrong_type() {
+    let (code, err) = check("listeners:\n  - name: a\n    address: 127.0.0.1:1\nlimits:\n  max_headers: many\n");
+    assert_eq!(code, 64);
+    assert!(err.starts_with("gw.yaml:5:16: "), "{err}");
+    let (code, err) = check("listeners:\n  - name: a\n    address: [1, 2]\n");
+    assert_eq!(code, 64);
+    assert!(err.starts_with("gw.yaml:3:14: "), "{err}");
+}
+
+#[test]
+fn missing_upstream_and_every_problem_listed() {
+    let yaml = "\
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+routes:
+  - name: r
+    upstream: nope
+    match: { path_prefix: api }
+upstreams:
+  - name: u
+    endpoints: [ftp://x]
+    connect_timeout: 5
+";
+    let (code, err) = check(yaml);
+    assert_eq!(code, 64);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "gw.yaml:6:15: routes[0].upstream: no upstream named `nope` (defined: u)",
+            "gw.yaml:7:27: routes[0].match.path_prefix: `api` must start with '/'",
+            "gw.yaml:10:17: upstreams[0].endpoints[0]: `ftp://x` is not an endpoint like http://10.0.0.1:8080 or https://api.internal",
+            "gw.yaml:11:22: upstreams[0].connect_timeout: `5` has no unit: write it like 500ms, 10s, 5m or 1h",
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_listener_address() {
+    let yaml = "\
+listeners:
+  - name: a
+    address: 127.0.0.1:8443
+  - name: b
+    address: 127.0.0.1:8443
+admin:
+  address: 127.0.0.1:8443
+";
+    let (code, err) = check(yaml);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains(
+            "gw.yaml:5:14: listeners[1].address: address 127.0.0.1:8443 is already used by the listener at line 3"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("gw.yaml:7:12: admin.address: address 127.0.0.1:8443 is already used"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_certificate() {
+    let yaml = "\
+listeners:
+  - name: a
+    address: 127.0.0.1:8443
+    tls:
+      certificates:
+        - cert: /nonexistent/cert.pem
+          key: /nonexistent/key.pem
+";
+    let (code, err) = check(yaml);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("gw.yaml:6:17: listeners[0].tls.certificates[0].cert: cannot read /nonexistent/cert.pem"),
+        "{err}"
+    );
+    assert!(
+        err.contains("gw.yaml:7:16: listeners[0].tls.certificates[0].key: cannot read /nonexistent/key.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbage_certificate_and_mismatched_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").expect("write");
+    let a = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).expect("cert");
+    let b = rcgen::generate_simple_self_signed(vec!["b.test".to_string()]).expect("cert");
+    let cert = dir.path().join("a.pem");
+    let key = dir.path().join("b.key");
+    std::fs::write(&cert, a.cert.pem()).expect("write");
+    std::fs::write(&key, b.signing_key.serialize_pem()).expect("write");
+    let yaml = format!(
+        "listeners:\n  - name: a\n    address: 127.0.0.1:8443\n    tls:\n      certificates:\n        - {{ cert: {}, key: {} }}\n        - {{ cert: {}, key: {} }}\n",
+        junk.display(),
+        key.display(),
+        cert.display(),
+        key.display()
+    );
+    let (code, err) = check(&yaml);
+    assert_eq!(code, 64);
+    assert!(err.contains("contains no PEM certificate"), "{err}");
+    assert!(err.contains("does not fit the certificate"), "{err}");
+}
+
+#[test]
+fn valid_config_passes_and_run_refuses_invalid() {
+    let (code, err) = check("listeners:\n  - name: a\n    address: 127.0.0.1:0\nadmin: { address: 127.0.0.1:0 }\n");
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, "listeners: []\n").expect("write");
+    let out = Command::new(gateway_tests::gateway_bin!())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listeners: at least one listener is required"));
+}
+
+#[test]
+fn schema_is_printed() {
+    let out = Command::new(gateway_tests::gateway_bin!())
+        .arg("config-schema")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(schema["title"], "FileConfig");
+    assert!(schema["properties"]["listeners"].is_object());
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "unknown fields are rejected by the schema too"
+    );
+}

@@ -1,0 +1,163 @@
+//! Proxy semantics: hop-by-hop removal, forwarding headers with and without a trusted proxy,
+//! request id round trip, WebSocket upgrade pass-through, large streamed bodies both ways.
+
+use bytes::Bytes;
+use gateway_tests::{json, request, send, ChannelBody, TestGateway, Upstream};
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn gateway(trusted: &str, up: &Upstream) -> anyhow::Result<TestGateway> {
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+trusted_proxies: [{trusted}]
+limits: {{ max_body_bytes: 2147483648 }}
+routes: [{{ name: r, upstream: up }}]
+upstreams:
+  - {{ name: up, endpoints: [http://{}], request_timeout: 60s }}
+"#,
+        up.addr()
+    );
+    TestGateway::start(&yaml).await
+}
+
+#[tokio::test]
+async fn hop_by_hop_fields_are_removed_both_ways() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let gw = gateway("", &up).await?;
+    let req = http::Request::get("/")
+        .header("host", "x")
+        .header("connection", "keep-alive, x-private")
+        .header("x-private", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("x-end-to-end", "kept")
+        .body(Full::new(Bytes::new()))?;
+    let r = send(gw.addr("http"), req).await?;
+    let h = &json(&r)["headers"];
+    for gone in ["connection", "x-private", "keep-alive", "te", "proxy-authorization"] {
+        assert!(h.get(gone).is_none(), "{gone} must not reach the upstream: {h}");
+    }
+    assert_eq!(h["x-end-to-end"], "kept");
+    assert!(r.headers().get("keep-alive").is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn forwarding_headers_untrusted_peer() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let gw = gateway("10.0.0.0/8", &up).await?;
+    let req = http::Request::get("/")
+        .header("host", "shop.test:8080")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.test")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-request-id", "client-chosen")
+        .body(Full::new(Bytes::new()))?;
+    let r = send(gw.addr("http"), req).await?;
+    let h = &json(&r)["headers"];
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.test:8080");
+    assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http;host=\"shop.test:8080\"");
+    let rid = r.headers()["x-request-id"].to_str()?;
+    assert_ne!(rid, "client-chosen", "an untrusted client cannot choose the request id");
+    assert_eq!(h["x-request-id"], rid, "the upstream sees the id the client gets back");
+    Ok(())
+}
+
+#[tokio::test]
+async fn forwarding_headers_trusted_proxy() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let gw = gateway("127.0.0.1/32", &up).await?;
+    let req = http::Request::get("/")
+        .header("host", "shop.test")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "www.shop.test")
+        .header("forwarded", "for=203.0.113.9;proto=https")
+        .header("x-request-id", "lb-1234")
+        .body(Full::new(Bytes::new()))?;
+    let r = send(gw.addr("http"), req).await?;
+    let h = &json(&r)["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "www.shop.test");
+    assert_eq!(
+        h["forwarded"],
+        "for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host=\"shop.test\""
+    );
+    assert_eq!(h["x-request-id"], "lb-1234");
+    assert_eq!(r.headers()["x-request-id"], "lb-1234");
+    Ok(())
+}
+
+#[tokio::test]
+async fn websocket_upgrade_echo() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let gw = gateway("", &up).await?;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("http")).await?;
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    // Bytes now flow both ways through the gateway (a masked WebSocket text frame "hi").
+    let frame = [0x81u8, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+    for _ in 0..3 {
+        s.write_all(&frame).await?;
+        let mut back = [0u8; 8];
+        s.read_exact(&mut back).await?;
+        assert_eq!(back, frame);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() -> anyhow::Result<()> {
+    const SIZE: u64 = 256 * 1024 * 1024;
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let gw = gateway("", &up).await?;
+    // Download: counted as it arrives, never held whole.
+    let stream = tokio::net::TcpStream::connect(gw.addr("http")).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(request("x", &format!("/bytes/{SIZE}"))).await?;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    while let Some(f) = body.frame().await {
+        got += f?.data_ref().map(|d| d.len() as u64).unwrap_or(0);
+    }
+    assert_eq!(got, SIZE);
+    // Upload: fed in chunks, the upstream counts what arrives.
+    let (tx, body) = ChannelBody::new(8);
+    let stream = tokio::net::TcpStream::connect(gw.addr("http")).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::post("/drain").header("host", "x").body(body)?;
+    let pending = tokio::spawn(async move { sender.send_request(req).await });
+    let chunk = Bytes::from(vec![b'u'; 1 << 20]);
+    for _ in 0..(SIZE >> 20) {
+        tx.send(chunk.clone()).await?;
+    }
+    drop(tx);
+    let resp = pending.await??;
+    assert_eq!(resp.status(), 200);
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+    assert_eq!(v["received"], SIZE);
+    Ok(())
+}

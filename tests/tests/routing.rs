@@ -1,0 +1,365 @@
+//! Routing precedence, load balancing, passive health, and every error answer with its
+//! RFC 9457 problem body.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gateway_tests::{assert_eventually, endpoints, json, metric, request, send, Collected, TestGateway, Upstream};
+use http_body_util::Full;
+
+fn assert_problem(r: &Collected, status: u16, slug: &str) {
+    assert_eq!(r.status().as_u16(), status, "status; body: {:?}", r.body());
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p = json(r);
+    assert_eq!(p["status"], status);
+    assert_eq!(p["type"], format!("urn:gateway:problem:{slug}"));
+    assert!(p["title"].is_string() && p["detail"].is_string());
+    let rid = r.headers()["x-request-id"].to_str().expect("ascii");
+    assert_eq!(p["request_id"], rid, "the problem carries the request id");
+    let text = String::from_utf8_lossy(r.body());
+    assert!(!text.contains("127.0.0.1"), "no internals in problem bodies: {text}");
+}
+
+#[tokio::test]
+async fn routing_precedence() -> anyhow::Result<()> {
+    let names = ["exact", "exact-api", "exact-api-post", "wild", "any", "any-deep"];
+    let mut ups = Vec::new();
+    for n in names {
+        ups.push(Upstream::start(n, "127.0.0.1:0".parse()?).await?);
+    }
+    let mut yaml = String::from(
+        r#"
+listeners: [{ name: http, address: "127.0.0.1:0" }]
+admin: { address: "127.0.0.1:0" }
+routes:
+  - { name: any, upstream: any }
+  - { name: any-deep, upstream: any-deep, match: { path_prefix: /api/v1/ } }
+  - { name: wild, upstream: wild, match: { host: "*.example.com" } }
+  - { name: exact, upstream: exact, match: { host: www.example.com } }
+  - { name: exact-api, upstream: exact-api, match: { host: www.example.com, path_prefix: /api } }
+  - { name: exact-api-post, upstream: exact-api-post, match: { host: www.example.com, path_prefix: /api, methods: [POST, PUT] } }
+upstreams:
+"#,
+    );
+    for (n, u) in names.iter().zip(&ups) {
+        yaml.push_str(&format!("  - {{ name: {n}, endpoints: [http://{}] }}\n", u.addr()));
+    }
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    let who = |r: &Collected| {
+        r.headers()
+            .get("x-upstream")
+            .map(|v| v.to_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let cases = [
+        ("GET", "www.example.com", "/", "exact"),
+        ("GET", "WWW.Example.COM:8080", "/x", "exact"),
+        ("GET", "www.example.com", "/api", "exact-api"),
+        ("GET", "www.example.com", "/api/users", "exact-api"),
+        ("POST", "www.example.com", "/api/users", "exact-api-post"),
+        ("GET", "www.example.com", "/apiary", "exact"),
+        ("GET", "shop.example.com", "/api", "wild"),
+        ("GET", "a.b.example.com", "/", "any"),
+        ("GET", "other.org", "/api/v1/x", "any-deep"),
+        ("GET", "other.org", "/api/v1", "any"),
+    ];
+    for (method, host, path, want) in cases {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))?;
+        let r = send(addr, req).await?;
+        assert_eq!(r.status(), 200, "{method} {host}{path}");
+        assert_eq!(who(&r), want, "{method} {host}{path}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn method_mismatch_is_405_and_unknown_path_404() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes:
+  - {{ name: read, upstream: up, match: {{ host: api.test, path_prefix: /items, methods: [GET, HEAD] }} }}
+upstreams:
+  - {{ name: up, endpoints: [http://{}] }}
+"#,
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let req = http::Request::post("/items")
+        .header("host", "api.test")
+        .body(Full::new(Bytes::new()))?;
+    let r = send(gw.addr("http"), req).await?;
+    assert_problem(&r, 405, "method-not-allowed");
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    let r = send(gw.addr("http"), request("api.test", "/other")).await?;
+    assert_problem(&r, 404, "no-route");
+    let r = send(gw.addr("http"), request("nobody.test", "/items")).await?;
+    assert_problem(&r, 404, "no-route");
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_requests_total",
+            &[("route", "none"), ("status_class", "4xx")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_request_errors_total",
+            &[("reason", "no_route"), ("side", "downstream")]
+        ),
+        Some(2.0)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn load_balancing_spreads() -> anyhow::Result<()> {
+    let a = Upstream::start("a", "127.0.0.1:0".parse()?).await?;
+    let b = Upstream::start("b", "127.0.0.1:0".parse()?).await?;
+    let c = Upstream::start("c", "127.0.0.1:0".parse()?).await?;
+    for balance in ["round_robin", "least_in_flight"] {
+        let yaml = format!(
+            r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes: [{{ name: r, upstream: p }}]
+upstreams:
+  - {{ name: p, balance: {balance}, endpoints: {} }}
+"#,
+            endpoints(&[&a, &b, &c])
+        );
+        let gw = TestGateway::start(&yaml).await?;
+        let mut counts = std::collections::HashMap::<String, usize>::new();
+        for _ in 0..90 {
+            let r = send(gw.addr("http"), request("x", "/")).await?;
+            *counts
+                .entry(r.headers()["x-upstream"].to_str()?.to_string())
+                .or_default() += 1;
+        }
+        assert_eq!(counts.len(), 3, "{balance}: every endpoint served: {counts:?}");
+        if balance == "round_robin" {
+            assert!(counts.values().all(|&n| n == 30), "round robin is even: {counts:?}");
+        } else {
+            assert!(counts.values().all(|&n| n >= 10), "least in flight spreads: {counts:?}");
+        }
+    }
+    Ok(())
+}
+
+/// A TCP server that accepts and closes at once, counting connections: a broken endpoint whose
+/// traffic can be observed.
+async fn broken_endpoint() -> anyhow::Result<(std::net::SocketAddr, Arc<AtomicUsize>)> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            h.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    Ok((addr, hits))
+}
+
+#[tokio::test]
+async fn ejected_endpoint_gets_no_traffic_until_ejection_ends() -> anyhow::Result<()> {
+    let good = Upstream::start("good", "127.0.0.1:0".parse()?).await?;
+    let (bad, hits) = broken_endpoint().await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes: [{{ name: r, upstream: p }}]
+upstreams:
+  - name: p
+    endpoints: [http://{}, http://{bad}]
+    health: {{ consecutive_failures: 2, ejection_time: 1s }}
+"#,
+        good.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    // Round robin alternates: the bad endpoint fails twice within four requests and is ejected.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send(addr, request("x", "/")).await?.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|&&s| s == 502).count(), 2, "{statuses:?}");
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(&m, "gateway_upstream_endpoints_ejected", &[("pool", "p")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "gateway_upstream_ejections_total", &[("pool", "p")]),
+        Some(1.0)
+    );
+    let before = hits.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let r = send(addr, request("x", "/")).await?;
+        assert_eq!(r.status(), 200, "the pool keeps serving from the healthy endpoint");
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before,
+        "no traffic to the ejected endpoint"
+    );
+    // After the ejection ends the endpoint is tried again.
+    assert_eventually!(
+        gateway_tests::metric(
+            &gw.metrics().await?,
+            "gateway_upstream_endpoints_ejected",
+            &[("pool", "p")]
+        ) == Some(0.0),
+        "ejection ends"
+    );
+    for _ in 0..4 {
+        let _ = send(addr, request("x", "/")).await?;
+    }
+    assert!(
+        hits.load(Ordering::SeqCst) > before,
+        "traffic resumes after the ejection"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn upstream_errors_502_503_504() -> anyhow::Result<()> {
+    let slow = Upstream::start("slow", "127.0.0.1:0".parse()?).await?;
+    let dead = gateway_tests::free_port();
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes:
+  - {{ name: dead, upstream: dead, match: {{ path_prefix: /dead }} }}
+  - {{ name: slow, upstream: slow }}
+upstreams:
+  - name: dead
+    endpoints: [http://127.0.0.1:{dead}]
+    health: {{ consecutive_failures: 1, ejection_time: 1m }}
+  - {{ name: slow, endpoints: [http://{}], request_timeout: 300ms }}
+"#,
+        slow.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    assert_problem(&send(addr, request("x", "/dead")).await?, 502, "upstream-connect");
+    let r = send(addr, request("x", "/dead")).await?;
+    assert_problem(&r, 503, "no-healthy-endpoint");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_problem(&send(addr, request("x", "/delay/3000")).await?, 504, "upstream-timeout");
+    // The slow endpoint keeps serving fast requests.
+    assert_eq!(send(addr, request("x", "/delay/1")).await?.status(), 200);
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_upstream_errors_total",
+            &[("pool", "dead"), ("kind", "connect")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_upstream_errors_total",
+            &[("pool", "dead"), ("kind", "no_healthy_endpoint")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_upstream_errors_total",
+            &[("pool", "slow"), ("kind", "timeout")]
+        ),
+        Some(1.0)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn request_limits_413_414_431_400() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+limits: {{ max_header_bytes: 4096, max_headers: 20, max_uri_bytes: 256, max_body_bytes: 1000 }}
+routes:
+  - {{ name: big, upstream: up, match: {{ host: big.test }}, max_body_bytes: 100000 }}
+  - {{ name: small, upstream: up }}
+upstreams:
+  - {{ name: up, endpoints: [http://{}] }}
+"#,
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    // 413 by Content-Length, before anything is sent upstream.
+    let req = http::Request::post("/drain")
+        .header("host", "x")
+        .body(Full::new(Bytes::from(vec![b'a'; 1001])))?;
+    assert_problem(&send(addr, req).await?, 413, "body-too-large");
+    // The per-route limit is larger.
+    let req = http::Request::post("/drain")
+        .header("host", "big.test")
+        .body(Full::new(Bytes::from(vec![b'a'; 50_000])))?;
+    let r = send(addr, req).await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(&r)["received"], 50_000);
+    // 413 for a chunked body that grows past the limit while streaming.
+    let (tx, body) = gateway_tests::ChannelBody::new(4);
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::post("/drain").header("host", "x").body(body)?;
+    let pending = tokio::spawn(async move { sender.send_request(req).await });
+    for _ in 0..5 {
+        if tx.send(Bytes::from(vec![b'a'; 400])).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let resp = pending.await??;
+    assert_eq!(resp.status(), 413, "a streamed body over the limit is refused");
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(&m, "gateway_request_errors_total", &[("reason", "body_too_large")]),
+        Some(2.0)
+    );
+    // 414
+    let long = format!("/{}", "a".repeat(300));
+    assert_problem(&send(addr, request("x", &long)).await?, 414, "uri-too-long");
+    // 431 by count and by size.
+    let mut req = request("x", "/");
+    for i in 0..25 {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(format!("x-h{i}").as_bytes())?,
+            http::HeaderValue::from_static("v"),
+        );
+    }
+    assert_problem(&send(addr, req).await?, 431, "head-too-large");
+    let mut req = request("x", "/");
+    req.headers_mut()
+        .insert("x-big", http::HeaderValue::from_str(&"v".repeat(5000))?);
+    assert_problem(&send(addr, req).await?, 431, "head-too-large");
+    // 400: HTTP/1.1 without Host.
+    let req = http::Request::get("/").body(Full::new(Bytes::new()))?;
+    let r = send(addr, req).await?;
+    assert_eq!(r.status(), 400);
+    Ok(())
+}
