@@ -141,26 +141,30 @@ impl TestGateway {
     }
 }
 
-/// The value of a sample in Prometheus text, matched by name and `label="value"` pairs.
+/// The sum of the samples named `name` whose labels include every `label="value"` pair given
+/// (like `sum(name{labels})`), or `None` when no sample matches.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
+    let mut found = None;
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = l.rsplit_once(' ') else {
+            continue;
+        };
         let (n, rest) = match series.split_once('{') {
             Some((n, rest)) => (n, rest.trim_end_matches('}')),
             None => (series, ""),
         };
-        if n != name {
-            return None;
+        if n != name
+            || !labels
+                .iter()
+                .all(|(k, v)| rest.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+        {
+            continue;
         }
-        let all = labels
-            .iter()
-            .all(|(k, v)| rest.split(',').any(|p| p == format!("{k}=\"{v}\"")));
-        if all {
-            value.parse().ok()
-        } else {
-            None
+        if let Ok(v) = value.parse::<f64>() {
+            found = Some(found.unwrap_or(0.0) + v);
         }
-    })
+    }
+    found
 }
 
 /// A response with its whole body.
@@ -316,4 +320,92 @@ impl http_body::Body for ChannelBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
     }
+}
+
+/// A gateway process started from the binary under test; killed on drop.
+pub struct Process {
+    child: tokio::process::Child,
+}
+
+impl Process {
+    /// Starts the binary with `args` (built by `gateway_bin!` in the calling test).
+    pub fn spawn_with(bin: &std::path::Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<Self> {
+        let child = tokio::process::Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { child })
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, `INT`).
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("process still running")?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} failed");
+        Ok(())
+    }
+
+    /// Waits (with patience) for the exit code.
+    pub async fn wait_exit(&mut self) -> anyhow::Result<Option<i32>> {
+        let status = tokio::time::timeout(patience(), self.child.wait()).await??;
+        Ok(status.code())
+    }
+
+    /// The child's stdout, once.
+    pub fn stdout(&mut self) -> Option<tokio::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+}
+
+/// A TLS 1.3 client that accepts any server certificate (to inspect what is served, and for
+/// the demo's self-signed certificate).
+pub fn insecure_client() -> std::sync::Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct AcceptAny;
+    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            gateway::listen::tls::provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(gateway::listen::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAny))
+        .with_no_client_auth();
+    std::sync::Arc::new(cfg)
 }

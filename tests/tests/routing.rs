@@ -108,7 +108,7 @@ upstreams:
         metric(
             &m,
             "gateway_requests_total",
-            &[("route", "none"), ("status_class", "4xx")]
+            &[("route", "none"), ("method", "GET"), ("status_class", "4xx")]
         ),
         Some(2.0)
     );

@@ -133,7 +133,7 @@ async fn sni_picks_the_certificate() -> anyhow::Result<()> {
         // leaf comparison makes the choice explicit.
         let conn = if name == "explicit.test" {
             // explicit.test is not in the certificate: look at what is served without verifying it.
-            let insecure = insecure_client();
+            let insecure = gateway_tests::insecure_client();
             TlsConn::connect(gw.addr("https"), name, insecure).await?
         } else {
             TlsConn::connect(gw.addr("https"), name, cfg.clone()).await?
@@ -141,52 +141,7 @@ async fn sni_picks_the_certificate() -> anyhow::Result<()> {
         assert_eq!(conn.peer_leaf().as_ref(), Some(&want), "certificate for {name}");
     }
     // An unknown name gets the first (default) certificate.
-    let conn = TlsConn::connect(gw.addr("https"), "unknown.test", insecure_client()).await?;
+    let conn = TlsConn::connect(gw.addr("https"), "unknown.test", gateway_tests::insecure_client()).await?;
     assert_eq!(conn.peer_leaf().as_ref(), Some(&der(&a)));
     Ok(())
-}
-
-fn insecure_client() -> std::sync::Arc<rustls::ClientConfig> {
-    #[derive(Debug)]
-    struct AcceptAny;
-    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            gateway::listen::tls::provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(gateway::listen::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAny))
-        .with_no_client_auth();
-    std::sync::Arc::new(cfg)
 }

@@ -2,7 +2,8 @@
 //!
 //! - `GET /healthz`: the process is alive;
 //! - `GET /readyz`: listeners are bound and a config is loaded (503 while draining);
-//! - `GET /metrics`: Prometheus text exposition;
+//! - `GET /metrics`: OpenMetrics when the scraper asks for it (`Accept`), else the classic
+//!   Prometheus text format;
 //! - `POST /reload`: reload the config file now; 200 with the changes, or 422 with every problem;
 //! - `GET /config/schema`: the JSON Schema of the config file.
 
@@ -68,11 +69,25 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
             }
         }
-        (&Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            crate::telemetry::render(&shared.registry),
-        ),
+        (&Method::GET, "/metrics") => {
+            let wants_openmetrics = req
+                .headers()
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            if wants_openmetrics {
+                let body = crate::telemetry::render_openmetrics(&shared.registry);
+                text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    body,
+                )
+            } else {
+                let body = crate::telemetry::render_classic(&shared.registry);
+                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
+            }
+        }
         (&Method::GET, "/config/schema") => text(
             StatusCode::OK,
             "application/schema+json",

@@ -285,11 +285,39 @@ impl Metrics {
     }
 }
 
-/// Renders the registry in the Prometheus text exposition format.
-pub fn render(registry: &Registry) -> String {
+/// Renders the registry in the OpenMetrics text format.
+pub fn render_openmetrics(registry: &Registry) -> String {
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
         out.clear();
+    }
+    out
+}
+
+/// Renders the registry in the classic Prometheus text format (0.0.4), for scrapers and tools
+/// that do not ask for OpenMetrics: counter families carry their `_total` name, and the
+/// OpenMetrics-only `# UNIT` and `# EOF` lines are left out.
+pub fn render_classic(registry: &Registry) -> String {
+    let open = render_openmetrics(registry);
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match rewritten {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
     }
     out
 }

@@ -1,0 +1,109 @@
+//! Connection limits: a client trickling its request head is cut off at the header timeout while
+//! others are served; idle keep-alive connections close at the idle timeout but live past the
+//! header timeout; beyond max_connections new connections wait until a slot frees.
+
+use std::time::Duration;
+
+use gateway_tests::{assert_eventually, metric, request, send, TestGateway, Upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn gateway(limits: &str) -> anyhow::Result<(TestGateway, Upstream)> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\nlimits: {limits}\n\
+         routes: [{{ name: r, upstream: up }}]\nupstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\n",
+        up.addr()
+    );
+    Ok((TestGateway::start(&yaml).await?, up))
+}
+
+#[tokio::test]
+async fn slow_header_client_is_cut_off_while_others_are_served() -> anyhow::Result<()> {
+    let (gw, _up) = gateway("{ header_timeout: 1s, idle_timeout: 30s }").await?;
+    let addr = gw.addr("http");
+    let mut slow = tokio::net::TcpStream::connect(addr).await?;
+    let started = tokio::time::Instant::now();
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed_after = None;
+    for b in head.iter() {
+        if slow.write_all(&[*b]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        // Others are served normally meanwhile.
+        assert_eq!(send(addr, request("x", "/")).await?.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if closed_after.is_none() {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf)).await??;
+        assert_eq!(n, 0, "the gateway closes the connection instead of answering");
+    }
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert_eventually!(
+        metric(
+            &gw.metrics().await?,
+            "gateway_connection_timeouts_total",
+            &[("listener", "http"), ("kind", "header")]
+        ) == Some(1.0),
+        "the header timeout is counted"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn idle_keep_alive_outlives_header_timeout_and_closes_at_idle_timeout() -> anyhow::Result<()> {
+    let (gw, _up) = gateway("{ header_timeout: 300ms, idle_timeout: 1500ms }").await?;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("http")).await?;
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        s.write_all(req).await?;
+        let n = s.read(&mut buf).await?;
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        // Idle for longer than the header timeout but less than the idle timeout.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    // Now stay idle: the gateway closes the connection at the idle timeout.
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
+    assert_eq!(n, 0);
+    assert_eventually!(
+        metric(
+            &gw.metrics().await?,
+            "gateway_connection_timeouts_total",
+            &[("listener", "http"), ("kind", "idle")]
+        ) == Some(1.0),
+        "the idle timeout is counted"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_slot() -> anyhow::Result<()> {
+    let (gw, _up) = gateway("{ max_connections: 2 }").await?;
+    let addr = gw.addr("http");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await?;
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(s);
+    }
+    // A third connection is queued, not served.
+    let third = tokio::spawn(async move { send(addr, request("x", "/")).await });
+    assert_eventually!(
+        metric(
+            &gw.metrics().await?,
+            "gateway_connections_limited_total",
+            &[("listener", "http")]
+        ) == Some(1.0),
+        "the wait is counted"
+    );
+    assert!(!third.is_finished());
+    drop(held.pop());
+    let r = tokio::time::timeout(gateway_tests::patience(), third).await???;
+    assert_eq!(r.status(), 200, "served once a slot frees");
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! `/metrics` and `docs/metrics.md` describe the same families (both directions), and
+//! `promtool check metrics` (Prometheus, from Debian; installed by `scripts/test.sh`) finds the
+//! real output clean.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use gateway_tests::{get, request, send, TestGateway, Upstream};
+
+fn documented() -> BTreeSet<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md")).expect("docs/metrics.md");
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|n| n.starts_with("gateway_"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn exported(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_match_the_docs_and_pass_promtool() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n\
+         routes: [{{ name: r, upstream: up, match: {{ path_prefix: /ok }} }}]\nupstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\n",
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    assert_eq!(send(gw.addr("http"), request("x", "/ok")).await?.status(), 200);
+    assert_eq!(send(gw.addr("http"), request("x", "/missing")).await?.status(), 404);
+    let text = gw.metrics().await?;
+    let (doc, exp) = (documented(), exported(&text));
+    let undocumented: Vec<_> = exp.difference(&doc).collect();
+    let missing: Vec<_> = doc.difference(&exp).collect();
+    assert!(
+        undocumented.is_empty(),
+        "exported but not in docs/metrics.md: {undocumented:?}"
+    );
+    assert!(missing.is_empty(), "documented but not exported: {missing:?}");
+
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            anyhow::anyhow!("promtool is needed (apt-get install prometheus; scripts/test.sh does it): {e}")
+        })?;
+    child.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // OpenMetrics is served to scrapers that ask for it.
+    let req = http::Request::get("/metrics")
+        .header("host", "admin")
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let r = send(gw.gw.admin_addr(), req).await?;
+    assert!(r.headers()["content-type"]
+        .to_str()?
+        .starts_with("application/openmetrics-text"));
+    assert!(String::from_utf8_lossy(r.body()).ends_with("# EOF\n"));
+    // Health and readiness.
+    assert_eq!(
+        get(&format!("http://{}/healthz", gw.gw.admin_addr())).await?.status(),
+        200
+    );
+    assert_eq!(
+        get(&format!("http://{}/readyz", gw.gw.admin_addr())).await?.status(),
+        200
+    );
+    Ok(())
+}
