@@ -1,0 +1,590 @@
+//! Load driver: how does the gateway compare with a direct connection and with nginx as a peer
+//! proxy, in throughput, latency, CPU per request and memory, on this machine?
+//!
+//! Everything runs on 127.0.0.1. An nginx instance is the upstream (a small fixed answer), so the
+//! upstream is never what is measured. Each proxy gets one worker; the proxy under test and the
+//! upstream are pinned to core 0 and wrk to core 1 (`taskset`), with the same connections and
+//! duration for every target, runs interleaved and repeated; the table shows medians. CPU per
+//! request is the proxy's user + system time from `/proc/PID/stat` over the run divided by the
+//! requests wrk completed. Memory: resident set of the gateway holding 10,000 idle keep-alive
+//! connections, and its peak resident set while 1 GiB streams through it each way.
+//!
+//! Not run in CI. See `bench/README.md` for how to run it; results go in `bench/RESULTS.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::BodyExt;
+
+#[derive(Parser, Debug)]
+#[command(about = "Gateway load harness against direct access and nginx")]
+struct Args {
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Rounds (each round runs every target once, in rotated order).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// wrk connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// The gateway binary.
+    #[arg(long, default_value = "target/release/gateway")]
+    gateway: PathBuf,
+    /// Work directory for configs and logs.
+    #[arg(long, default_value = "bench/out")]
+    work: PathBuf,
+    /// Idle keep-alive connections for the memory run.
+    #[arg(long, default_value_t = 10_000)]
+    idle_connections: usize,
+    /// Bytes streamed each way for the memory run.
+    #[arg(long, default_value_t = 1 << 30)]
+    stream_bytes: u64,
+    /// Skip the throughput runs.
+    #[arg(long)]
+    skip_throughput: bool,
+    /// Skip the memory runs.
+    #[arg(long)]
+    skip_memory: bool,
+}
+
+/// A child process stopped with SIGTERM (then SIGKILL) when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cmd: &mut Command) -> anyhow::Result<Proc> {
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Proc { name, child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("{} did not stop; killing", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("port {port} never opened")
+}
+
+/// The pid and every descendant (nginx's workers are children of its master).
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut pids = vec![root];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    let all: Vec<(u32, u32)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = stat.rsplit_once(')')?.1;
+            let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut i = 0;
+    while i < pids.len() {
+        let p = pids[i];
+        pids.extend(all.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    pids
+}
+
+/// User + system CPU seconds of a process tree.
+fn cpu_seconds(root: u32) -> f64 {
+    let tck = 100.0; // CLK_TCK on Linux
+    process_tree(root)
+        .iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            // after ')' the fields start at #3 (state): utime is #14, stime #15.
+            let ut: f64 = f.get(11)?.parse().ok()?;
+            let st: f64 = f.get(12)?.parse().ok()?;
+            Some((ut + st) / tck)
+        })
+        .sum()
+}
+
+/// A `/proc/PID/status` field in KiB (VmRSS, VmHWM).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .trim_start_matches(':')
+            .trim()
+            .strip_suffix(" kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us_per_req: f64,
+    errors: u64,
+}
+
+fn parse_ms(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, factor) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * factor)
+}
+
+fn run_wrk(url: &str, args: &Args, cpu_pid: Option<u32>) -> anyhow::Result<Sample> {
+    let before = cpu_pid.map(cpu_seconds);
+    let out = Command::new("taskset")
+        .args([
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            &format!("-c{}", args.connections),
+            &format!("-d{}s", args.duration),
+            "--latency",
+            url,
+        ])
+        .output()
+        .context("running wrk")?;
+    let after = cpu_pid.map(cpu_seconds);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut s = Sample {
+        rps: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        cpu_us_per_req: f64::NAN,
+        errors: 0,
+    };
+    let mut requests = 0u64;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            s.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("50%") {
+            s.p50_ms = parse_ms(v).unwrap_or(f64::NAN);
+        } else if let Some(v) = t.strip_prefix("99%") {
+            s.p99_ms = parse_ms(v).unwrap_or(f64::NAN);
+        } else if t.contains(" requests in ") {
+            requests = t.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            s.errors += v.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(v) = t.strip_prefix("Socket errors:") {
+            s.errors += v
+                .split(',')
+                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    if let (Some(b), Some(a)) = (before, after) {
+        if requests > 0 {
+            s.cpu_us_per_req = (a - b) * 1e6 / requests as f64;
+        }
+    }
+    Ok(s)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn nginx_upstream_conf(dir: &Path, port: u16) -> String {
+    format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/upstream.pid;\nerror_log {d}/upstream.err warn;\n\
+         events {{ worker_connections 20000; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 300s;\n\
+           client_body_temp_path {d}/up_body;\n  proxy_temp_path {d}/up_proxy;\n  fastcgi_temp_path {d}/up_fcgi;\n  uwsgi_temp_path {d}/up_uwsgi;\n  scgi_temp_path {d}/up_scgi;\n\
+           server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ default_type text/plain; return 200 \"hello from the upstream\\n\"; }} }}\n}}\n",
+        d = dir.display()
+    )
+}
+
+fn nginx_proxy_conf(dir: &Path, up: u16, plain: u16, tls: u16, cert: &Path, key: &Path) -> String {
+    format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/proxy.pid;\nerror_log {d}/proxy.err warn;\n\
+         events {{ worker_connections 20000; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 300s;\n\
+           client_body_temp_path {d}/px_body;\n  proxy_temp_path {d}/px_proxy;\n  fastcgi_temp_path {d}/px_fcgi;\n  uwsgi_temp_path {d}/px_uwsgi;\n  scgi_temp_path {d}/px_scgi;\n\
+           upstream backend {{ server 127.0.0.1:{up}; keepalive 256; keepalive_requests 10000000; }}\n\
+           server {{\n    listen 127.0.0.1:{plain} backlog=4096;\n    listen 127.0.0.1:{tls} ssl backlog=4096;\n\
+             ssl_protocols TLSv1.3;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n\
+             location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n",
+        d = dir.display(),
+        c = cert.display(),
+        k = key.display()
+    )
+}
+
+fn gateway_conf(
+    up: SocketAddr,
+    plain: u16,
+    tls: u16,
+    admin: u16,
+    cert: &Path,
+    key: &Path,
+    stream_up: Option<SocketAddr>,
+) -> String {
+    let stream = if stream_up.is_some() {
+        "  - { name: stream, upstream: stream, match: { host: stream }, max_body_bytes: 4294967296 }\n"
+    } else {
+        ""
+    };
+    let stream_pool = stream_up
+        .map(|s| format!("  - {{ name: stream, endpoints: [\"http://{s}\"], request_timeout: 300s }}\n"))
+        .unwrap_or_default();
+    format!(
+        "listeners:\n  - {{ name: http, address: \"127.0.0.1:{plain}\" }}\n  - name: https\n    address: \"127.0.0.1:{tls}\"\n    tls:\n      certificates: [{{ cert: \"{c}\", key: \"{k}\" }}]\n\
+         admin: {{ address: \"127.0.0.1:{admin}\" }}\nlimits: {{ max_connections: 25000, idle_timeout: 300s }}\n\
+         routes:\n{stream}  - {{ name: bench, upstream: bench }}\nupstreams:\n  - {{ name: bench, endpoints: [\"http://{up}\"], max_idle_per_endpoint: 1024 }}\n{stream_pool}\
+         reload: {{ watch: false }}\n",
+        c = cert.display(),
+        k = key.display()
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !args.gateway.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p gateway`",
+            args.gateway.display()
+        );
+    }
+    std::fs::create_dir_all(&args.work)?;
+    let dir = std::fs::canonicalize(&args.work)?;
+    let (cert, key) = gateway::demo::write_self_signed(&dir)?;
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")?
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .unwrap_or(": unknown")
+            .trim_start_matches([' ', '\t', ':'])
+    );
+    println!("machine: {machine}");
+    println!(
+        "command: cargo run --release -p gateway-bench --bin load -- --duration {} --rounds {} --connections {}\n",
+        args.duration, args.rounds, args.connections
+    );
+
+    if !args.skip_throughput {
+        throughput(&args, &dir, &cert, &key)?;
+    }
+    if !args.skip_memory {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        rt.block_on(memory(&args, &dir, &cert, &key))?;
+    }
+    Ok(())
+}
+
+fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let (up, px, pxs, gw, gws, admin) = (
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+    );
+    std::fs::write(dir.join("upstream.conf"), nginx_upstream_conf(dir, up))?;
+    std::fs::write(dir.join("proxy.conf"), nginx_proxy_conf(dir, up, px, pxs, cert, key))?;
+    std::fs::write(
+        dir.join("gateway.yaml"),
+        gateway_conf(SocketAddr::from(([127, 0, 0, 1], up)), gw, gws, admin, cert, key, None),
+    )?;
+    let nginx = |conf: &str| {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", "nginx", "-p"])
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join(conf))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let _upstream = Proc::spawn("nginx upstream", &mut nginx("upstream.conf"))?;
+    let proxy = Proc::spawn("nginx proxy", &mut nginx("proxy.conf"))?;
+    let gateway = Proc::spawn(
+        "gateway",
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(&args.gateway)
+            .args(["--worker-threads", "1", "run", "--config"])
+            .arg(dir.join("gateway.yaml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("gateway.log"))?)),
+    )?;
+    for p in [up, px, pxs, gw, gws] {
+        wait_port(p)?;
+    }
+    // taskset execs, so these pids are the proxies themselves.
+    let targets: Vec<(&str, String, Option<u32>)> = vec![
+        ("direct", format!("http://127.0.0.1:{up}/"), None),
+        ("gateway", format!("http://127.0.0.1:{gw}/"), Some(gateway.pid())),
+        ("nginx", format!("http://127.0.0.1:{px}/"), Some(proxy.pid())),
+        ("gateway tls", format!("https://127.0.0.1:{gws}/"), Some(gateway.pid())),
+        ("nginx tls", format!("https://127.0.0.1:{pxs}/"), Some(proxy.pid())),
+    ];
+    // Warm up connection pools and caches.
+    let warm = Args {
+        duration: 2,
+        ..clone_args(args)
+    };
+    for (_, url, pid) in &targets {
+        run_wrk(url, &warm, *pid)?;
+    }
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
+    for round in 0..args.rounds {
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            let (name, url, pid) = &targets[i];
+            let s = run_wrk(url, args, *pid)?;
+            eprintln!(
+                "round {round} {name}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms cpu {:.1} us/req errors {}",
+                s.rps, s.p50_ms, s.p99_ms, s.cpu_us_per_req, s.errors
+            );
+            samples[i].push(s);
+        }
+    }
+    let med = |i: usize, f: fn(&Sample) -> f64| median(samples[i].iter().map(f).collect());
+    let row = |i: usize| {
+        (
+            med(i, |s| s.rps),
+            med(i, |s| s.p50_ms),
+            med(i, |s| s.p99_ms),
+            med(i, |s| s.cpu_us_per_req),
+            samples[i].iter().map(|s| s.errors).sum::<u64>(),
+        )
+    };
+    println!(
+        "Throughput, {} connections, {} s per run, {} rounds, medians:\n",
+        args.connections, args.duration, args.rounds
+    );
+    println!("| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | errors | req/s vs direct | req/s vs nginx | p99 vs nginx |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let direct = row(0);
+    for (i, (name, _, _)) in targets.iter().enumerate() {
+        let r = row(i);
+        let peer = if name.ends_with("tls") { row(4) } else { row(2) };
+        let vs_direct = if name.ends_with("tls") {
+            "n/a".to_string()
+        } else {
+            format!("{:.2}", r.0 / direct.0)
+        };
+        let (vs_nginx, p99_vs) = if i == 0 {
+            ("n/a".to_string(), "n/a".to_string())
+        } else {
+            (format!("{:.2}", r.0 / peer.0), format!("{:.2}", r.2 / peer.2))
+        };
+        let cpu = if r.3.is_finite() {
+            format!("{:.1}", r.3)
+        } else {
+            "n/a".into()
+        };
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {cpu} | {} | {vs_direct} | {vs_nginx} | {p99_vs} |",
+            r.0, r.1, r.2, r.4
+        );
+    }
+    println!();
+    Ok(())
+}
+
+fn clone_args(a: &Args) -> Args {
+    Args {
+        duration: a.duration,
+        rounds: a.rounds,
+        connections: a.connections,
+        gateway: a.gateway.clone(),
+        work: a.work.clone(),
+        idle_connections: a.idle_connections,
+        stream_bytes: a.stream_bytes,
+        skip_throughput: a.skip_throughput,
+        skip_memory: a.skip_memory,
+    }
+}
+
+async fn memory(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let upstream = gateway::demo::Upstream::start("stream", "127.0.0.1:0".parse()?).await?;
+    let (gw, gws, admin) = (free_port()?, free_port()?, free_port()?);
+    std::fs::write(
+        dir.join("gateway-mem.yaml"),
+        gateway_conf(upstream.addr(), gw, gws, admin, cert, key, Some(upstream.addr())),
+    )?;
+    let start = || -> anyhow::Result<Proc> {
+        let p = Proc::spawn(
+            "gateway",
+            Command::new(&args.gateway)
+                .args(["--worker-threads", "1", "run", "--config"])
+                .arg(dir.join("gateway-mem.yaml"))
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(std::fs::File::create(dir.join("gateway-mem.log"))?)),
+        )?;
+        wait_port(gw)?;
+        Ok(p)
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], gw));
+
+    // Streaming: upload then download `stream_bytes` through a fresh gateway; peak RSS.
+    let p = start()?;
+    let base = status_kib(p.pid(), "VmRSS").unwrap_or(0);
+    let chunk = Bytes::from(vec![b'u'; 1 << 20]);
+    let chunks = args.stream_bytes >> 20;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let body = ChannelBody(rx);
+    let req = http::Request::post("/drain").header("host", "stream").body(body)?;
+    let feeder = tokio::spawn(async move {
+        for _ in 0..chunks {
+            if tx.send(chunk.clone()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let resp = sender.send_request(req).await?;
+    let received = resp.into_body().collect().await?.to_bytes();
+    feeder.await?;
+    let up_ok = String::from_utf8_lossy(&received).contains(&format!("\"received\":{}", chunks << 20));
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("/bytes/{}", chunks << 20))
+        .header("host", "stream")
+        .body(http_body_util::Empty::<Bytes>::new())?;
+    let mut body = sender.send_request(req).await?.into_body();
+    let mut got = 0u64;
+    while let Some(f) = body.frame().await {
+        got += f?.data_ref().map(|d| d.len() as u64).unwrap_or(0);
+    }
+    let peak = status_kib(p.pid(), "VmHWM").unwrap_or(0);
+    drop(p);
+    println!("Memory:\n");
+    println!("| run | result | gateway RSS before | gateway peak RSS |");
+    println!("|---|---|---:|---:|");
+    println!(
+        "| {} MiB up + {} MiB down, one connection each | upload {}, download {} | {:.1} MiB | {:.1} MiB |",
+        chunks,
+        chunks,
+        if up_ok { "complete" } else { "INCOMPLETE" },
+        if got == chunks << 20 { "complete" } else { "INCOMPLETE" },
+        base as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+
+    // Idle keep-alive connections: each makes one request and stays open.
+    let p = start()?;
+    let base = status_kib(p.pid(), "VmRSS").unwrap_or(0);
+    let mut held = Vec::with_capacity(args.idle_connections);
+    let mut failed = 0usize;
+    for _ in 0..args.idle_connections {
+        let r = async {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            let task = tokio::spawn(conn);
+            let req = http::Request::get("/")
+                .header("host", "idle")
+                .body(http_body_util::Empty::<Bytes>::new())?;
+            let resp = sender.send_request(req).await?;
+            resp.into_body().collect().await?;
+            anyhow::Ok((sender, task))
+        }
+        .await;
+        match r {
+            Ok(h) => held.push(h),
+            Err(_) => failed += 1,
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = status_kib(p.pid(), "VmRSS").unwrap_or(0);
+    println!(
+        "| {} idle keep-alive connections ({} failed) | held | {:.1} MiB | {:.1} MiB now ({:.2} KiB per connection) |",
+        held.len(),
+        failed,
+        base as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        (rss.saturating_sub(base)) as f64 / held.len().max(1) as f64
+    );
+    drop(held);
+    drop(p);
+    Ok(())
+}
+
+/// A request body fed from a channel, chunk by chunk.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}

@@ -1,0 +1,1 @@
+//! Load harness and benches for the gateway; see `bench/README.md`.
