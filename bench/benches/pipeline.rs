@@ -63,12 +63,13 @@ fn forwarding(c: &mut Criterion) {
     ] {
         base.insert(http::HeaderName::from_static(k), http::HeaderValue::from_static(v));
     }
-    let peer: std::net::SocketAddr = "192.0.2.1:5555".parse().expect("addr");
+    let peer = forward::PeerHeaders::new("192.0.2.1:5555".parse().expect("addr"));
+    let host = http::HeaderValue::from_static("api.example.com");
     c.bench_function("forward: hop-by-hop + forwarding headers + request id", |b| {
         b.iter(|| {
             let mut h = base.clone();
             forward::strip_hop_by_hop(&mut h, false);
-            forward::add_forwarding(&mut h, peer, false, "https", "api.example.com");
+            forward::add_forwarding(&mut h, &peer, false, "https", Some(&host));
             let id = forward::request_id(&h, false);
             (h.len(), id.len())
         })

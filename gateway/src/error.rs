@@ -9,8 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::pipeline::body::{self, Body};
-
 /// Boxed error used by bodies and the upstream client.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -196,8 +194,8 @@ impl ProxyError {
     }
 }
 
-/// Builds an RFC 9457 problem response.
-pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str, request_id: &str) -> Response<Body> {
+/// Builds an RFC 9457 problem response (the body as bytes; callers choose the body type).
+pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str, request_id: &str) -> Response<Bytes> {
     let doc = serde_json::json!({
         "type": format!("urn:gateway:problem:{}", slug.replace('_', "-")),
         "title": title,
@@ -206,7 +204,7 @@ pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str, reques
         "request_id": request_id,
     });
     let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-    let mut resp = Response::new(body::full(bytes));
+    let mut resp = Response::new(bytes);
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -218,7 +216,7 @@ pub fn problem(status: StatusCode, slug: &str, title: &str, detail: &str, reques
 }
 
 /// Maps an error to the answer the client gets.
-pub fn rescue(err: &ProxyError, request_id: &str) -> Response<Body> {
+pub fn rescue(err: &ProxyError, request_id: &str) -> Response<Bytes> {
     let (status, reason, _, title, detail) = err.describe();
     let mut resp = problem(status, reason, title, detail, request_id);
     if let ProxyError::MethodNotAllowed { allow } = err {

@@ -51,6 +51,9 @@ struct Args {
     /// Skip the memory runs.
     #[arg(long)]
     skip_memory: bool,
+    /// A second gateway binary to run as an extra target in the same rounds (A/B comparison).
+    #[arg(long)]
+    compare: Option<PathBuf>,
 }
 
 /// A child process stopped with SIGTERM (then SIGKILL) when dropped.
@@ -375,17 +378,51 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(dir.join("gateway.log"))?)),
     )?;
-    for p in [up, px, pxs, gw, gws] {
+    let mut ports = vec![up, px, pxs, gw, gws];
+    // Optional second binary, same config on its own ports.
+    let (bw, bws, badmin) = (free_port()?, free_port()?, free_port()?);
+    let alt = match &args.compare {
+        Some(bin) => {
+            let conf = gateway_conf(SocketAddr::from(([127, 0, 0, 1], up)), bw, bws, badmin, cert, key, None);
+            std::fs::write(dir.join("gateway-b.yaml"), conf)?;
+            ports.push(bw);
+            Some(Proc::spawn(
+                "gateway b",
+                Command::new("taskset")
+                    .args(["-c", "0"])
+                    .arg(bin)
+                    .args(["--worker-threads", "1", "run", "--config"])
+                    .arg(dir.join("gateway-b.yaml"))
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )?)
+        }
+        None => None,
+    };
+    for p in ports {
         wait_port(p)?;
     }
     // taskset execs, so these pids are the proxies themselves.
-    let targets: Vec<(&str, String, Option<u32>)> = vec![
+    let mut targets: Vec<(&str, String, Option<u32>)> = vec![
         ("direct", format!("http://127.0.0.1:{up}/"), None),
         ("gateway", format!("http://127.0.0.1:{gw}/"), Some(gateway.pid())),
         ("nginx", format!("http://127.0.0.1:{px}/"), Some(proxy.pid())),
         ("gateway tls", format!("https://127.0.0.1:{gws}/"), Some(gateway.pid())),
         ("nginx tls", format!("https://127.0.0.1:{pxs}/"), Some(proxy.pid())),
     ];
+    if let Some(b) = &alt {
+        targets.push((
+            "gateway b (--compare)",
+            format!("http://127.0.0.1:{bw}/"),
+            Some(b.pid()),
+        ));
+        targets.push((
+            "gateway b tls (--compare)",
+            format!("https://127.0.0.1:{bws}/"),
+            Some(b.pid()),
+        ));
+    }
     // Warm up connection pools and caches.
     let warm = Args {
         duration: 2,
@@ -426,8 +463,8 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
     let direct = row(0);
     for (i, (name, _, _)) in targets.iter().enumerate() {
         let r = row(i);
-        let peer = if name.ends_with("tls") { row(4) } else { row(2) };
-        let vs_direct = if name.ends_with("tls") {
+        let peer = if name.contains("tls") { row(4) } else { row(2) };
+        let vs_direct = if name.contains("tls") {
             "n/a".to_string()
         } else {
             format!("{:.2}", r.0 / direct.0)
@@ -462,6 +499,7 @@ fn clone_args(a: &Args) -> Args {
         stream_bytes: a.stream_bytes,
         skip_throughput: a.skip_throughput,
         skip_memory: a.skip_memory,
+        compare: a.compare.clone(),
     }
 }
 

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::problem;
+use crate::error;
 use crate::pipeline::body::Body;
 use crate::pipeline::text;
 use crate::reload::ReloadError;
@@ -58,8 +58,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Cancellatio
     }
 }
 
+fn problem(status: StatusCode, slug: &str, title: &str, detail: &str, request_id: &str) -> Response<Body> {
+    error::problem(status, slug, title, detail, request_id).map(crate::pipeline::body::full)
+}
+
 async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let id = crate::pipeline::forward::new_request_id();
+    let id = id.to_str().unwrap_or("");
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -103,7 +108,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 "no_config_file",
                 "Conflict",
                 "The gateway was not started from a config file.",
-                &id,
+                id,
             ),
             Err(ReloadError::Invalid(errors)) => {
                 let problems: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
@@ -128,14 +133,14 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             "method_not_allowed",
             "Method Not Allowed",
             "This admin endpoint does not accept the request method.",
-            &id,
+            id,
         ),
         _ => problem(
             StatusCode::NOT_FOUND,
             "no_route",
             "Not Found",
             "No such admin endpoint.",
-            &id,
+            id,
         ),
     }
 }

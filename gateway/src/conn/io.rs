@@ -152,11 +152,20 @@ impl<T: AsyncRead> AsyncRead for TimedIo<T> {
                     Some(h) => (h + this.timeouts.header, true),
                     None => (this.state.idle_since() + this.timeouts.idle, false),
                 };
-                if *this.armed != Some(deadline) {
+                // The timer is re-armed only when the deadline moves earlier; a later deadline
+                // is picked up when the armed timer fires, so a busy keep-alive connection does
+                // not touch the timer wheel on every request.
+                if this.armed.is_none_or(|a| deadline < a) {
                     this.sleep.as_mut().reset(deadline);
                     *this.armed = Some(deadline);
                 }
-                if this.sleep.as_mut().poll(cx).is_ready() {
+                while this.sleep.as_mut().poll(cx).is_ready() {
+                    if Instant::now() < deadline {
+                        this.sleep.as_mut().reset(deadline);
+                        *this.armed = Some(deadline);
+                        continue;
+                    }
+                    *this.armed = None;
                     let (counter, what) = if header {
                         (&this.timeouts.header_expired, "request head")
                     } else {

@@ -34,6 +34,8 @@ pub struct ConnInfo {
     pub protocol: &'static str,
     /// Shared request/timeout state.
     pub state: Arc<ConnState>,
+    /// The peer as forwarding headers write it.
+    pub peer_headers: crate::pipeline::forward::PeerHeaders,
 }
 
 /// Per-listener handles, resolved once.
@@ -90,6 +92,10 @@ impl ListenerCtx {
 }
 
 /// Serves one accepted TCP connection to its end.
+///
+/// The TLS handshake and each protocol's connection are boxed: an async fn's state is as large
+/// as its largest branch, and every idle connection would otherwise pay for TLS and HTTP/2
+/// state it does not use.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -108,7 +114,7 @@ pub async fn serve(
         drop(snap);
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
         let tls = tokio::select! {
-            r = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)) => r,
+            r = tokio::time::timeout(limits.header_timeout, Box::pin(acceptor.accept(stream))) => r,
             _ = drain.cancelled() => return,
         };
         let tls = match tls {
@@ -124,7 +130,7 @@ pub async fn serve(
             }
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        serve_io(tls, h2, peer, ctx, shared, drain, limits).await;
+        Box::pin(serve_io(tls, h2, peer, ctx, shared, drain, limits)).await;
     } else {
         drop(snap);
         // Tell HTTP/2 prior knowledge from HTTP/1 by the first bytes.
@@ -144,7 +150,7 @@ pub async fn serve(
             return;
         }
         let h2 = buf[..n].starts_with(b"PRI ") || (n < 4 && b"PRI ".starts_with(&buf[..n]));
-        serve_io(stream, h2, peer, ctx, shared, drain, limits).await;
+        Box::pin(serve_io(stream, h2, peer, ctx, shared, drain, limits)).await;
     }
 }
 
@@ -192,6 +198,7 @@ async fn serve_io<I>(
         tls: ctx.tls,
         protocol,
         state,
+        peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
     });
     let svc = hyper::service::service_fn(move |req| {
         let fut = crate::pipeline::handle(shared.clone(), info.clone(), req);
@@ -205,8 +212,7 @@ async fn serve_io<I>(
         b.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX))
             .max_concurrent_streams(256);
-        let conn = b.serve_connection(io, svc);
-        tokio::pin!(conn);
+        let mut conn = Box::pin(b.serve_connection(io, svc));
         tokio::select! {
             r = conn.as_mut() => r,
             _ = drain.cancelled() => {
@@ -220,8 +226,7 @@ async fn serve_io<I>(
             .header_read_timeout(None)
             .max_buf_size(head_cap.max(8192) + 8192)
             .max_headers(limits.max_headers.saturating_mul(2).max(100));
-        let conn = b.serve_connection(io, svc).with_upgrades();
-        tokio::pin!(conn);
+        let mut conn = Box::pin(b.serve_connection(io, svc).with_upgrades());
         tokio::select! {
             r = conn.as_mut() => r,
             _ = drain.cancelled() => {

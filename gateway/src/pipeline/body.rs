@@ -13,8 +13,60 @@ use pin_project_lite::pin_project;
 use super::observe::Observer;
 use crate::error::BoxError;
 
-/// The body type used on both sides of the proxy.
+/// A boxed body, for answers off the request path (admin, demo upstream).
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The body of every answer on the request path: the upstream's body streamed through, or bytes
+/// the gateway made itself (problem documents). Concrete, so no box per request.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// Streamed from the upstream.
+    Upstream(hyper::body::Incoming),
+    /// Made by the gateway; `None` once sent.
+    Local(Option<Bytes>),
+}
+
+// === impl ProxyBody ===
+
+impl ProxyBody {
+    /// A body holding `bytes`.
+    pub fn local(bytes: impl Into<Bytes>) -> Self {
+        let b = bytes.into();
+        ProxyBody::Local((!b.is_empty()).then_some(b))
+    }
+
+    /// The upstream's body.
+    pub fn upstream(inner: hyper::body::Incoming) -> Self {
+        ProxyBody::Upstream(inner)
+    }
+}
+
+impl HttpBody for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Both variants are Unpin.
+        match self.get_mut() {
+            ProxyBody::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(inner) => inner.is_end_stream(),
+            ProxyBody::Local(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(inner) => inner.size_hint(),
+            ProxyBody::Local(data) => SizeHint::with_exact(data.as_ref().map(|d| d.len() as u64).unwrap_or(0)),
+        }
+    }
+}
 
 /// A body holding `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {

@@ -6,9 +6,9 @@
 //!   peer is a trusted proxy, and replaced otherwise;
 //! - `X-Request-Id` is kept from a trusted peer when well-formed, or generated.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
@@ -77,37 +77,59 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// A fresh request id: 128 random bits as 32 hex digits.
-pub fn new_request_id() -> String {
-    let mut s = String::with_capacity(32);
-    let _ = write!(s, "{:032x}", fastrand::u128(..));
-    s
+/// A fresh request id: 128 random bits as 32 lowercase hex digits.
+pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut out = [0u8; 32];
+    for b in out.iter_mut().rev() {
+        *b = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&out)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The request id to use: a well-formed incoming one from a trusted peer, or a new one.
-pub fn request_id(headers: &HeaderMap, trusted: bool) -> String {
+pub fn request_id(headers: &HeaderMap, trusted: bool) -> HeaderValue {
     if trusted {
-        if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-            if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
-                return v.to_string();
+        if let Some(v) = headers.get(&X_REQUEST_ID) {
+            let b = v.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+                return v.clone();
             }
         }
     }
     new_request_id()
 }
 
-fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => format!("\"[{v6}]\""),
-        },
+/// What forwarding headers say about a client connection, computed once per connection.
+#[derive(Debug, Clone)]
+pub struct PeerHeaders {
+    /// The peer's address as an `X-Forwarded-For` element.
+    pub ip: HeaderValue,
+    /// The peer's address as an RFC 7239 `node` (IPv6 quoted and bracketed).
+    pub node: String,
+}
+
+// === impl PeerHeaders ===
+
+impl PeerHeaders {
+    /// Values for a peer address (IPv4-mapped IPv6 is shown as IPv4).
+    pub fn new(peer: SocketAddr) -> Self {
+        let ip = match peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let ip = HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip, node }
     }
 }
 
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+fn quoted_into(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         if c == '"' || c == '\\' {
@@ -116,75 +138,67 @@ fn quoted(s: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
-/// Sets the forwarding headers for a request from `peer`.
-pub fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, trusted: bool, proto: &'static str, host: &str) {
-    let peer_ip = match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
-    // X-Forwarded-For
-    let prior: Vec<String> = if trusted {
-        headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut xff = prior.join(", ");
-    if !xff.is_empty() {
-        xff.push_str(", ");
+/// Every value of `name`, trimmed and comma-joined, with `last` appended.
+fn joined(headers: &HeaderMap, name: &HeaderName, last: &[u8]) -> Option<HeaderValue> {
+    let mut out: Vec<u8> = Vec::new();
+    for v in headers.get_all(name) {
+        let t = v.as_bytes().trim_ascii();
+        if !t.is_empty() {
+            out.extend_from_slice(t);
+            out.extend_from_slice(b", ");
+        }
     }
-    xff.push_str(&peer_ip.to_string());
-    set(headers, &X_FORWARDED_FOR, &xff);
+    out.extend_from_slice(last);
+    HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
+}
 
+/// Sets the forwarding headers for a request from `peer`; `host` is the Host the client sent.
+pub fn add_forwarding(
+    headers: &mut HeaderMap,
+    peer: &PeerHeaders,
+    trusted: bool,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    // X-Forwarded-For: append to a trusted proxy's list, else start a new one.
+    let xff = if trusted && headers.contains_key(&X_FORWARDED_FOR) {
+        joined(headers, &X_FORWARDED_FOR, peer.ip.as_bytes()).unwrap_or_else(|| peer.ip.clone())
+    } else {
+        peer.ip.clone()
+    };
+    headers.insert(&X_FORWARDED_FOR, xff);
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        set(headers, &X_FORWARDED_HOST, host);
+        match host {
+            Some(h) => headers.insert(&X_FORWARDED_HOST, h.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
     }
 
     // Forwarded (RFC 7239)
-    let mut element = format!("for={};proto={}", forwarded_node(peer_ip), proto);
+    let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+    let mut element = String::with_capacity(24 + peer.node.len() + host.len());
+    element.push_str("for=");
+    element.push_str(&peer.node);
+    element.push_str(";proto=");
+    element.push_str(proto);
     if !host.is_empty() {
         element.push_str(";host=");
-        element.push_str(&quoted(host));
+        quoted_into(&mut element, host);
     }
-    let prior: Vec<String> = if trusted {
-        headers
-            .get_all(header::FORWARDED)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
+    let value = if trusted && headers.contains_key(header::FORWARDED) {
+        joined(headers, &header::FORWARDED, element.as_bytes())
     } else {
-        Vec::new()
+        HeaderValue::from_maybe_shared(Bytes::from(element)).ok()
     };
-    let value = if prior.is_empty() {
-        element
-    } else {
-        format!("{}, {element}", prior.join(", "))
+    match value {
+        Some(v) => headers.insert(header::FORWARDED, v),
+        None => headers.remove(header::FORWARDED),
     };
-    set(headers, &header::FORWARDED, &value);
-}
-
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
-        Ok(v) => {
-            headers.insert(name, v);
-        }
-        Err(_) => {
-            headers.remove(name);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -237,13 +251,9 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil"),
         ]);
-        add_forwarding(
-            &mut h,
-            "192.0.2.7:5000".parse().expect("addr"),
-            false,
-            "http",
-            "example.com:8080",
-        );
+        let host = HeaderValue::from_static("example.com:8080");
+        let peer = PeerHeaders::new("192.0.2.7:5000".parse().expect("addr"));
+        add_forwarding(&mut h, &peer, false, "http", Some(&host));
         assert_eq!(h.get("x-forwarded-for").map(|v| v.as_bytes()), Some(&b"192.0.2.7"[..]));
         assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"http"[..]));
         assert_eq!(
@@ -263,13 +273,9 @@ mod tests {
             ("forwarded", "for=198.51.100.1;proto=https"),
             ("x-forwarded-proto", "https"),
         ]);
-        add_forwarding(
-            &mut h,
-            "[2001:db8::1]:443".parse().expect("addr"),
-            true,
-            "http",
-            "a.example",
-        );
+        let host = HeaderValue::from_static("a.example");
+        let peer = PeerHeaders::new("[2001:db8::1]:443".parse().expect("addr"));
+        add_forwarding(&mut h, &peer, true, "http", Some(&host));
         assert_eq!(
             h.get("x-forwarded-for").map(|v| v.as_bytes()),
             Some(&b"198.51.100.1, 2001:db8::1"[..])
@@ -287,7 +293,9 @@ mod tests {
         assert_eq!(request_id(&h, true), "abc");
         let generated = request_id(&h, false);
         assert_eq!(generated.len(), 32);
+        assert!(generated.as_bytes().iter().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(generated, "abc");
+        assert_ne!(request_id(&h, false), generated, "ids differ");
         let bad = map(&[("x-request-id", "a b")]);
         assert_ne!(request_id(&bad, true), "a b");
     }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -29,12 +28,15 @@ use crate::error::{is_caused_by, rescue, ProxyError};
 use crate::telemetry::ErrorLabels;
 use crate::upstream::Failure;
 use crate::Shared;
-use body::{Body, BodyLimitExceeded, Limited, Observed};
+use body::{Body, BodyLimitExceeded, Limited, Observed, ProxyBody};
 use observe::Observer;
 use route::RouteMatch;
 
+/// What every answer on the request path carries: its body with the request's observer.
+pub type Answer = Response<Observed<ProxyBody>>;
+
 /// Handles one request from a client connection.
-pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Answer {
     let snap = shared.snapshot.load_full();
     let trusted = forward::is_trusted(&snap.config.trusted_proxies, conn.peer.ip());
     let request_id = forward::request_id(req.headers(), trusted);
@@ -42,7 +44,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
         conn.clone(),
         request_id,
         req.method().clone(),
-        req.uri().path(),
+        req.uri().clone(),
         snap.unrouted.clone(),
     );
     let result = proxy(&snap, &conn, &mut obs, req, trusted).await;
@@ -59,24 +61,24 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
                     reason,
                 })
                 .inc();
+            let rid = obs.request_id.to_str().unwrap_or("");
             if status.is_server_error() {
-                tracing::warn!(request_id = %obs.request_id, route = obs.route_name.as_deref().unwrap_or("none"), error = %err, "request failed");
+                let route = obs.route.as_ref().map(|r| r.name.as_str()).unwrap_or("none");
+                tracing::warn!(request_id = rid, route, error = %err, "request failed");
             } else {
-                tracing::debug!(request_id = %obs.request_id, error = %err, "request refused");
+                tracing::debug!(request_id = rid, error = %err, "request refused");
             }
-            rescue(&err, &obs.request_id)
+            rescue(&err, rid).map(ProxyBody::local)
         }
     };
     finish(resp, obs)
 }
 
-fn finish(resp: Response<Body>, mut obs: Observer) -> Response<Body> {
+fn finish(resp: Response<ProxyBody>, mut obs: Observer) -> Answer {
     let (mut parts, body) = resp.into_parts();
     obs.status = parts.status.as_u16();
-    if let Ok(v) = HeaderValue::from_str(&obs.request_id) {
-        parts.headers.insert(&forward::X_REQUEST_ID, v);
-    }
-    Response::from_parts(parts, BodyExt::boxed_unsync(Observed::new(body, obs)))
+    parts.headers.insert(&forward::X_REQUEST_ID, obs.request_id.clone());
+    Response::from_parts(parts, Observed::new(body, obs))
 }
 
 /// Size of the request head as it would be on the wire in HTTP/1.1, and its field count.
@@ -98,7 +100,7 @@ async fn proxy(
     obs: &mut Observer,
     mut req: Request<Incoming>,
     trusted: bool,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<Response<ProxyBody>, ProxyError> {
     // --- head checks
     let limits = &snap.config.limits;
     let uri_len = req.uri().path_and_query().map(|p| p.as_str().len()).unwrap_or(0);
@@ -112,25 +114,29 @@ async fn proxy(
     if size > limits.max_header_bytes || count > limits.max_headers {
         return Err(ProxyError::HeadTooLarge { size, count });
     }
-    let host_raw = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => match req.headers().get(header::HOST).map(|h| h.to_str()) {
-            Some(Ok(h)) => h.to_string(),
-            Some(Err(_)) => {
-                return Err(ProxyError::BadRequest {
-                    reason: "host header is not valid text",
-                })
-            }
+    // The host as sent: the HTTP/2 authority, else the Host header.
+    let host_value = match req.uri().authority() {
+        Some(a) => Some(HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest {
+            reason: "invalid authority",
+        })?),
+        None => match req.headers().get(header::HOST) {
+            Some(h) => Some(h.clone()),
             None if req.version() == http::Version::HTTP_11 => {
                 return Err(ProxyError::BadRequest {
                     reason: "missing host header",
                 })
             }
-            None => String::new(),
+            None => None,
         },
     };
-    let host = route::normalize_host(&host_raw);
-    obs.host = host.clone();
+    let host_raw = match &host_value {
+        Some(h) => h.to_str().map_err(|_| ProxyError::BadRequest {
+            reason: "host header is not valid text",
+        })?,
+        None => "",
+    };
+    let host = route::normalize_host(host_raw);
+    obs.host = host_value.clone();
 
     // --- route
     let route = match snap.router.find(&host, req.uri().path(), req.method()) {
@@ -138,13 +144,12 @@ async fn proxy(
         RouteMatch::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed { allow }),
         RouteMatch::NotFound => {
             return Err(ProxyError::NoRoute {
-                host,
+                host: host.into_owned(),
                 path: req.uri().path().to_string(),
             })
         }
     };
-    obs.route = route.metrics.clone();
-    obs.route_name = Some(route.name.clone());
+    obs.route = Some(route.clone());
     if content_length(req.headers()).is_some_and(|n| n > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge {
             limit: route.max_body_bytes,
@@ -159,41 +164,34 @@ async fn proxy(
             pool: pool.name().to_string(),
         });
     };
-    obs.endpoint = Some(endpoint.base.clone());
+    obs.endpoint = Some(endpoint.clone());
     obs.in_flight = Some(in_flight);
 
     // --- forward
     let upgrade = forward::wants_upgrade(req.headers(), req.version());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
+    let pq = parts.uri.path_and_query().cloned();
     forward::strip_hop_by_hop(&mut parts.headers, upgrade);
     forward::add_forwarding(
         &mut parts.headers,
-        conn.peer,
+        &conn.peer_headers,
         trusted,
         if conn.tls { "https" } else { "http" },
-        &host_raw,
+        host_value.as_ref(),
     );
-    if let Ok(v) = HeaderValue::from_str(&obs.request_id) {
-        parts.headers.insert(&forward::X_REQUEST_ID, v);
-    }
-    if !parts.headers.contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(&host_raw) {
-            parts.headers.insert(header::HOST, v);
+    parts.headers.insert(&forward::X_REQUEST_ID, obs.request_id.clone());
+    if let Some(h) = host_value {
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, h);
         }
     }
-    parts.uri = endpoint.uri(&pq).map_err(|_| ProxyError::BadRequest {
+    parts.uri = endpoint.uri(pq).map_err(|_| ProxyError::BadRequest {
         reason: "request target cannot be forwarded",
     })?;
     parts.version = http::Version::HTTP_11;
     let limit = route.max_body_bytes;
-    let up_req = Request::from_parts(parts, BodyExt::boxed_unsync(Limited::new(body, limit)));
+    let up_req = Request::from_parts(parts, Limited::new(body, limit));
 
     // --- exchange
     let timeout = pool.config.request_timeout;
@@ -234,30 +232,28 @@ async fn proxy(
         if let Some(client_upgrade) = client_upgrade {
             let request_id = obs.request_id.clone();
             tokio::spawn(async move {
+                let rid = request_id.to_str().unwrap_or("");
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
                         let mut client = TokioIo::new(client);
                         let mut upstream = TokioIo::new(upstream);
                         match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
                             Ok((to_up, to_client)) => {
-                                tracing::debug!(%request_id, to_up, to_client, "upgraded connection closed")
+                                tracing::debug!(request_id = rid, to_up, to_client, "upgraded connection closed")
                             }
                             Err(e) => {
-                                tracing::debug!(%request_id, error = %e, "upgraded connection ended with an error")
+                                tracing::debug!(request_id = rid, error = %e, "upgraded connection ended with an error")
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(%request_id, error = %e, "protocol upgrade failed"),
+                    Err(e) => tracing::warn!(request_id = rid, error = %e, "protocol upgrade failed"),
                 }
             });
         }
     }
     let (mut rparts, rbody) = resp.into_parts();
     forward::strip_hop_by_hop(&mut rparts.headers, upgraded);
-    Ok(Response::from_parts(
-        rparts,
-        BodyExt::boxed_unsync(rbody.map_err(|e| Box::new(e) as crate::error::BoxError)),
-    ))
+    Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody)))
 }
 
 /// A plain response used by built-in endpoints.

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::route::RouteMetrics;
+use super::route::{Route, RouteMetrics};
 use crate::conn::ConnInfo;
 use crate::telemetry::MethodClass;
-use crate::upstream::InFlight;
+use crate::upstream::{Endpoint, InFlight};
 
 /// What is known about a request while it is handled.
 #[derive(Debug)]
@@ -23,19 +23,19 @@ pub struct Observer {
     /// Connection.
     pub conn: Arc<ConnInfo>,
     /// Request id.
-    pub request_id: String,
+    pub request_id: http::HeaderValue,
     /// Method.
     pub method: http::Method,
-    /// Path (no query: queries may carry secrets).
-    pub path: String,
-    /// Host as routed.
-    pub host: String,
-    /// Route metrics (the unrouted bucket until a route matches).
-    pub route: Arc<RouteMetrics>,
-    /// Route name, when routed.
-    pub route_name: Option<String>,
+    /// Request target (only its path is logged: queries may carry secrets).
+    pub uri: http::Uri,
+    /// Host as sent.
+    pub host: Option<http::HeaderValue>,
+    /// Metrics of the unrouted bucket, used until a route matches.
+    pub unrouted: Arc<RouteMetrics>,
+    /// Route, when routed.
+    pub route: Option<Arc<Route>>,
     /// Endpoint chosen.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Arc<Endpoint>>,
     /// Holds the endpoint's in-flight count.
     pub in_flight: Option<InFlight>,
     /// Response status.
@@ -56,9 +56,9 @@ impl Observer {
     /// Starts observing a request.
     pub fn new(
         conn: Arc<ConnInfo>,
-        request_id: String,
+        request_id: http::HeaderValue,
         method: http::Method,
-        path: &str,
+        uri: http::Uri,
         unrouted: Arc<RouteMetrics>,
     ) -> Self {
         conn.state.request_started();
@@ -67,10 +67,10 @@ impl Observer {
             conn,
             request_id,
             method,
-            path: path.chars().take(512).collect(),
-            host: String::new(),
-            route: unrouted,
-            route_name: None,
+            uri,
+            host: None,
+            unrouted,
+            route: None,
             endpoint: None,
             in_flight: None,
             status: 0,
@@ -87,8 +87,9 @@ impl Drop for Observer {
         let elapsed = self.start.elapsed();
         self.in_flight.take();
         self.conn.state.request_ended();
-        self.route.count(MethodClass::of(&self.method), self.status);
-        self.route.observe_duration(elapsed.as_secs_f64());
+        let metrics = self.route.as_ref().map(|r| &r.metrics).unwrap_or(&self.unrouted);
+        metrics.count(MethodClass::of(&self.method), self.status);
+        metrics.observe_duration(elapsed.as_secs_f64());
         let outcome = if self.body_error {
             "body_error"
         } else if self.completed
@@ -103,15 +104,15 @@ impl Drop for Observer {
         };
         tracing::info!(
             target: "gateway::access",
-            request_id = %self.request_id,
+            request_id = self.request_id.to_str().unwrap_or(""),
             listener = %self.conn.listener,
             protocol = self.conn.protocol,
             peer = %self.conn.peer,
             method = %self.method,
-            host = %self.host,
-            path = %self.path,
-            route = self.route_name.as_deref().unwrap_or("none"),
-            endpoint = self.endpoint.as_deref().unwrap_or(""),
+            host = self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""),
+            path = self.uri.path(),
+            route = self.route.as_ref().map(|r| r.name.as_str()).unwrap_or("none"),
+            endpoint = self.endpoint.as_ref().map(|e| e.base.as_str()).unwrap_or(""),
             status = self.status,
             error = self.error.unwrap_or(""),
             duration_ms = elapsed.as_secs_f64() * 1e3,

@@ -116,8 +116,8 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'
 }
 
-/// Lowercase host without port or trailing dot.
-pub fn normalize_host(raw: &str) -> String {
+/// Lowercase host without port or trailing dot (borrowed when already in that form).
+pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let h = if raw.starts_with('[') {
         raw.split_once(']').map(|(a, _)| &raw[..a.len() + 1]).unwrap_or(raw)
     } else {
@@ -126,7 +126,12 @@ pub fn normalize_host(raw: &str) -> String {
             .map(|(h, _)| h)
             .unwrap_or(raw)
     };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    let h = h.trim_end_matches('.');
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(h)
+    }
 }
 
 // === impl Router ===

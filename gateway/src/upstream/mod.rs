@@ -17,11 +17,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
 use crate::config::{Balance, ConfigError, UpstreamConfig};
-use crate::pipeline::body::Body;
+use crate::pipeline::body::Limited;
 use crate::telemetry::{Metrics, PoolLabels, UpstreamErrorLabels};
 
 /// The client type every pool uses.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Limited<hyper::body::Incoming>>;
 
 /// One endpoint of a pool.
 #[derive(Debug)]
@@ -78,13 +78,13 @@ impl Drop for InFlight {
 // === impl Endpoint ===
 
 impl Endpoint {
-    /// Builds the upstream URI for a path and query.
-    pub fn uri(&self, path_and_query: &str) -> Result<http::Uri, http::Error> {
-        http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+    /// Builds the upstream URI for a path and query (`/` when absent).
+    pub fn uri(&self, path_and_query: Option<http::uri::PathAndQuery>) -> Result<http::Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        Ok(http::Uri::from_parts(parts)?)
     }
 
     /// Requests in flight now.
