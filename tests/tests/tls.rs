@@ -145,3 +145,38 @@ async fn sni_picks_the_certificate() -> anyhow::Result<()> {
     assert_eq!(conn.peer_leaf().as_ref(), Some(&der(&a)));
     Ok(())
 }
+
+#[tokio::test]
+async fn certificates_are_reloaded_with_the_config() -> anyhow::Result<()> {
+    let (pki, gw, _up) = setup(None).await?;
+    let cfg = pki.client_config(&[b"http/1.1"], &[&rustls::version::TLS13]);
+    let before = TlsConn::connect(gw.addr("https"), "a.test", cfg.clone())
+        .await?
+        .peer_leaf();
+    // Issue a new certificate for the same names into the same files, then reload.
+    let (cert, key) = pki.leaf("a-next", &["a.test", "localhost"])?;
+    std::fs::copy(&cert, pki.dir.path().join("a.pem"))?;
+    std::fs::copy(&key, pki.dir.path().join("a.key"))?;
+    gw.gw.reload().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let after = TlsConn::connect(gw.addr("https"), "a.test", cfg).await?.peer_leaf();
+    assert_ne!(before, after, "new connections get the new certificate");
+    let next = std::fs::read(pki.dir.path().join("a-next.pem"))?;
+    use rustls::pki_types::pem::PemObject;
+    assert_eq!(after, Some(rustls::pki_types::CertificateDer::from_pem_slice(&next)?));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_broken_certificate_on_reload_keeps_the_old_one() -> anyhow::Result<()> {
+    let (pki, gw, _up) = setup(None).await?;
+    let cfg = pki.client_config(&[b"http/1.1"], &[&rustls::version::TLS13]);
+    let before = TlsConn::connect(gw.addr("https"), "a.test", cfg.clone())
+        .await?
+        .peer_leaf();
+    std::fs::write(pki.dir.path().join("a.pem"), "garbage")?;
+    let err = gw.gw.reload().await.expect_err("reload must be refused");
+    assert!(err.to_string().contains("a.pem contains no PEM certificate"), "{err}");
+    let after = TlsConn::connect(gw.addr("https"), "a.test", cfg).await?.peer_leaf();
+    assert_eq!(before, after, "the running certificate keeps serving");
+    Ok(())
+}

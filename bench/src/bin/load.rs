@@ -323,7 +323,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!("machine: {machine}");
     println!(
-        "command: cargo run --release -p gateway-bench --bin load -- --duration {} --rounds {} --connections {}\n",
+        "command: bench/run.sh --duration {} --rounds {} --connections {}\n",
         args.duration, args.rounds, args.connections
     );
 
@@ -533,8 +533,7 @@ async fn memory(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Res
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let body = ChannelBody(rx);
+    let (tx, body) = gateway_tests::ChannelBody::new(4);
     let req = http::Request::post("/drain").header("host", "stream").body(body)?;
     let feeder = tokio::spawn(async move {
         for _ in 0..chunks {
@@ -610,19 +609,4 @@ async fn memory(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Res
     drop(held);
     drop(p);
     Ok(())
-}
-
-/// A request body fed from a channel, chunk by chunk.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
-    }
 }
