@@ -12,6 +12,13 @@ use pin_project_lite::pin_project;
 
 use super::observe::Observer;
 use crate::error::BoxError;
+use crate::upstream::client::Loan;
+
+fn release(loan: &mut Option<Loan>) {
+    if let Some(l) = loan.take() {
+        l.release();
+    }
+}
 
 /// A boxed body, for answers off the request path (admin, demo upstream).
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -20,8 +27,8 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 /// the gateway made itself (problem documents). Concrete, so no box per request.
 #[derive(Debug)]
 pub enum ProxyBody {
-    /// Streamed from the upstream.
-    Upstream(hyper::body::Incoming),
+    /// Streamed from the upstream; the connection goes back to its pool when the body ends.
+    Upstream(hyper::body::Incoming, Option<Loan>),
     /// Made by the gateway; `None` once sent.
     Local(Option<Bytes>),
 }
@@ -35,9 +42,9 @@ impl ProxyBody {
         ProxyBody::Local((!b.is_empty()).then_some(b))
     }
 
-    /// The upstream's body.
-    pub fn upstream(inner: hyper::body::Incoming) -> Self {
-        ProxyBody::Upstream(inner)
+    /// The upstream's body, and the connection to release when it ends.
+    pub fn upstream(inner: hyper::body::Incoming, loan: Option<Loan>) -> Self {
+        ProxyBody::Upstream(inner, loan)
     }
 }
 
@@ -48,21 +55,30 @@ impl HttpBody for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         // Both variants are Unpin.
         match self.get_mut() {
-            ProxyBody::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            ProxyBody::Upstream(inner, loan) => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => release(loan),
+                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => release(loan),
+                    Poll::Ready(Some(Err(_))) => drop(loan.take()),
+                    _ => {}
+                }
+                polled.map_err(|e| Box::new(e) as BoxError)
+            }
             ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream(inner) => inner.is_end_stream(),
+            ProxyBody::Upstream(inner, _) => inner.is_end_stream(),
             ProxyBody::Local(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream(inner) => inner.size_hint(),
+            ProxyBody::Upstream(inner, _) => inner.size_hint(),
             ProxyBody::Local(data) => SizeHint::with_exact(data.as_ref().map(|d| d.len() as u64).unwrap_or(0)),
         }
     }

@@ -19,13 +19,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 
 use crate::config::Snapshot;
 use crate::conn::ConnInfo;
 use crate::error::{is_caused_by, rescue, ProxyError};
 use crate::telemetry::ErrorLabels;
+use crate::upstream::client::SendError;
 use crate::upstream::Failure;
 use crate::Shared;
 use body::{Body, BodyLimitExceeded, Limited, Observed, ProxyBody};
@@ -186,16 +187,18 @@ async fn proxy(
             parts.headers.insert(header::HOST, h);
         }
     }
-    parts.uri = endpoint.uri(pq).map_err(|_| ProxyError::BadRequest {
-        reason: "request target cannot be forwarded",
-    })?;
+    // Origin-form: the connection already goes to the endpoint.
+    parts.uri = match pq {
+        Some(pq) => http::Uri::from(pq),
+        None => http::Uri::from_static("/"),
+    };
     parts.version = http::Version::HTTP_11;
     let limit = route.max_body_bytes;
     let up_req = Request::from_parts(parts, Limited::new(body, limit));
 
     // --- exchange
     let timeout = pool.config.request_timeout;
-    let mut resp = match tokio::time::timeout(timeout, pool.client.request(up_req)).await {
+    let (mut resp, loan) = match tokio::time::timeout(timeout, pool.send(&endpoint, up_req)).await {
         Err(_) => {
             pool.record(&endpoint, Some(Failure::Timeout));
             return Err(ProxyError::UpstreamTimeout {
@@ -203,16 +206,16 @@ async fn proxy(
                 timeout,
             });
         }
-        Ok(Err(e)) => {
+        Ok(Err(SendError::Connect(source))) => {
+            pool.record(&endpoint, Some(Failure::Connect));
+            return Err(ProxyError::UpstreamConnect {
+                endpoint: endpoint.base.clone(),
+                source,
+            });
+        }
+        Ok(Err(SendError::Exchange(e))) => {
             if is_caused_by::<BodyLimitExceeded>(&e) {
                 return Err(ProxyError::BodyTooLarge { limit });
-            }
-            if e.is_connect() {
-                pool.record(&endpoint, Some(Failure::Connect));
-                return Err(ProxyError::UpstreamConnect {
-                    endpoint: endpoint.base.clone(),
-                    source: Box::new(e),
-                });
             }
             pool.record(&endpoint, Some(Failure::Protocol));
             return Err(ProxyError::UpstreamProtocol {
@@ -253,7 +256,16 @@ async fn proxy(
     }
     let (mut rparts, rbody) = resp.into_parts();
     forward::strip_hop_by_hop(&mut rparts.headers, upgraded);
-    Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody)))
+    // The connection returns to the pool when the body ends; at once if it has none.
+    let loan = if upgraded {
+        None
+    } else if rbody.is_end_stream() {
+        loan.release();
+        None
+    } else {
+        Some(loan)
+    };
+    Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody, loan)))
 }
 
 /// A plain response used by built-in endpoints.

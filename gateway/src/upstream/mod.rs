@@ -1,35 +1,35 @@
-//! Upstream pools: endpoints, load balancing, passive health, and the pooled HTTP client.
+//! Upstream pools: endpoints, load balancing, passive health, and pooled connections.
 //!
 //! Sits after routing in the data path: the pipeline asks a [`Pool`] for an endpoint
-//! ([`Pool::pick`]), sends through the pool's client, and reports the outcome back
-//! ([`Pool::record`]). An endpoint that fails `consecutive_failures` times in a row (connect
-//! failure, timeout, or 5xx) is ejected for `ejection_time`; the rest keep serving.
+//! ([`Pool::pick`]), sends on one of its connections ([`Pool::send`], `client.rs`), and reports
+//! the outcome back ([`Pool::record`]). An endpoint that fails `consecutive_failures` times in a
+//! row (connect failure, timeout, broken exchange, or 5xx) is ejected for `ejection_time`; the
+//! rest keep serving.
+
+pub mod client;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
 use crate::config::{Balance, ConfigError, UpstreamConfig};
-use crate::pipeline::body::Limited;
 use crate::telemetry::{Metrics, PoolLabels, UpstreamErrorLabels};
-
-/// The client type every pool uses.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Limited<hyper::body::Incoming>>;
 
 /// One endpoint of a pool.
 #[derive(Debug)]
 pub struct Endpoint {
     /// `scheme://authority`.
     pub base: String,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    /// Host to connect to (brackets removed from IPv6 literals).
+    host: String,
+    port: u16,
+    /// TLS server name, for `https://` endpoints.
+    server_name: Option<rustls::pki_types::ServerName<'static>>,
+    idle: client::IdleStack,
+    max_idle: usize,
     in_flight: AtomicUsize,
     failures: AtomicU32,
     /// Milliseconds since the pool's epoch until which the endpoint is ejected; 0 = not ejected.
@@ -49,15 +49,15 @@ pub enum Failure {
     Status5xx,
 }
 
-/// A pool of endpoints with its client.
+/// A pool of endpoints.
 #[derive(Debug)]
 pub struct Pool {
     /// The config it was built from (pools are reused across reloads when unchanged).
     pub config: UpstreamConfig,
     /// Endpoints.
     pub endpoints: Vec<Arc<Endpoint>>,
-    /// Pooled client.
-    pub client: HttpClient,
+    /// TLS towards `https://` endpoints.
+    tls: Option<Arc<rustls::ClientConfig>>,
     rr: AtomicUsize,
     epoch: Instant,
     ejected_gauge: Gauge,
@@ -78,18 +78,37 @@ impl Drop for InFlight {
 // === impl Endpoint ===
 
 impl Endpoint {
-    /// Builds the upstream URI for a path and query (`/` when absent).
-    pub fn uri(&self, path_and_query: Option<http::uri::PathAndQuery>) -> Result<http::Uri, http::Error> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
-        Ok(http::Uri::from_parts(parts)?)
+    fn new(base: &str, max_idle: usize) -> Option<Endpoint> {
+        let uri: http::Uri = base.parse().ok()?;
+        let https = uri.scheme_str() == Some("https");
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let server_name = if https {
+            rustls::pki_types::ServerName::try_from(host.clone()).ok()
+        } else {
+            None
+        };
+        Some(Endpoint {
+            base: base.to_string(),
+            host,
+            port,
+            server_name,
+            idle: client::IdleStack::default(),
+            max_idle,
+            in_flight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+        })
     }
 
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Idle pooled connections now.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
     }
 }
 
@@ -107,13 +126,20 @@ fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
 // === impl Pool ===
 
 impl Pool {
-    /// Builds a pool: reads CA files and creates the client. Errors carry config positions.
+    /// Builds a pool: reads CA files and prepares TLS. Errors carry config positions.
     pub fn build(
         file: &str,
         index: usize,
         config: &UpstreamConfig,
         metrics: &Metrics,
     ) -> Result<Arc<Pool>, Vec<ConfigError>> {
+        let error = |line: u64, column: u64, field: String, reason: String| ConfigError {
+            file: file.into(),
+            line,
+            column,
+            field,
+            reason,
+        };
         let mut errors = Vec::new();
         let mut roots = rustls::RootCertStore::empty();
         if config.tls.system_roots {
@@ -123,78 +149,36 @@ impl Pool {
             }
         }
         for (j, (path, at)) in config.tls.ca_files.iter().enumerate() {
+            let field = format!("upstreams[{index}].tls.ca_files[{j}]");
             match crate::listen::tls::read_certs(path) {
                 Ok(certs) => {
                     for c in certs {
                         if let Err(e) = roots.add(c) {
-                            errors.push(ConfigError {
-                                file: file.into(),
-                                line: at.line,
-                                column: at.column,
-                                field: format!("upstreams[{index}].tls.ca_files[{j}]"),
-                                reason: format!("{}: not a usable CA certificate: {e}", path.display()),
-                            });
+                            errors.push(error(
+                                at.line,
+                                at.column,
+                                field.clone(),
+                                format!("{}: not a usable CA certificate: {e}", path.display()),
+                            ));
                         }
                     }
                 }
-                Err(reason) => errors.push(ConfigError {
-                    file: file.into(),
-                    line: at.line,
-                    column: at.column,
-                    field: format!("upstreams[{index}].tls.ca_files[{j}]"),
-                    reason,
-                }),
+                Err(reason) => errors.push(error(at.line, at.column, field, reason)),
             }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        let tls = rustls::ClientConfig::builder_with_provider(crate::listen::tls::provider())
             .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-        let tls = match tls {
-            Ok(t) => t,
-            Err(e) => {
-                return Err(vec![ConfigError {
-                    file: file.into(),
-                    line: 1,
-                    column: 1,
-                    field: format!("upstreams[{index}].tls"),
-                    reason: e.to_string(),
-                }]);
-            }
-        };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_endpoint)
-            .build(connector);
-
-        let endpoints = config
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .map_err(|e| vec![error(1, 1, format!("upstreams[{index}].tls"), e.to_string())])?;
+        let endpoints: Vec<Arc<Endpoint>> = config
             .endpoints
             .iter()
-            .filter_map(|e| {
-                let uri: http::Uri = e.parse().ok()?;
-                Some(Arc::new(Endpoint {
-                    base: e.clone(),
-                    scheme: uri.scheme()?.clone(),
-                    authority: uri.authority()?.clone(),
-                    in_flight: AtomicUsize::new(0),
-                    failures: AtomicU32::new(0),
-                    ejected_until: AtomicU64::new(0),
-                }))
-            })
+            .filter_map(|e| Endpoint::new(e, config.max_idle_per_endpoint).map(Arc::new))
             .collect();
+        let tls = endpoints.iter().any(|e| e.server_name.is_some()).then(|| Arc::new(tls));
         let pool_label = PoolLabels {
             pool: config.name.clone(),
         };
@@ -207,10 +191,10 @@ impl Pool {
                 })
                 .clone()
         };
-        Ok(Arc::new(Pool {
+        let pool = Arc::new(Pool {
             config: config.clone(),
             endpoints,
-            client,
+            tls,
             rr: AtomicUsize::new(0),
             epoch: Instant::now(),
             ejected_gauge: metrics.endpoints_ejected.get_or_create(&pool_label).clone(),
@@ -222,7 +206,39 @@ impl Pool {
                 err("status_5xx"),
                 err("no_healthy_endpoint"),
             ],
-        }))
+        });
+        // Close idle connections that outlived idle_timeout, until the pool is dropped (reload).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&pool);
+            let every = (config.idle_timeout / 2).max(std::time::Duration::from_millis(500));
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(pool) = weak.upgrade() else { return };
+                    for e in &pool.endpoints {
+                        e.idle.prune(pool.config.idle_timeout);
+                    }
+                }
+            });
+        }
+        Ok(pool)
+    }
+
+    /// Sends a request to `endpoint` on a pooled or new connection.
+    pub async fn send(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        req: http::Request<client::UpstreamBody>,
+    ) -> Result<(http::Response<hyper::body::Incoming>, client::Loan), client::SendError> {
+        client::send(
+            endpoint,
+            self.tls.clone(),
+            self.config.connect_timeout,
+            self.config.idle_timeout,
+            req,
+        )
+        .await
     }
 
     /// Pool name.

@@ -1,0 +1,185 @@
+//! The upstream HTTP/1.1 client: connections per endpoint, pooled while idle.
+//!
+//! Each [`Endpoint`] keeps a small stack of idle connections (most recently used on top, so the
+//! warmest connection serves next and the coldest ones age out). A request takes one, or
+//! connects (TCP, then TLS with the endpoint's host as SNI for `https://`), and the connection
+//! goes back when the response body has ended. A pooled connection the upstream has closed in the
+//! meantime is detected before the request is written, and the request moves to a fresh
+//! connection; once written, a request is never retried. Upgraded connections never return.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::Endpoint;
+use crate::error::BoxError;
+use crate::pipeline::body::Limited;
+
+/// The request body type sent upstream.
+pub type UpstreamBody = Limited<Incoming>;
+
+/// A connection's request sender.
+pub type Sender = http1::SendRequest<UpstreamBody>;
+
+/// An idle connection.
+#[derive(Debug)]
+pub(super) struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// The idle connections of one endpoint.
+#[derive(Debug, Default)]
+pub(super) struct IdleStack {
+    stack: Mutex<Vec<Idle>>,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made (TCP or TLS).
+    #[error("connect: {0}")]
+    Connect(BoxError),
+    /// The exchange failed after the request was handed to a connection.
+    #[error(transparent)]
+    Exchange(#[from] hyper::Error),
+}
+
+/// A connection on loan to a request; returns to its endpoint's pool when the response ends.
+#[derive(Debug)]
+pub struct Loan {
+    sender: Sender,
+    endpoint: Arc<Endpoint>,
+}
+
+// === impl Loan ===
+
+impl Loan {
+    /// Puts the connection back into the pool (when the response body has ended).
+    pub fn release(self) {
+        let Loan { sender, endpoint } = self;
+        if sender.is_closed() {
+            return;
+        }
+        let Ok(mut idle) = endpoint.idle.stack.lock() else {
+            return;
+        };
+        if idle.len() < endpoint.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+// === impl IdleStack ===
+
+impl IdleStack {
+    /// The freshest usable idle connection, dropping the ones that expired or closed.
+    fn take(&self, max_age: Duration) -> Option<Sender> {
+        let mut idle = self.stack.lock().ok()?;
+        while let Some(i) = idle.pop() {
+            if !i.sender.is_closed() && i.since.elapsed() < max_age {
+                return Some(i.sender);
+            }
+        }
+        None
+    }
+
+    /// Closes idle connections older than `max_age`.
+    pub(super) fn prune(&self, max_age: Duration) {
+        if let Ok(mut idle) = self.stack.lock() {
+            idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() < max_age);
+        }
+    }
+
+    /// Idle connections now.
+    pub(super) fn len(&self) -> usize {
+        self.stack.lock().map(|s| s.len()).unwrap_or(0)
+    }
+}
+
+async fn handshake<I>(io: I) -> Result<Sender, BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// Opens a connection to `endpoint` (TCP, then TLS for `https://`).
+async fn connect(
+    endpoint: &Endpoint,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<Sender, BoxError> {
+    let fut = async {
+        let tcp = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
+        tcp.set_nodelay(true)?;
+        match (&endpoint.server_name, tls) {
+            (Some(name), Some(tls)) => {
+                let tls = tokio_rustls::TlsConnector::from(tls);
+                handshake(tls.connect(name.clone(), tcp).await?).await
+            }
+            _ => handshake(tcp).await,
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no connection within {timeout:?}").into()),
+    }
+}
+
+/// Sends `req` to `endpoint` on a pooled or new connection.
+pub async fn send(
+    endpoint: &Arc<Endpoint>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    mut req: Request<UpstreamBody>,
+) -> Result<(Response<Incoming>, Loan), SendError> {
+    while let Some(mut sender) = endpoint.idle.take(idle_timeout) {
+        if sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                return Ok((
+                    resp,
+                    Loan {
+                        sender,
+                        endpoint: endpoint.clone(),
+                    },
+                ))
+            }
+            Err(mut e) => match e.take_message() {
+                // Never written: the connection went away while idle. Try the next one.
+                Some(r) => req = r,
+                None => return Err(SendError::Exchange(e.into_error())),
+            },
+        }
+    }
+    let mut sender = connect(endpoint, tls, connect_timeout)
+        .await
+        .map_err(SendError::Connect)?;
+    let resp = sender.send_request(req).await?;
+    Ok((
+        resp,
+        Loan {
+            sender,
+            endpoint: endpoint.clone(),
+        },
+    ))
+}
