@@ -5,7 +5,6 @@
 
 pub mod io;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -200,10 +199,7 @@ async fn serve_io<I>(
         state,
         peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
     });
-    let svc = hyper::service::service_fn(move |req| {
-        let fut = crate::pipeline::handle(shared.clone(), info.clone(), req);
-        async move { Ok::<_, Infallible>(fut.await) }
-    });
+    let svc = hyper::service::service_fn(move |req| crate::pipeline::handle(shared.clone(), info.clone(), req));
     // hyper's own limits sit above the configured ones, as a backstop: the pipeline answers the
     // configured limits itself, with a problem body.
     let head_cap = limits.max_header_bytes.saturating_mul(2).max(16 * 1024);

@@ -15,6 +15,7 @@ pub mod forward;
 pub mod observe;
 pub mod route;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,8 +37,10 @@ use route::RouteMatch;
 /// What every answer on the request path carries: its body with the request's observer.
 pub type Answer = Response<Observed<ProxyBody>>;
 
-/// Handles one request from a client connection.
-pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Answer {
+/// Handles one request from a client connection. Never fails: errors become problem answers.
+/// (The `Result` is what hyper's service wants; returning it here spares wrapping this future,
+/// which would copy it once more per request.)
+pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Answer, Infallible> {
     let snap = shared.snapshot.load_full();
     let trusted = forward::is_trusted(&snap.config.trusted_proxies, conn.peer.ip());
     let request_id = forward::request_id(req.headers(), trusted);
@@ -72,7 +75,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
             rescue(&err, rid).map(ProxyBody::local)
         }
     };
-    finish(resp, obs)
+    Ok(finish(resp, obs))
 }
 
 fn finish(resp: Response<ProxyBody>, mut obs: Observer) -> Answer {

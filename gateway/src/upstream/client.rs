@@ -171,7 +171,9 @@ pub async fn send(
             },
         }
     }
-    let mut sender = connect(endpoint, tls, connect_timeout)
+    // Boxed: connecting is the rare path, and its TLS state would otherwise enlarge every
+    // request's future.
+    let mut sender = Box::pin(connect(endpoint, tls, connect_timeout))
         .await
         .map_err(SendError::Connect)?;
     let resp = sender.send_request(req).await?;
