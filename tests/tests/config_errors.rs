@@ -20,17 +20,77 @@ fn check(yaml: &str) -> (i32, String) {
 fn unknown_field() {
     let (code, err) = check("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    colour: blue\n");
     assert_eq!(code, 64);
-    assert!(err.contains("gw.yaml:4:5: unknown field `colour`"), "{err}");
+    assert_eq!(
+        err.trim(),
+        "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, tls"
+    );
 }
 
 #[test]
 fn wrong_type() {
     let (code, err) = check("listeners:\n  - name: a\n    address: 127.0.0.1:1\nlimits:\n  max_headers: many\n");
     assert_eq!(code, 64);
-    assert!(err.starts_with("gw.yaml:5:16: "), "{err}");
+    assert_eq!(
+        err.trim(),
+        "gw.yaml:5:16: limits.max_headers: expected a whole number, found the string `many`"
+    );
     let (code, err) = check("listeners:\n  - name: a\n    address: [1, 2]\n");
     assert_eq!(code, 64);
-    assert!(err.starts_with("gw.yaml:3:14: "), "{err}");
+    assert_eq!(
+        err.trim(),
+        "gw.yaml:3:14: listeners[0].address: expected a string, found a list"
+    );
+}
+
+#[test]
+fn every_structural_problem_is_listed() {
+    let yaml = "\
+listeners:
+  - name: public
+    address: 127.0.0.1:8443
+    colour: blue
+  - adress: 127.0.0.1:8444
+limits:
+  max_headers: many
+routes:
+  - name: r
+    upstream: u
+    match: [ \"/x\" ]
+upstreams:
+  - name: u
+    endpoints: http://x
+extra: 1
+";
+    let (code, err) = check(yaml);
+    assert_eq!(code, 64);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, tls",
+            "gw.yaml:5:5: listeners[1].adress: unknown field `adress`, expected one of: address, name, tls",
+            "gw.yaml:5:5: listeners[1]: missing field `name`",
+            "gw.yaml:5:5: listeners[1]: missing field `address`",
+            "gw.yaml:7:16: limits.max_headers: expected a whole number, found the string `many`",
+            "gw.yaml:11:12: routes[0].match: expected a mapping, found a list",
+            "gw.yaml:14:16: upstreams[0].endpoints: expected a list, found the string `http://x`",
+            "gw.yaml:15:1: extra: unknown field `extra`, expected one of: admin, limits, listeners, reload, routes, shutdown, trusted_proxies, upstreams",
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn empty_file_and_broken_yaml() {
+    let (code, err) = check("");
+    assert_eq!(code, 64);
+    assert_eq!(
+        err.trim(),
+        "gw.yaml:1:1: (top level): expected a mapping, found nothing"
+    );
+    let (code, err) = check("listeners:\n  - name: [unclosed\n");
+    assert_eq!(code, 64);
+    assert!(err.starts_with("gw.yaml:"), "{err}");
 }
 
 #[test]

@@ -217,3 +217,27 @@ impl Router {
         self.in_group(&self.any, path, method).unwrap_or(RouteMatch::NotFound)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_normalization() {
+        assert_eq!(normalize_host("Example.COM:8443"), "example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host("[::1]"), "[::1]");
+        assert!(matches!(normalize_host("plain.example"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/x"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/api/", "/api/x"));
+        assert!(prefix_matches("/", "/anything"));
+        assert!(!prefix_matches("/api", "/"));
+    }
+}
