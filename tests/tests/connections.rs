@@ -107,3 +107,102 @@ async fn connections_beyond_the_limit_wait_for_a_slot() -> anyhow::Result<()> {
     assert_eq!(r.status(), 200, "served once a slot frees");
     Ok(())
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length body from `s`.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> anyhow::Result<(String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        anyhow::ensure!(s.read(&mut byte).await? == 1, "connection closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await?;
+    Ok((head, body))
+}
+
+async fn parked(gw: &TestGateway, listener: &str) -> anyhow::Result<Option<f64>> {
+    Ok(metric(
+        &gw.metrics().await?,
+        "gateway_connections_parked",
+        &[("listener", listener)],
+    ))
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_parked_and_serves_its_next_requests() -> anyhow::Result<()> {
+    let (gw, _up) = gateway("{ idle_timeout: 2s }").await?;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("http")).await?;
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    let (head, body) = read_response(&mut s).await?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("/first"));
+    // Idle for half the idle timeout: parked, still open.
+    assert_eventually!(parked(&gw, "http").await? == Some(1.0), "the idle connection is parked");
+    // Two pipelined requests on the parked connection are both answered, in order.
+    s.write_all(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\nGET /third HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let (head, body) = read_response(&mut s).await?;
+    assert!(
+        head.starts_with("HTTP/1.1 200") && String::from_utf8_lossy(&body).contains("/second"),
+        "{head}"
+    );
+    let (head, body) = read_response(&mut s).await?;
+    assert!(
+        head.starts_with("HTTP/1.1 200") && String::from_utf8_lossy(&body).contains("/third"),
+        "{head}"
+    );
+    assert_eq!(parked(&gw, "http").await?, Some(0.0));
+    // Parked again, then closed at the idle timeout.
+    assert_eventually!(parked(&gw, "http").await? == Some(1.0), "parked again");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(gateway_tests::patience(), s.read(&mut buf)).await??;
+    assert_eq!(n, 0, "closed at the idle timeout");
+    assert_eq!(parked(&gw, "http").await?, Some(0.0));
+    assert_eq!(
+        metric(
+            &gw.metrics().await?,
+            "gateway_connection_timeouts_total",
+            &[("kind", "idle")]
+        ),
+        Some(1.0)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_parked_tls_connection_serves_its_next_request() -> anyhow::Result<()> {
+    let pki = gateway_tests::TestPki::new()?;
+    let (cert, key) = pki.leaf("gw", &["localhost"])?;
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        "listeners:\n  - name: https\n    address: \"127.0.0.1:0\"\n    tls:\n      certificates: [{{ cert: \"{}\", key: \"{}\" }}]\n\
+         admin: {{ address: \"127.0.0.1:0\" }}\nlimits: {{ idle_timeout: 2s }}\n\
+         routes: [{{ name: r, upstream: up }}]\nupstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\n",
+        cert.display(),
+        key.display(),
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let cfg = pki.client_config(&[b"http/1.1"], &[&rustls::version::TLS13]);
+    let conn = gateway_tests::TlsConn::connect(gw.addr("https"), "localhost", cfg).await?;
+    let mut s = conn.stream;
+    for path in ["/one", "/two"] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await?;
+        let (head, body) = read_response(&mut s).await?;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(String::from_utf8_lossy(&body).contains(path));
+        assert_eventually!(parked(&gw, "https").await? == Some(1.0), "parked after {path}");
+    }
+    Ok(())
+}

@@ -596,12 +596,15 @@ async fn memory(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Res
             Err(_) => failed += 1,
         }
     }
+    // Idle connections park 250 ms after their last request (see gateway/src/conn/io.rs).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss = status_kib(p.pid(), "VmRSS").unwrap_or(0);
+    let parked = parked_connections(admin).await.unwrap_or(0.0);
     println!(
-        "| {} idle keep-alive connections ({} failed) | held | {:.1} MiB | {:.1} MiB now ({:.2} KiB per connection) |",
+        "| {} idle keep-alive connections ({} failed, {} parked) | held | {:.1} MiB | {:.1} MiB now ({:.2} KiB per connection) |",
         held.len(),
         failed,
+        parked,
         base as f64 / 1024.0,
         rss as f64 / 1024.0,
         (rss.saturating_sub(base)) as f64 / held.len().max(1) as f64
@@ -609,4 +612,21 @@ async fn memory(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Res
     drop(held);
     drop(p);
     Ok(())
+}
+
+/// The gateway's `gateway_connections_parked`, summed over listeners.
+async fn parked_connections(admin: u16) -> anyhow::Result<f64> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get("/metrics")
+        .header("host", "admin")
+        .body(http_body_util::Empty::<Bytes>::new())?;
+    let body = sender.send_request(req).await?.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("gateway_connections_parked"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
 }

@@ -5,6 +5,13 @@
 //! two apart: between requests the connection may stay silent for `idle_timeout`; once the first
 //! byte of a request head arrives (HTTP/1), the whole head must arrive within `header_timeout`.
 //! While a request is in flight, or after a protocol upgrade, neither applies.
+//!
+//! Parking (HTTP/1): hyper keeps about 16 KiB of buffers per connection for as long as it serves
+//! it, idle or not. When a keep-alive connection has been idle for `park_after` with nothing
+//! buffered, the wrapper reports end of stream to hyper, which ends the connection normally, and
+//! turns hyper's shutdown into a no-op so the client sees nothing. `conn::serve` then holds only
+//! the socket until the next request arrives and builds a new hyper connection for it
+//! ([`TimedIo::resume`]). Busy connections never park.
 
 use std::future::Future;
 use std::io;
@@ -13,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -66,7 +74,8 @@ impl ConnState {
         self.requests.load(Ordering::Relaxed)
     }
 
-    fn idle_since(&self) -> Instant {
+    /// When the connection last became idle.
+    pub fn idle_since(&self) -> Instant {
         self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed))
     }
 }
@@ -102,7 +111,19 @@ pin_project! {
         head_started: Option<Instant>,
         armed: Option<Instant>,
         sleep: Pin<Box<Sleep>>,
+        park_after: Option<Duration>,
+        parked: bool,
+        prefix: Bytes,
     }
+}
+
+/// Which deadline is armed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    Check,
+    Header,
+    Idle,
+    Park,
 }
 
 // === impl TimedIo ===
@@ -121,61 +142,120 @@ impl<T> TimedIo<T> {
             head_started: http1.then_some(now),
             armed: None,
             sleep: Box::pin(tokio::time::sleep_until(now + Duration::from_secs(3600))),
+            park_after: None,
+            parked: false,
+            prefix: Bytes::new(),
         }
+    }
+
+    /// Parks the connection (see the module docs) after it has been idle this long.
+    pub fn park_after(mut self, after: Duration) -> Self {
+        self.park_after = Some(after);
+        self
+    }
+
+    /// Whether the connection was parked (hyper saw a made-up end of stream).
+    pub fn is_parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Resumes a parked connection: the next request is arriving; `prefix` holds bytes hyper had
+    /// read but not used, which are replayed first.
+    pub fn resume(&mut self, prefix: Bytes) {
+        self.parked = false;
+        self.prefix = prefix;
+        self.head_started = Some(Instant::now());
+        self.seen_requests = self.state.requests();
+        self.armed = None;
+    }
+
+    /// The wrapped socket.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
     }
 }
 
 impl<T: AsyncRead> AsyncRead for TimedIo<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        if *this.parked {
+            return Poll::Ready(Ok(())); // end of stream, as far as hyper knows
+        }
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
-        if this.state.upgraded.load(Ordering::Relaxed) || this.state.in_flight.load(Ordering::Acquire) > 0 {
-            *this.head_started = None;
-            return res;
+        if this.state.upgraded.load(Ordering::Relaxed) {
+            return res; // the upgraded protocol has its own rules
         }
+        let busy = this.state.in_flight.load(Ordering::Acquire) > 0;
         let reqs = this.state.requests.load(Ordering::Relaxed);
-        if reqs != *this.seen_requests {
+        if busy {
+            *this.head_started = None;
+        } else if reqs != *this.seen_requests {
             *this.seen_requests = reqs;
             *this.head_started = None;
         }
         match res {
             Poll::Ready(Ok(())) => {
-                if *this.http1 && this.head_started.is_none() && buf.filled().len() > before {
+                if !busy && *this.http1 && this.head_started.is_none() && buf.filled().len() > before {
                     *this.head_started = Some(Instant::now());
                 }
-                Poll::Ready(Ok(()))
+                return Poll::Ready(Ok(()));
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                let (deadline, header) = match *this.head_started {
-                    Some(h) => (h + this.timeouts.header, true),
-                    None => (this.state.idle_since() + this.timeouts.idle, false),
-                };
-                // The timer is re-armed only when the deadline moves earlier; a later deadline
-                // is picked up when the armed timer fires, so a busy keep-alive connection does
-                // not touch the timer wheel on every request.
-                if this.armed.is_none_or(|a| deadline < a) {
-                    this.sleep.as_mut().reset(deadline);
-                    *this.armed = Some(deadline);
-                }
-                while this.sleep.as_mut().poll(cx).is_ready() {
-                    if Instant::now() < deadline {
-                        this.sleep.as_mut().reset(deadline);
-                        *this.armed = Some(deadline);
-                        continue;
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        // Nothing to read. hyper will not read again until the socket wakes it, so a timer stays
+        // armed even while a request is in flight (`Check`): when it fires, the deadlines are
+        // looked at again. Timers are re-armed only when a deadline moves earlier, so a busy
+        // connection touches the timer wheel about once per period, not once per request.
+        loop {
+            let busy = this.state.in_flight.load(Ordering::Acquire) > 0;
+            let (deadline, kind) = if busy {
+                (
+                    Instant::now() + this.park_after.unwrap_or(this.timeouts.idle),
+                    Deadline::Check,
+                )
+            } else {
+                match *this.head_started {
+                    Some(h) => (h + this.timeouts.header, Deadline::Header),
+                    None => {
+                        let since = this.state.idle_since();
+                        let idle = since + this.timeouts.idle;
+                        match *this.park_after {
+                            // Only once a request was served: the first head is due at once.
+                            Some(p) if reqs > 0 && since + p < idle => (since + p, Deadline::Park),
+                            _ => (idle, Deadline::Idle),
+                        }
                     }
-                    *this.armed = None;
-                    let (counter, what) = if header {
-                        (&this.timeouts.header_expired, "request head")
-                    } else {
-                        (&this.timeouts.idle_expired, "idle")
-                    };
-                    counter.inc();
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, format!("{what} timeout"))));
                 }
-                Poll::Pending
+            };
+            if this.armed.is_none_or(|a| deadline < a) {
+                this.sleep.as_mut().reset(deadline);
+                *this.armed = Some(deadline);
             }
+            if this.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *this.armed = None;
+            if Instant::now() < deadline {
+                continue; // fired for an earlier deadline that has since moved
+            }
+            let (counter, what) = match kind {
+                Deadline::Check => continue,
+                Deadline::Park => {
+                    *this.parked = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Deadline::Header => (&this.timeouts.header_expired, "request head"),
+                Deadline::Idle => (&this.timeouts.idle_expired, "idle"),
+            };
+            counter.inc();
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, format!("{what} timeout"))));
         }
     }
 }
@@ -202,6 +282,10 @@ impl<T: AsyncWrite> AsyncWrite for TimedIo<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        let this = self.project();
+        if *this.parked {
+            return Poll::Ready(Ok(())); // parking is not closing
+        }
+        this.inner.poll_shutdown(cx)
     }
 }

@@ -6,7 +6,9 @@
 pub mod io;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -56,6 +58,8 @@ pub struct ListenerCtx {
     pub idle_timeouts: Counter,
     /// Handshake timeouts.
     pub handshake_timeouts: Counter,
+    /// Idle connections parked without hyper state now.
+    pub parked: prometheus_client::metrics::gauge::Gauge,
     metrics: Metrics,
 }
 
@@ -85,6 +89,7 @@ impl ListenerCtx {
             header_timeouts: t("header"),
             idle_timeouts: t("idle"),
             handshake_timeouts: t("handshake"),
+            parked: metrics.connections_parked.get_or_create(&l).clone(),
             metrics: metrics.clone(),
         }
     }
@@ -92,9 +97,9 @@ impl ListenerCtx {
 
 /// Serves one accepted TCP connection to its end.
 ///
-/// The TLS handshake and each protocol's connection are boxed: an async fn's state is as large
-/// as its largest branch, and every idle connection would otherwise pay for TLS and HTTP/2
-/// state it does not use.
+/// The TLS path and each hyper connection are boxed: an async fn's state is as large as its
+/// largest branch, and every plain idle connection would otherwise pay for TLS and HTTP/2 state
+/// it does not use.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -104,53 +109,73 @@ pub async fn serve(
     permit: OwnedSemaphorePermit,
 ) {
     let _permit = permit;
+    if ctx.tls {
+        Box::pin(serve_tls(stream, peer, ctx, shared, drain)).await;
+    } else {
+        serve_plain(stream, peer, ctx, shared, drain).await;
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+) {
     let snap = shared.snapshot.load_full();
     let limits = snap.config.limits.clone();
-    if ctx.tls {
-        let Some(cfg) = snap.tls.get(&*ctx.name).cloned() else {
-            return;
-        };
-        drop(snap);
-        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-        let tls = tokio::select! {
-            r = tokio::time::timeout(limits.header_timeout, Box::pin(acceptor.accept(stream))) => r,
-            _ = drain.cancelled() => return,
-        };
-        let tls = match tls {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                ctx.handshake_errors.inc();
-                tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                ctx.handshake_timeouts.inc();
-                return;
-            }
-        };
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        Box::pin(serve_io(tls, h2, peer, ctx, shared, drain, limits)).await;
-    } else {
-        drop(snap);
-        // Tell HTTP/2 prior knowledge from HTTP/1 by the first bytes.
-        let mut buf = [0u8; 4];
-        let n = tokio::select! {
-            r = tokio::time::timeout(limits.header_timeout, stream.peek(&mut buf)) => match r {
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    ctx.header_timeouts.inc();
-                    return;
-                }
-            },
-            _ = drain.cancelled() => return,
-        };
-        if n == 0 {
+    let Some(cfg) = snap.tls.get(&*ctx.name).cloned() else {
+        return;
+    };
+    drop(snap);
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let tls = tokio::select! {
+        r = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)) => r,
+        _ = drain.cancelled() => return,
+    };
+    let tls = match tls {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            ctx.handshake_errors.inc();
+            tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed");
             return;
         }
-        let h2 = buf[..n].starts_with(b"PRI ") || (n < 4 && b"PRI ".starts_with(&buf[..n]));
-        Box::pin(serve_io(stream, h2, peer, ctx, shared, drain, limits)).await;
+        Err(_) => {
+            ctx.handshake_timeouts.inc();
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_io(tls, h2, peer, ctx, shared, drain, limits).await;
+}
+
+async fn serve_plain(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+) {
+    let limits = shared.snapshot.load().config.limits.clone();
+    // Tell HTTP/2 prior knowledge from HTTP/1 by the first bytes.
+    let mut buf = [0u8; 4];
+    let n = tokio::select! {
+        r = tokio::time::timeout(limits.header_timeout, stream.peek(&mut buf)) => match r {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                ctx.header_timeouts.inc();
+                return;
+            }
+        },
+        _ = drain.cancelled() => return,
+    };
+    if n == 0 {
+        return;
     }
+    let h2 = buf[..n].starts_with(b"PRI ") || (n < 4 && b"PRI ".starts_with(&buf[..n]));
+    serve_io(stream, h2, peer, ctx, shared, drain, limits).await;
 }
 
 struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);
@@ -158,6 +183,32 @@ struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// How long an idle HTTP/1 keep-alive connection keeps its hyper state before it is parked
+/// (see `io.rs`). Busy connections and quick follow-up requests (page loads, bursts) never park;
+/// a client idle for longer pays about a microsecond to rebuild the state for its next request.
+/// Short, because what counts is how many connections hold hyper's buffers at the same time:
+/// freed buffers are reused by the next connections, but the allocator keeps its peak resident.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// A socket whose readiness can be awaited without reading (for parked connections).
+pub trait Readable {
+    /// Resolves when the socket has bytes (or end of stream) to read.
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Readable for TcpStream {
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+}
+
+impl Readable for tokio_rustls::server::TlsStream<TcpStream> {
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        // Parking happens only when hyper's read found nothing, so rustls holds no plaintext.
+        self.get_ref().0.readable()
     }
 }
 
@@ -170,7 +221,7 @@ async fn serve_io<I>(
     drain: CancellationToken,
     limits: crate::config::Limits,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Readable + Unpin + Send + Sync + 'static,
 {
     let protocol = if h2 { "h2" } else { "http1" };
     let gauge = ctx
@@ -190,48 +241,94 @@ async fn serve_io<I>(
         header_expired: ctx.header_timeouts.clone(),
         idle_expired: ctx.idle_timeouts.clone(),
     };
-    let io = TokioIo::new(TimedIo::new(io, state.clone(), timeouts, !h2));
     let info = Arc::new(ConnInfo {
         listener: ctx.name.clone(),
         peer,
         tls: ctx.tls,
         protocol,
-        state,
+        state: state.clone(),
         peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
     });
     let svc = hyper::service::service_fn(move |req| crate::pipeline::handle(shared.clone(), info.clone(), req));
     // hyper's own limits sit above the configured ones, as a backstop: the pipeline answers the
     // configured limits itself, with a problem body.
     let head_cap = limits.max_header_bytes.saturating_mul(2).max(16 * 1024);
-    let result = if h2 {
+    if h2 {
         let mut b = http2::Builder::new(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(head_cap).unwrap_or(u32::MAX))
             .max_concurrent_streams(256);
+        let io = TokioIo::new(TimedIo::new(io, state, timeouts, false));
         let mut conn = Box::pin(b.serve_connection(io, svc));
-        tokio::select! {
+        let result = tokio::select! {
             r = conn.as_mut() => r,
             _ = drain.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
+        };
+        if let Err(e) = result {
+            tracing::debug!(listener = %ctx.name, %peer, error = %e, "connection ended with an error");
         }
-    } else {
-        let mut b = http1::Builder::new();
-        b.timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .max_buf_size(head_cap.max(8192) + 8192)
-            .max_headers(limits.max_headers.saturating_mul(2).max(100));
-        let mut conn = Box::pin(b.serve_connection(io, svc).with_upgrades());
-        tokio::select! {
+        return;
+    }
+
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(head_cap.max(8192) + 8192)
+        .max_headers(limits.max_headers.saturating_mul(2).max(100));
+    let mut timed = TimedIo::new(io, state.clone(), timeouts, true).park_after(PARK_AFTER.min(limits.idle_timeout / 2));
+    loop {
+        let mut conn = Box::pin(b.serve_connection(TokioIo::new(timed), svc.clone()).with_upgrades());
+        let result = tokio::select! {
             r = conn.as_mut() => r,
             _ = drain.cancelled() => {
                 conn.as_mut().graceful_shutdown();
-                conn.await
+                conn.as_mut().await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(listener = %ctx.name, %peer, error = %e, "connection ended with an error");
+            return;
+        }
+        // Ended: closed by the client, handed to an upgrade, drained, or parked.
+        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            return;
+        };
+        timed = parts.io.into_inner();
+        if !timed.is_parked() || drain.is_cancelled() {
+            return;
+        }
+        // Parked: hyper's buffers are gone; hold the socket until the next request.
+        if parts.read_buf.is_empty() {
+            let _parked = ParkedGuard::new(&ctx.parked);
+            let deadline = state.idle_since() + limits.idle_timeout;
+            tokio::select! {
+                r = timed.get_ref().readable() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => {
+                    ctx.idle_timeouts.inc();
+                    return;
+                }
+                _ = drain.cancelled() => return,
             }
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(listener = %ctx.name, %peer, error = %e, "connection ended with an error");
+        timed.resume(parts.read_buf);
+    }
+}
+
+/// Counts a connection as parked while it lives.
+struct ParkedGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl ParkedGuard {
+    fn new(g: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.inc();
+        Self(g.clone())
+    }
+}
+
+impl Drop for ParkedGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

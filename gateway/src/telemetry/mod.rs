@@ -163,6 +163,8 @@ pub struct Metrics {
     pub connections_accepted: Family<ListenerLabels, Counter>,
     /// `gateway_connections_limited_total`.
     pub connections_limited: Family<ListenerLabels, Counter>,
+    /// `gateway_connections_parked`.
+    pub connections_parked: Family<ListenerLabels, Gauge>,
     /// `gateway_connection_timeouts_total`.
     pub connection_timeouts: Family<TimeoutLabels, Counter>,
     /// `gateway_tls_handshake_errors_total`.
@@ -198,6 +200,7 @@ impl Metrics {
             connections_active: Family::default(),
             connections_accepted: Family::default(),
             connections_limited: Family::default(),
+            connections_parked: Family::default(),
             connection_timeouts: Family::default(),
             tls_handshake_errors: Family::default(),
             config_reloads: Family::default(),
@@ -250,6 +253,11 @@ impl Metrics {
             CONNECTIONS_LIMITED,
             "Accepts that waited because max_connections was reached",
             m.connections_limited.clone(),
+        );
+        r.register(
+            CONNECTIONS_PARKED,
+            "Idle HTTP/1 keep-alive connections held without per-connection HTTP state",
+            m.connections_parked.clone(),
         );
         r.register(
             CONNECTION_TIMEOUTS,

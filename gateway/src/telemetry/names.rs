@@ -21,6 +21,8 @@ pub const CONNECTIONS_ACTIVE: &str = "connections_active";
 pub const CONNECTIONS_ACCEPTED: &str = "connections_accepted";
 /// Accepts that had to wait because `max_connections` was reached, by listener (counter).
 pub const CONNECTIONS_LIMITED: &str = "connections_limited";
+/// Idle HTTP/1 keep-alive connections parked without hyper state, by listener (gauge).
+pub const CONNECTIONS_PARKED: &str = "connections_parked";
 /// Connections closed by a timeout, by listener and kind (header, idle, handshake) (counter).
 pub const CONNECTION_TIMEOUTS: &str = "connection_timeouts";
 /// Failed TLS handshakes, by listener (counter).
