@@ -363,3 +363,33 @@ upstreams:
     assert_eq!(r.status(), 400);
     Ok(())
 }
+
+#[tokio::test]
+async fn more_than_a_hundred_headers_when_configured() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n\
+         limits: {{ max_headers: 150 }}\nroutes: [{{ name: r, upstream: up }}]\nupstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\n",
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let mut req = request("x", "/");
+    for i in 0..120 {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(format!("x-h{i}").as_bytes())?,
+            http::HeaderValue::from_static("v"),
+        );
+    }
+    let r = send(gw.addr("http"), req).await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(&r)["headers"]["x-h119"], "v");
+    let mut req = request("x", "/");
+    for i in 0..160 {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(format!("x-h{i}").as_bytes())?,
+            http::HeaderValue::from_static("v"),
+        );
+    }
+    assert_problem(&send(gw.addr("http"), req).await?, 431, "head-too-large");
+    Ok(())
+}

@@ -276,8 +276,12 @@ async fn serve_io<I>(
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(None)
-        .max_buf_size(head_cap.max(8192) + 8192)
-        .max_headers(limits.max_headers.saturating_mul(2).max(100));
+        .max_buf_size(head_cap.max(8192) + 8192);
+    // hyper parses up to 100 fields on the stack; asking for more moves that array to the heap
+    // for every request, so only raise it when the configured limit needs it.
+    if limits.max_headers > 100 {
+        b.max_headers(limits.max_headers.saturating_mul(2));
+    }
     let mut timed = TimedIo::new(io, state.clone(), timeouts, true).park_after(PARK_AFTER.min(limits.idle_timeout / 2));
     loop {
         let mut conn = Box::pin(b.serve_connection(TokioIo::new(timed), svc.clone()).with_upgrades());
