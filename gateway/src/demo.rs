@@ -84,7 +84,9 @@ impl Upstream {
                         let name = name.clone();
                         async move { Ok::<_, Infallible>(respond(&name, req).await) }
                     });
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    // Accept what the gateway may be configured to pass through.
+                    builder.http1().max_headers(512);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     tokio::pin!(conn);
                     tokio::select! {
