@@ -157,6 +157,10 @@ pub struct Metrics {
     pub endpoints_ejected: Family<PoolLabels, Gauge>,
     /// `gateway_upstream_ejections_total`.
     pub ejections: Family<PoolLabels, Counter>,
+    /// `gateway_upstream_connections_opened_total`.
+    pub upstream_connections_opened: Family<PoolLabels, Counter>,
+    /// `gateway_upstream_connections_idle`.
+    pub upstream_connections_idle: Family<PoolLabels, Gauge>,
     /// `gateway_connections_active`.
     pub connections_active: Family<ConnLabels, Gauge>,
     /// `gateway_connections_accepted_total`.
@@ -197,6 +201,8 @@ impl Metrics {
             upstream_errors: Family::default(),
             endpoints_ejected: Family::default(),
             ejections: Family::default(),
+            upstream_connections_opened: Family::default(),
+            upstream_connections_idle: Family::default(),
             connections_active: Family::default(),
             connections_accepted: Family::default(),
             connections_limited: Family::default(),
@@ -238,6 +244,16 @@ impl Metrics {
             UPSTREAM_EJECTIONS,
             "Endpoint ejections started by passive health checking",
             m.ejections.clone(),
+        );
+        r.register(
+            UPSTREAM_CONNECTIONS_OPENED,
+            "Upstream connections opened (pooled reuse opens none)",
+            m.upstream_connections_opened.clone(),
+        );
+        r.register(
+            UPSTREAM_CONNECTIONS_IDLE,
+            "Idle pooled upstream connections now",
+            m.upstream_connections_idle.clone(),
         );
         r.register(
             CONNECTIONS_ACTIVE,

@@ -15,6 +15,10 @@ pub const UPSTREAM_ERRORS: &str = "upstream_errors";
 pub const UPSTREAM_ENDPOINTS_EJECTED: &str = "upstream_endpoints_ejected";
 /// Ejections started, by pool (counter).
 pub const UPSTREAM_EJECTIONS: &str = "upstream_ejections";
+/// Upstream connections opened, by pool (counter).
+pub const UPSTREAM_CONNECTIONS_OPENED: &str = "upstream_connections_opened";
+/// Idle pooled upstream connections now, by pool (gauge).
+pub const UPSTREAM_CONNECTIONS_IDLE: &str = "upstream_connections_idle";
 /// Client connections open now, by listener and protocol (gauge).
 pub const CONNECTIONS_ACTIVE: &str = "connections_active";
 /// Client connections accepted, by listener (counter).

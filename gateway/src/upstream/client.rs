@@ -35,9 +35,13 @@ pub(super) struct Idle {
 }
 
 /// The idle connections of one endpoint.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct IdleStack {
     stack: Mutex<Vec<Idle>>,
+    /// The pool's idle-connections gauge (shared by its endpoints).
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    /// The pool's opened-connections counter.
+    opened: prometheus_client::metrics::counter::Counter,
 }
 
 /// Why an exchange failed.
@@ -75,17 +79,40 @@ impl Loan {
                 sender,
                 since: Instant::now(),
             });
+            endpoint.idle.gauge.inc();
         }
     }
 }
 
 // === impl IdleStack ===
 
+impl Drop for IdleStack {
+    fn drop(&mut self) {
+        // A pool replaced by a reload closes its idle connections; the gauge is shared by name.
+        if let Ok(idle) = self.stack.lock() {
+            self.gauge.dec_by(idle.len() as i64);
+        }
+    }
+}
+
 impl IdleStack {
+    /// An empty stack reporting to the pool's metrics.
+    pub(super) fn new(
+        gauge: prometheus_client::metrics::gauge::Gauge,
+        opened: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        Self {
+            stack: Mutex::new(Vec::new()),
+            gauge,
+            opened,
+        }
+    }
+
     /// The freshest usable idle connection, dropping the ones that expired or closed.
     fn take(&self, max_age: Duration) -> Option<Sender> {
         let mut idle = self.stack.lock().ok()?;
         while let Some(i) = idle.pop() {
+            self.gauge.dec();
             if !i.sender.is_closed() && i.since.elapsed() < max_age {
                 return Some(i.sender);
             }
@@ -96,7 +123,9 @@ impl IdleStack {
     /// Closes idle connections older than `max_age`.
     pub(super) fn prune(&self, max_age: Duration) {
         if let Ok(mut idle) = self.stack.lock() {
+            let before = idle.len();
             idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() < max_age);
+            self.gauge.dec_by((before - idle.len()) as i64);
         }
     }
 
@@ -173,6 +202,7 @@ pub async fn send(
     }
     // Boxed: connecting is the rare path, and its TLS state would otherwise enlarge every
     // request's future.
+    endpoint.idle.opened.inc();
     let mut sender = Box::pin(connect(endpoint, tls, connect_timeout))
         .await
         .map_err(SendError::Connect)?;

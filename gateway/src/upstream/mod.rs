@@ -78,7 +78,7 @@ impl Drop for InFlight {
 // === impl Endpoint ===
 
 impl Endpoint {
-    fn new(base: &str, max_idle: usize) -> Option<Endpoint> {
+    fn new(base: &str, max_idle: usize, idle_gauge: &Gauge, opened: &Counter) -> Option<Endpoint> {
         let uri: http::Uri = base.parse().ok()?;
         let https = uri.scheme_str() == Some("https");
         let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_string();
@@ -93,7 +93,7 @@ impl Endpoint {
             host,
             port,
             server_name,
-            idle: client::IdleStack::default(),
+            idle: client::IdleStack::new(idle_gauge.clone(), opened.clone()),
             max_idle,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
@@ -173,15 +173,17 @@ impl Pool {
             .with_safe_default_protocol_versions()
             .map(|b| b.with_root_certificates(roots).with_no_client_auth())
             .map_err(|e| vec![error(1, 1, format!("upstreams[{index}].tls"), e.to_string())])?;
-        let endpoints: Vec<Arc<Endpoint>> = config
-            .endpoints
-            .iter()
-            .filter_map(|e| Endpoint::new(e, config.max_idle_per_endpoint).map(Arc::new))
-            .collect();
-        let tls = endpoints.iter().any(|e| e.server_name.is_some()).then(|| Arc::new(tls));
         let pool_label = PoolLabels {
             pool: config.name.clone(),
         };
+        let idle_gauge = metrics.upstream_connections_idle.get_or_create(&pool_label).clone();
+        let opened = metrics.upstream_connections_opened.get_or_create(&pool_label).clone();
+        let endpoints: Vec<Arc<Endpoint>> = config
+            .endpoints
+            .iter()
+            .filter_map(|e| Endpoint::new(e, config.max_idle_per_endpoint, &idle_gauge, &opened).map(Arc::new))
+            .collect();
+        let tls = endpoints.iter().any(|e| e.server_name.is_some()).then(|| Arc::new(tls));
         let err = |kind| {
             metrics
                 .upstream_errors
