@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod error;
+pub mod identity;
 pub mod listen;
 pub mod pipeline;
 pub mod reload;
