@@ -14,6 +14,10 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# A real OpenID provider for the identity tests (npm's oidc-provider, pinned by the lockfile).
+command -v npm >/dev/null 2>&1 || { echo "npm is needed (Node.js 20 or later)"; exit 1; }
+npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)

@@ -81,6 +81,21 @@ pub enum ProxyError {
         /// Bounded reason.
         reason: &'static str,
     },
+    /// The route needs a bearer token and none was sent.
+    #[error("no bearer token")]
+    MissingToken,
+    /// The bearer token was refused.
+    #[error("bearer token refused: {source}")]
+    InvalidToken {
+        /// Why.
+        source: crate::identity::jwt::JwtError,
+    },
+    /// The route's identity provider has no keys loaded.
+    #[error("identity provider {provider} unavailable")]
+    IdentityUnavailable {
+        /// Provider name.
+        provider: String,
+    },
     /// Every endpoint of the pool is ejected.
     #[error("no healthy endpoint in pool {pool}")]
     NoHealthyEndpoint {
@@ -162,6 +177,27 @@ impl ProxyError {
                 "Bad Request",
                 "The request is malformed.",
             ),
+            MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                Side::Downstream,
+                "Unauthorized",
+                "This route needs a bearer token.",
+            ),
+            InvalidToken { .. } => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                Side::Downstream,
+                "Unauthorized",
+                "The bearer token is not valid for this route.",
+            ),
+            IdentityUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "identity_unavailable",
+                Side::Upstream,
+                "Service Unavailable",
+                "Tokens cannot be checked right now; try again later.",
+            ),
             NoHealthyEndpoint { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_healthy_endpoint",
@@ -223,6 +259,18 @@ pub fn rescue(err: &ProxyError, request_id: &str) -> Response<Bytes> {
         if let Ok(v) = HeaderValue::from_str(allow) {
             resp.headers_mut().insert(header::ALLOW, v);
         }
+    }
+    // RFC 6750 §3: the challenge, with the error code when a token was sent. The description
+    // stays generic; the precise reason is in the log.
+    let challenge = match err {
+        ProxyError::MissingToken => Some(HeaderValue::from_static("Bearer realm=\"gateway\"")),
+        ProxyError::InvalidToken { .. } => Some(HeaderValue::from_static(
+            "Bearer realm=\"gateway\", error=\"invalid_token\", error_description=\"the token is not valid\"",
+        )),
+        _ => None,
+    };
+    if let Some(c) = challenge {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut()

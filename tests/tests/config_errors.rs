@@ -74,7 +74,7 @@ extra: 1
             "gw.yaml:7:16: limits.max_headers: expected a whole number, found the string `many`",
             "gw.yaml:11:12: routes[0].match: expected a mapping, found a list",
             "gw.yaml:14:16: upstreams[0].endpoints: expected a list, found the string `http://x`",
-            "gw.yaml:15:1: extra: unknown field `extra`, expected one of: admin, limits, listeners, reload, routes, shutdown, trusted_proxies, upstreams",
+            "gw.yaml:15:1: extra: unknown field `extra`, expected one of: admin, identity, limits, listeners, reload, routes, shutdown, trusted_proxies, upstreams",
         ],
         "{err}"
     );
@@ -224,5 +224,40 @@ fn schema_is_printed() {
     assert_eq!(
         schema["additionalProperties"], false,
         "unknown fields are rejected by the schema too"
+    );
+}
+
+#[test]
+fn identity_provider_problems() {
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+identity:
+  providers:
+    - name: corp
+      issuer: not a url
+      algorithms: [HS256, none, ES256]
+routes:
+  - { name: r, upstream: u, auth: { bearer: nobody } }
+upstreams: [{ name: u, endpoints: [http://127.0.0.1:2] }]
+";
+    let (code, err) = check(yaml);
+    assert_eq!(code, 64);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].starts_with("gw.yaml:5:15: identity.providers[0].issuer: `not a url` is not an issuer URL"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("gw.yaml:6:20: identity.providers[0].algorithms[0]: `HS256` is not an allowed algorithm"),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with("gw.yaml:6:27: identity.providers[0].algorithms[1]: `none` is not an allowed algorithm"),
+        "{err}"
+    );
+    assert_eq!(
+        lines[3],
+        "gw.yaml:8:45: routes[0].auth.bearer: no identity provider named `nobody`"
     );
 }

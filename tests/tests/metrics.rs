@@ -29,14 +29,19 @@ fn exported(text: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn metrics_match_the_docs_and_pass_promtool() -> anyhow::Result<()> {
     let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    // An identity provider that never answers, and a route needing it, so its families exist.
+    let idp = gateway_tests::free_port();
     let yaml = format!(
         "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n\
-         routes: [{{ name: r, upstream: up, match: {{ path_prefix: /ok }} }}]\nupstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\n",
+         identity: {{ providers: [{{ name: idp, issuer: \"http://127.0.0.1:{idp}\" }}] }}\n\
+         routes:\n  - {{ name: r, upstream: up, match: {{ path_prefix: /ok }} }}\n  - {{ name: private, upstream: up, match: {{ path_prefix: /private }}, auth: {{ bearer: idp }} }}\n\
+         upstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\n",
         up.addr()
     );
     let gw = TestGateway::start(&yaml).await?;
     assert_eq!(send(gw.addr("http"), request("x", "/ok")).await?.status(), 200);
     assert_eq!(send(gw.addr("http"), request("x", "/missing")).await?.status(), 404);
+    assert_eq!(send(gw.addr("http"), request("x", "/private")).await?.status(), 401);
     let text = gw.metrics().await?;
     let (doc, exp) = (documented(), exported(&text));
     let undocumented: Vec<_> = exp.difference(&doc).collect();

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Config, ConfigErrors};
+use crate::identity::provider::Provider;
 use crate::pipeline::route::{Route, RouteMetrics, Router};
 use crate::telemetry::Metrics;
 use crate::upstream::Pool;
@@ -24,6 +25,8 @@ pub struct Snapshot {
     pub router: Router,
     /// Pools by name.
     pub pools: HashMap<String, Arc<Pool>>,
+    /// Identity providers by name.
+    pub providers: HashMap<String, Arc<Provider>>,
     /// TLS server configs by listener name.
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// Metric handles for requests that matched no route.
@@ -67,6 +70,29 @@ impl Snapshot {
                 },
             }
         }
+        let mut providers = HashMap::new();
+        for (i, pc) in config.providers.iter().enumerate() {
+            match previous
+                .and_then(|p| p.providers.get(&pc.name))
+                .filter(|p| p.config == *pc)
+            {
+                Some(p) => {
+                    providers.insert(pc.name.clone(), p.clone());
+                }
+                None => {
+                    match crate::upstream::client_tls(file, true, &pc.ca_files, &format!("identity.providers[{i}]")) {
+                        Ok(tls) => {
+                            let p = Provider::new(pc.clone(), Arc::new(tls), metrics);
+                            if tokio::runtime::Handle::try_current().is_ok() {
+                                p.start();
+                            }
+                            providers.insert(pc.name.clone(), p);
+                        }
+                        Err(e) => errors.extend(e),
+                    }
+                }
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -81,6 +107,7 @@ impl Snapshot {
                 methods: r.methods.clone(),
                 pool: pool.clone(),
                 max_body_bytes: r.max_body_bytes,
+                bearer: r.bearer.as_ref().and_then(|b| providers.get(b).cloned()),
                 metrics: Arc::new(RouteMetrics::new(&r.name, metrics)),
             }));
         }
@@ -90,6 +117,7 @@ impl Snapshot {
             config: Arc::new(config),
             router,
             pools,
+            providers,
             tls,
             unrouted: Arc::new(RouteMetrics::new("none", metrics)),
         })

@@ -32,6 +32,9 @@ pub struct FileConfig {
     /// Upstream pools that routes forward to.
     #[serde(default)]
     pub upstreams: Vec<FileUpstream>,
+    /// Identity providers that routes may require tokens from.
+    #[serde(default)]
+    pub identity: Option<FileIdentity>,
     /// Shutdown behaviour.
     #[serde(default)]
     pub shutdown: Option<FileShutdown>,
@@ -145,6 +148,68 @@ pub struct FileRoute {
     #[serde(default)]
     #[schemars(with = "Option<u64>")]
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// Authentication the route requires; absent means public.
+    #[serde(default)]
+    pub auth: Option<FileRouteAuth>,
+}
+
+/// A route's authentication requirement.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteAuth {
+    /// Name of the identity provider whose bearer tokens (`Authorization: Bearer`) the route
+    /// accepts.
+    #[schemars(with = "String")]
+    pub bearer: Str,
+}
+
+/// Identity settings.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileIdentity {
+    /// OpenID providers.
+    #[serde(default)]
+    pub providers: Vec<FileProvider>,
+}
+
+/// An OpenID provider, found by discovery from its issuer URL.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileProvider {
+    /// Name routes refer to.
+    #[schemars(with = "String")]
+    pub name: Str,
+    /// Issuer URL; `/.well-known/openid-configuration` is read from it, and tokens' `iss` must
+    /// equal it.
+    #[schemars(with = "String")]
+    pub issuer: Str,
+    /// Accepted audiences (a token's `aud` must contain one).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub audiences: Vec<Str>,
+    /// Allowed signature algorithms (default RS256, ES256, EdDSA).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub algorithms: Vec<Str>,
+    /// Require `typ: at+jwt` access tokens (RFC 9068; default false).
+    #[serde(default)]
+    pub require_at_jwt: Option<bool>,
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`, e.g. `30s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub leeway: Option<Str>,
+    /// Largest accepted token in bytes (default 8192).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_token_bytes: Option<Spanned<u64>>,
+    /// Least time between key refreshes forced by unknown key ids, e.g. `10s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub min_refresh_interval: Option<Str>,
+    /// PEM files with extra CA certificates for an `https://` issuer.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub ca_files: Vec<Str>,
 }
 
 /// Request matching.

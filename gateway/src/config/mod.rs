@@ -90,6 +90,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Upstream pools.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Identity providers.
+    pub providers: Vec<ProviderConfig>,
     /// Drain deadline on SIGTERM.
     pub drain_timeout: Duration,
     /// Reload behaviour.
@@ -183,6 +185,31 @@ pub struct RouteConfig {
     pub upstream: String,
     /// Largest request body.
     pub max_body_bytes: u64,
+    /// Provider whose bearer tokens the route requires; `None` means public.
+    pub bearer: Option<String>,
+}
+
+/// An identity provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderConfig {
+    /// Name.
+    pub name: String,
+    /// Issuer URL as configured (no trailing slash added or removed).
+    pub issuer: String,
+    /// Accepted audiences.
+    pub audiences: Vec<String>,
+    /// Allowed algorithms.
+    pub algorithms: Vec<crate::identity::jwt::Alg>,
+    /// Require `typ: at+jwt`.
+    pub require_at_jwt: bool,
+    /// Leeway in seconds.
+    pub leeway_secs: u64,
+    /// Largest token.
+    pub max_token_bytes: usize,
+    /// Least time between forced key refreshes.
+    pub min_refresh_interval: Duration,
+    /// Extra CA files.
+    pub ca_files: Vec<(PathBuf, Pos)>,
 }
 
 /// Load-balancing policy.

@@ -13,8 +13,8 @@ use serde_saphyr::Spanned;
 
 use super::file::{self, FileConfig, Str};
 use super::{
-    Balance, CertConfig, Config, ConfigError, HealthConfig, Limits, ListenerConfig, Pos, ReloadConfig, RouteConfig,
-    TlsConfig, UpstreamConfig, UpstreamTls,
+    Balance, CertConfig, Config, ConfigError, HealthConfig, Limits, ListenerConfig, Pos, ProviderConfig, ReloadConfig,
+    RouteConfig, TlsConfig, UpstreamConfig, UpstreamTls,
 };
 
 /// Collects problems while walking the file.
@@ -281,6 +281,73 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
         upstreams.push(upstream_config(&mut p, u, &base));
     }
 
+    // --- identity providers
+    let mut provider_names = HashMap::new();
+    let mut providers = Vec::new();
+    for (i, fp) in f
+        .identity
+        .as_ref()
+        .map(|id| id.providers.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
+        let base = format!("identity.providers[{i}]");
+        name(
+            &mut p,
+            &fp.name,
+            &format!("{base}.name"),
+            &mut provider_names,
+            "identity provider",
+        );
+        match fp.issuer.value.parse::<http::Uri>() {
+            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() && u.query().is_none() => {}
+            _ => p.at(
+                pos(&fp.issuer),
+                format!("{base}.issuer"),
+                format!(
+                    "`{}` is not an issuer URL like https://idp.example.com",
+                    fp.issuer.value
+                ),
+            ),
+        }
+        let mut algorithms = Vec::new();
+        for (j, a) in fp.algorithms.iter().enumerate() {
+            match crate::identity::jwt::Alg::parse(&a.value) {
+                Some(alg) => algorithms.push(alg),
+                None => p.at(
+                    pos(a),
+                    format!("{base}.algorithms[{j}]"),
+                    format!("`{}` is not an allowed algorithm: use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA (never none or HS*)", a.value),
+                ),
+            }
+        }
+        if algorithms.is_empty() && fp.algorithms.is_empty() {
+            algorithms = vec![
+                crate::identity::jwt::Alg::RS256,
+                crate::identity::jwt::Alg::ES256,
+                crate::identity::jwt::Alg::EdDSA,
+            ];
+        }
+        let leeway = duration(&mut p, &fp.leeway, &format!("{base}.leeway"), Duration::from_secs(30));
+        providers.push(ProviderConfig {
+            name: fp.name.value.clone(),
+            issuer: fp.issuer.value.clone(),
+            audiences: fp.audiences.iter().map(|a| a.value.clone()).collect(),
+            algorithms,
+            require_at_jwt: fp.require_at_jwt.unwrap_or(false),
+            leeway_secs: leeway.as_secs(),
+            max_token_bytes: positive(&mut p, &fp.max_token_bytes, &format!("{base}.max_token_bytes"), 8192) as usize,
+            min_refresh_interval: duration(
+                &mut p,
+                &fp.min_refresh_interval,
+                &format!("{base}.min_refresh_interval"),
+                Duration::from_secs(10),
+            ),
+            ca_files: fp.ca_files.iter().map(|c| (PathBuf::from(&c.value), pos(c))).collect(),
+        });
+    }
+
     // --- routes
     let mut route_names = HashMap::new();
     let mut route_keys: HashMap<(Option<String>, String, Vec<String>), Pos> = HashMap::new();
@@ -366,6 +433,16 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             &format!("{base}.max_body_bytes"),
             limits.max_body_bytes,
         );
+        let bearer = r.auth.as_ref().map(|a| {
+            if !provider_names.contains_key(&a.bearer.value) {
+                p.at(
+                    pos(&a.bearer),
+                    format!("{base}.auth.bearer"),
+                    format!("no identity provider named `{}`", a.bearer.value),
+                );
+            }
+            a.bearer.value.clone()
+        });
         routes.push(RouteConfig {
             name: r.name.value.clone(),
             host,
@@ -373,6 +450,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             methods,
             upstream: r.upstream.value.clone(),
             max_body_bytes,
+            bearer,
         });
     }
 
@@ -401,6 +479,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             trusted_proxies,
             routes,
             upstreams,
+            providers,
             drain_timeout,
             reload,
         })

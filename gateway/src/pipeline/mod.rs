@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use crate::config::Snapshot;
 use crate::conn::ConnInfo;
 use crate::error::{is_caused_by, rescue, ProxyError};
+use crate::identity::provider::AuthError;
 use crate::telemetry::ErrorLabels;
 use crate::upstream::client::SendError;
 use crate::upstream::Failure;
@@ -94,6 +95,18 @@ fn head_size(req: &Request<Incoming>) -> (usize, usize) {
     (size, req.headers().len())
 }
 
+/// The token of an `Authorization: Bearer` header (RFC 6750 §2.1), if there is exactly one.
+fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let v = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
+}
+
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
@@ -154,6 +167,19 @@ async fn proxy(
         }
     };
     obs.route = Some(route.clone());
+
+    // --- identify
+    if let Some(provider) = &route.bearer {
+        let Some(token) = bearer_token(req.headers()) else {
+            provider.count("missing", "no_token");
+            return Err(ProxyError::MissingToken);
+        };
+        match provider.authenticate(token).await {
+            Ok(claims) => obs.subject = claims.subject.clone(),
+            Err(AuthError::Unavailable(provider)) => return Err(ProxyError::IdentityUnavailable { provider }),
+            Err(AuthError::Invalid(source)) => return Err(ProxyError::InvalidToken { source }),
+        }
+    }
     if content_length(req.headers()).is_some_and(|n| n > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge {
             limit: route.max_body_bytes,

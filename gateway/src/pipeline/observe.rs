@@ -36,6 +36,8 @@ pub struct Observer {
     pub route: Option<Arc<Route>>,
     /// Endpoint chosen.
     pub endpoint: Option<Arc<Endpoint>>,
+    /// Verified subject (`sub`), when the route authenticated the caller.
+    pub subject: Option<String>,
     /// Holds the endpoint's in-flight count.
     pub in_flight: Option<InFlight>,
     /// Response status.
@@ -72,6 +74,7 @@ impl Observer {
             unrouted,
             route: None,
             endpoint: None,
+            subject: None,
             in_flight: None,
             status: 0,
             error: None,
@@ -113,6 +116,7 @@ impl Drop for Observer {
             path = self.uri.path(),
             route = self.route.as_ref().map(|r| r.name.as_str()).unwrap_or("none"),
             endpoint = self.endpoint.as_ref().map(|e| e.base.as_str()).unwrap_or(""),
+            subject = self.subject.as_deref().unwrap_or(""),
             status = self.status,
             error = self.error.unwrap_or(""),
             duration_ms = elapsed.as_secs_f64() * 1e3,

@@ -30,6 +30,8 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// Body limit.
     pub max_body_bytes: u64,
+    /// Provider whose bearer token the route requires.
+    pub bearer: Option<Arc<crate::identity::provider::Provider>>,
     /// Metric handles.
     pub metrics: Arc<RouteMetrics>,
 }

@@ -128,6 +128,33 @@ pub struct TimeoutLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `gateway_auth_outcomes_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// Provider name.
+    pub provider: String,
+    /// `ok`, `missing`, `invalid` or `unavailable`.
+    pub outcome: &'static str,
+    /// Bounded reason (`verified`, `cached`, `expired`, `bad_signature`, ...).
+    pub reason: &'static str,
+}
+
+/// A single `provider` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// Provider name.
+    pub provider: String,
+}
+
+/// `provider` and `result` labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderResultLabels {
+    /// Provider name.
+    pub provider: String,
+    /// Result.
+    pub result: &'static str,
+}
+
 /// A single `result` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -175,6 +202,16 @@ pub struct Metrics {
     pub tls_handshake_errors: Family<ListenerLabels, Counter>,
     /// `gateway_config_reloads_total`.
     pub config_reloads: Family<ResultLabels, Counter>,
+    /// `gateway_auth_outcomes_total`.
+    pub auth_outcomes: Family<AuthLabels, Counter>,
+    /// `gateway_identity_key_refreshes_total`.
+    pub key_refreshes: Family<ProviderResultLabels, Counter>,
+    /// `gateway_identity_forced_refreshes_total`.
+    pub forced_refreshes: Family<ProviderResultLabels, Counter>,
+    /// `gateway_identity_provider_ready`.
+    pub provider_ready: Family<ProviderLabels, Gauge>,
+    /// `gateway_identity_keys`.
+    pub provider_keys: Family<ProviderLabels, Gauge>,
     /// `gateway_config_last_reload_success_timestamp_seconds`.
     pub config_last_success: Gauge<f64, AtomicU64>,
     /// `gateway_build_info`.
@@ -210,6 +247,11 @@ impl Metrics {
             connection_timeouts: Family::default(),
             tls_handshake_errors: Family::default(),
             config_reloads: Family::default(),
+            auth_outcomes: Family::default(),
+            key_refreshes: Family::default(),
+            forced_refreshes: Family::default(),
+            provider_ready: Family::default(),
+            provider_keys: Family::default(),
             config_last_success: Gauge::default(),
             build_info: Family::default(),
         };
@@ -286,6 +328,31 @@ impl Metrics {
             m.tls_handshake_errors.clone(),
         );
         r.register(CONFIG_RELOADS, "Config reloads by result", m.config_reloads.clone());
+        r.register(
+            AUTH_OUTCOMES,
+            "Bearer authentication outcomes, by provider, outcome and reason",
+            m.auth_outcomes.clone(),
+        );
+        r.register(
+            IDENTITY_KEY_REFRESHES,
+            "Identity provider key set loads, by result",
+            m.key_refreshes.clone(),
+        );
+        r.register(
+            IDENTITY_FORCED_REFRESHES,
+            "Key refreshes forced by unknown key ids, performed or rate limited",
+            m.forced_refreshes.clone(),
+        );
+        r.register(
+            IDENTITY_PROVIDER_READY,
+            "1 once the provider's keys are loaded",
+            m.provider_ready.clone(),
+        );
+        r.register(
+            IDENTITY_KEYS,
+            "Usable keys in the provider's key set",
+            m.provider_keys.clone(),
+        );
         r.register_with_unit(
             CONFIG_LAST_RELOAD_SUCCESS
                 .trim_end_matches("_timestamp_seconds")

@@ -31,6 +31,16 @@ pub const CONNECTIONS_PARKED: &str = "connections_parked";
 pub const CONNECTION_TIMEOUTS: &str = "connection_timeouts";
 /// Failed TLS handshakes, by listener (counter).
 pub const TLS_HANDSHAKE_ERRORS: &str = "tls_handshake_errors";
+/// Bearer authentication outcomes, by provider, outcome and reason (counter).
+pub const AUTH_OUTCOMES: &str = "auth_outcomes";
+/// Key set loads by provider and result (counter).
+pub const IDENTITY_KEY_REFRESHES: &str = "identity_key_refreshes";
+/// Key refreshes forced by unknown key ids, by provider and result (counter).
+pub const IDENTITY_FORCED_REFRESHES: &str = "identity_forced_refreshes";
+/// 1 once a provider's keys are loaded, by provider (gauge).
+pub const IDENTITY_PROVIDER_READY: &str = "identity_provider_ready";
+/// Usable keys in a provider's key set, by provider (gauge).
+pub const IDENTITY_KEYS: &str = "identity_keys";
 /// Config reloads by result (counter).
 pub const CONFIG_RELOADS: &str = "config_reloads";
 /// Unix time of the last successful config load (gauge, seconds).

@@ -123,6 +123,56 @@ fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
     })
 }
 
+/// A TLS client config trusting the system roots (when asked) and the given CA files; errors
+/// name the files' config positions under `field` (`…ca_files[j]`).
+pub fn client_tls(
+    file: &str,
+    system: bool,
+    ca_files: &[(std::path::PathBuf, crate::config::Pos)],
+    field: &str,
+) -> Result<rustls::ClientConfig, Vec<ConfigError>> {
+    let error = |line: u64, column: u64, field: String, reason: String| ConfigError {
+        file: file.into(),
+        line,
+        column,
+        field,
+        reason,
+    };
+    let mut errors = Vec::new();
+    let mut roots = rustls::RootCertStore::empty();
+    if system {
+        let (_, ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());
+        if ignored > 0 {
+            tracing::debug!(ignored, "system root certificates skipped");
+        }
+    }
+    for (j, (path, at)) in ca_files.iter().enumerate() {
+        let field = format!("{field}.ca_files[{j}]");
+        match crate::listen::tls::read_certs(path) {
+            Ok(certs) => {
+                for c in certs {
+                    if let Err(e) = roots.add(c) {
+                        errors.push(error(
+                            at.line,
+                            at.column,
+                            field.clone(),
+                            format!("{}: not a usable CA certificate: {e}", path.display()),
+                        ));
+                    }
+                }
+            }
+            Err(reason) => errors.push(error(at.line, at.column, field, reason)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    rustls::ClientConfig::builder_with_provider(crate::listen::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .map_err(|e| vec![error(1, 1, field.to_string(), e.to_string())])
+}
+
 // === impl Pool ===
 
 impl Pool {
@@ -133,46 +183,12 @@ impl Pool {
         config: &UpstreamConfig,
         metrics: &Metrics,
     ) -> Result<Arc<Pool>, Vec<ConfigError>> {
-        let error = |line: u64, column: u64, field: String, reason: String| ConfigError {
-            file: file.into(),
-            line,
-            column,
-            field,
-            reason,
-        };
-        let mut errors = Vec::new();
-        let mut roots = rustls::RootCertStore::empty();
-        if config.tls.system_roots {
-            let (_, ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());
-            if ignored > 0 {
-                tracing::debug!(ignored, "system root certificates skipped");
-            }
-        }
-        for (j, (path, at)) in config.tls.ca_files.iter().enumerate() {
-            let field = format!("upstreams[{index}].tls.ca_files[{j}]");
-            match crate::listen::tls::read_certs(path) {
-                Ok(certs) => {
-                    for c in certs {
-                        if let Err(e) = roots.add(c) {
-                            errors.push(error(
-                                at.line,
-                                at.column,
-                                field.clone(),
-                                format!("{}: not a usable CA certificate: {e}", path.display()),
-                            ));
-                        }
-                    }
-                }
-                Err(reason) => errors.push(error(at.line, at.column, field, reason)),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(crate::listen::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-            .map_err(|e| vec![error(1, 1, format!("upstreams[{index}].tls"), e.to_string())])?;
+        let tls = client_tls(
+            file,
+            config.tls.system_roots,
+            &config.tls.ca_files,
+            &format!("upstreams[{index}].tls"),
+        )?;
         let pool_label = PoolLabels {
             pool: config.name.clone(),
         };

@@ -1,0 +1,361 @@
+//! An OpenID provider as the gateway sees it: its key set, kept fresh, and the verification of
+//! its bearer tokens.
+//!
+//! - Discovery reads `{issuer}/.well-known/openid-configuration` (whose `issuer` must match) for
+//!   `jwks_uri`, then the key set.
+//! - The key set is refreshed in the background before its `Cache-Control: max-age` runs out
+//!   (80% of it, between 30 s and 1 h; 5 min without one). Failures are retried with backoff
+//!   (1 s doubling to 60 s), and the last good key set keeps serving.
+//! - A token naming an unknown key id forces one refresh, at most once per
+//!   `min_refresh_interval`, so a rotation at the provider works without a restart while junk key
+//!   ids cannot make the gateway hammer the provider.
+//! - Until the first key set loads, routes that need the provider answer 503.
+//! - Verified tokens are cached by SHA-256 digest until they expire (at most 10,000), so a
+//!   repeated token skips the signature check.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::jwt::{self, Claims, JwtError, KeySet, Validation};
+use crate::config::ProviderConfig;
+use crate::error::BoxError;
+use crate::telemetry::{AuthLabels, Metrics, ProviderLabels, ProviderResultLabels};
+
+const CACHE_CAP: usize = 10_000;
+const FETCH_LIMIT: usize = 1 << 20;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a bearer token did not authenticate.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The provider's keys are not loaded (yet).
+    #[error("identity provider {0} is unavailable")]
+    Unavailable(String),
+    /// The token was refused.
+    #[error(transparent)]
+    Invalid(#[from] JwtError),
+}
+
+/// Metric handles of one provider.
+#[derive(Debug)]
+struct ProviderMetrics {
+    family: Metrics,
+    name: String,
+    refresh_ok: Counter,
+    refresh_failed: Counter,
+    forced: Counter,
+    forced_limited: Counter,
+    ready: Gauge,
+    keys: Gauge,
+}
+
+/// A provider with its current key set.
+pub struct Provider {
+    /// Its config.
+    pub config: ProviderConfig,
+    validation: Validation,
+    keys: ArcSwapOption<KeySet>,
+    tls: Arc<rustls::ClientConfig>,
+    wake: Arc<tokio::sync::Notify>,
+    loaded: tokio::sync::watch::Sender<u64>,
+    last_forced: Mutex<Option<Instant>>,
+    cache: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
+    metrics: ProviderMetrics,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.config.name)
+            .field("ready", &self.keys.load().is_some())
+            .finish()
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
+    let cc = headers.get(http::header::CACHE_CONTROL)?.to_str().ok()?;
+    cc.split(',')
+        .find_map(|d| d.trim().strip_prefix("max-age=")?.trim().parse().ok())
+        .map(Duration::from_secs)
+}
+
+/// GETs a JSON document (bounded in size and time), with its `Cache-Control: max-age`.
+async fn get_json(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<(Value, Option<Duration>), BoxError> {
+    let uri: http::Uri = url.parse()?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("{url}: not an http(s) URL").into()),
+    };
+    let host = uri
+        .host()
+        .ok_or("no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let authority = uri.authority().ok_or("no authority")?.as_str().to_string();
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let fut = async move {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let req = http::Request::get(path)
+            .header(http::header::HOST, authority)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())?;
+        let resp = if https {
+            let name = rustls::pki_types::ServerName::try_from(host.clone())?;
+            let io = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+            tokio::spawn(conn);
+            sender.send_request(req).await?
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            sender.send_request(req).await?
+        };
+        if resp.status() != http::StatusCode::OK {
+            return Err(format!("HTTP {}", resp.status()).into());
+        }
+        let age = max_age(resp.headers());
+        let body = Limited::new(resp.into_body(), FETCH_LIMIT).collect().await?.to_bytes();
+        let doc: Value = serde_json::from_slice(&body)?;
+        Ok::<_, BoxError>((doc, age))
+    };
+    tokio::time::timeout(FETCH_TIMEOUT, fut)
+        .await
+        .map_err(|_| format!("{url}: no answer within {FETCH_TIMEOUT:?}"))?
+}
+
+// === impl Provider ===
+
+impl Provider {
+    /// Builds a provider (keys not loaded yet; [`Provider::start`] loads and refreshes them).
+    pub fn new(config: ProviderConfig, tls: Arc<rustls::ClientConfig>, metrics: &Metrics) -> Arc<Provider> {
+        let validation = Validation {
+            issuer: config.issuer.clone(),
+            audiences: config.audiences.clone(),
+            algorithms: config.algorithms.clone(),
+            leeway_secs: config.leeway_secs,
+            require_at_jwt: config.require_at_jwt,
+            max_token_bytes: config.max_token_bytes,
+        };
+        let name = config.name.clone();
+        // One statement per handle: `get_or_create` returns a guard on the family's lock, and a
+        // second call on the same family within one statement would wait for it forever.
+        let counter = |family: &prometheus_client::metrics::family::Family<ProviderResultLabels, Counter>, result| {
+            family
+                .get_or_create(&ProviderResultLabels {
+                    provider: name.clone(),
+                    result,
+                })
+                .clone()
+        };
+        let refresh_ok = counter(&metrics.key_refreshes, "success");
+        let refresh_failed = counter(&metrics.key_refreshes, "failure");
+        let forced = counter(&metrics.forced_refreshes, "performed");
+        let forced_limited = counter(&metrics.forced_refreshes, "rate_limited");
+        let pl = ProviderLabels { provider: name.clone() };
+        let ready = metrics.provider_ready.get_or_create(&pl).clone();
+        let keys = metrics.provider_keys.get_or_create(&pl).clone();
+        let m = ProviderMetrics {
+            family: metrics.clone(),
+            name: name.clone(),
+            refresh_ok,
+            refresh_failed,
+            forced,
+            forced_limited,
+            ready,
+            keys,
+        };
+        m.ready.set(0);
+        Arc::new(Provider {
+            config,
+            validation,
+            keys: ArcSwapOption::empty(),
+            tls,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            loaded: tokio::sync::watch::channel(0).0,
+            last_forced: Mutex::new(None),
+            cache: Mutex::new(HashMap::new()),
+            metrics: m,
+        })
+    }
+
+    /// Starts the background task that loads and refreshes the key set; it ends when the
+    /// provider is dropped (a reload that changed it).
+    pub fn start(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(refresh_loop(weak));
+    }
+
+    /// Whether keys are loaded.
+    pub fn is_ready(&self) -> bool {
+        self.keys.load().is_some()
+    }
+
+    async fn load(&self) -> Result<Option<Duration>, BoxError> {
+        let issuer = self.config.issuer.trim_end_matches('/');
+        let (discovery, _) = get_json(&format!("{issuer}/.well-known/openid-configuration"), &self.tls).await?;
+        if discovery.get("issuer").and_then(Value::as_str) != Some(self.config.issuer.as_str()) {
+            return Err(format!(
+                "discovery names issuer {:?}, not {:?}",
+                discovery.get("issuer"),
+                self.config.issuer
+            )
+            .into());
+        }
+        let jwks_uri = discovery
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or("discovery has no jwks_uri")?;
+        let (jwks, age) = get_json(jwks_uri, &self.tls).await?;
+        let set = KeySet::from_jwks(jwks.to_string().as_bytes())?;
+        if set.is_empty() {
+            return Err("the key set has no usable signing key".into());
+        }
+        self.metrics.keys.set(set.len() as i64);
+        self.keys.store(Some(Arc::new(set)));
+        Ok(age)
+    }
+
+    fn cached(&self, digest: &[u8; 32], now: u64) -> Option<Arc<Claims>> {
+        let cache = self.cache.lock().ok()?;
+        let c = cache.get(digest)?;
+        (now <= c.expires.saturating_add(self.config.leeway_secs)).then(|| c.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], claims: Arc<Claims>, now: u64) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_CAP {
+                let leeway = self.config.leeway_secs;
+                cache.retain(|_, c| now <= c.expires.saturating_add(leeway));
+                if cache.len() >= CACHE_CAP {
+                    cache.clear();
+                }
+            }
+            cache.insert(digest, claims);
+        }
+    }
+
+    /// Asks for a refresh now, unless one was forced within `min_refresh_interval`. Returns
+    /// whether it was asked.
+    fn force_refresh(&self) -> bool {
+        let Ok(mut last) = self.last_forced.lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < self.config.min_refresh_interval) {
+            self.metrics.forced_limited.inc();
+            return false;
+        }
+        *last = Some(Instant::now());
+        self.metrics.forced.inc();
+        self.wake.notify_one();
+        true
+    }
+
+    /// Counts an authentication outcome.
+    pub fn count(&self, outcome: &'static str, reason: &'static str) {
+        self.metrics
+            .family
+            .auth_outcomes
+            .get_or_create(&AuthLabels {
+                provider: self.metrics.name.clone(),
+                outcome,
+                reason,
+            })
+            .inc();
+    }
+
+    /// Verifies a bearer token. A token naming an unknown key id waits (at most 3 s) for one
+    /// forced key refresh and is checked again.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+        let now = unix_now();
+        let digest: [u8; 32] = {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+            let mut out = [0u8; 32];
+            out.copy_from_slice(d.as_ref());
+            out
+        };
+        if let Some(c) = self.cached(&digest, now) {
+            self.count("ok", "cached");
+            return Ok(c);
+        }
+        let Some(keys) = self.keys.load_full() else {
+            self.count("unavailable", "keys_not_loaded");
+            return Err(AuthError::Unavailable(self.config.name.clone()));
+        };
+        let mut result = jwt::verify(token, &keys, &self.validation, now);
+        if matches!(result, Err(JwtError::UnknownKey(_))) {
+            let mut loaded = self.loaded.subscribe();
+            if self.force_refresh()
+                && tokio::time::timeout(Duration::from_secs(3), loaded.changed())
+                    .await
+                    .is_ok()
+            {
+                if let Some(keys) = self.keys.load_full() {
+                    result = jwt::verify(token, &keys, &self.validation, now);
+                }
+            }
+        }
+        match result {
+            Ok(claims) => {
+                let claims = Arc::new(claims);
+                self.remember(digest, claims.clone(), now);
+                self.count("ok", "verified");
+                Ok(claims)
+            }
+            Err(e) => {
+                self.count("invalid", e.reason());
+                Err(AuthError::Invalid(e))
+            }
+        }
+    }
+}
+
+async fn refresh_loop(weak: Weak<Provider>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let Some(p) = weak.upgrade() else { return };
+        let wait = match p.load().await {
+            Ok(age) => {
+                p.metrics.refresh_ok.inc();
+                p.metrics.ready.set(1);
+                backoff = Duration::from_secs(1);
+                let age = age.unwrap_or(Duration::from_secs(375));
+                (age * 4 / 5).clamp(Duration::from_secs(30), Duration::from_secs(3600))
+            }
+            Err(e) => {
+                p.metrics.refresh_failed.inc();
+                tracing::warn!(provider = %p.config.name, issuer = %p.config.issuer, error = %e, retry_in_ms = backoff.as_millis() as u64, "identity provider keys could not be loaded");
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                w
+            }
+        };
+        p.loaded.send_modify(|g| *g += 1);
+        // Wait without holding the provider, so a dropped provider stops its task.
+        let wake = p.wake.clone();
+        drop(p);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}

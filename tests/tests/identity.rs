@@ -1,0 +1,256 @@
+//! Bearer tokens against a real OpenID provider: `oidc-provider` from npm (installed by
+//! `scripts/test.sh` into `tests/oidc`), started on 127.0.0.1 by the test. It issues JWT access
+//! tokens (RFC 9068) through the client-credentials grant.
+
+use bytes::Bytes;
+use gateway_tests::{assert_eventually, json, metric, send, Collected, TestGateway, Upstream};
+use http_body_util::Full;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The provider process.
+struct Idp {
+    port: u16,
+    _child: tokio::process::Child,
+}
+
+impl Idp {
+    async fn start(port: u16, kid: &str) -> anyhow::Result<Idp> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc");
+        anyhow::ensure!(
+            dir.join("node_modules").exists(),
+            "run `npm ci --prefix tests/oidc` (scripts/test.sh does)"
+        );
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join("provider.mjs"))
+            .env("PORT", port.to_string())
+            .env("KID", kid)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = tokio::time::timeout(gateway_tests::patience(), async {
+            while let Some(l) = lines.next_line().await? {
+                if l.contains("ready") {
+                    return Ok(());
+                }
+            }
+            anyhow::bail!("the provider exited before it was ready")
+        });
+        ready.await??;
+        Ok(Idp { port, _child: child })
+    }
+
+    /// An access token from the client-credentials grant.
+    async fn token(&self) -> anyhow::Result<String> {
+        let req = http::Request::post("/token")
+            .header("host", format!("127.0.0.1:{}", self.port))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", "Basic c3ZjOnN2Yy1zZWNyZXQ=") // svc:svc-secret
+            .body(Full::new(Bytes::from_static(
+                b"grant_type=client_credentials&scope=read&resource=https%3A%2F%2Fapi.test",
+            )))?;
+        let r = send(format!("127.0.0.1:{}", self.port).parse()?, req).await?;
+        anyhow::ensure!(r.status() == 200, "token endpoint: {} {:?}", r.status(), r.body());
+        Ok(json(&r)["access_token"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+async fn gateway(idp_port: u16) -> anyhow::Result<(TestGateway, Upstream)> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+identity:
+  providers:
+    - name: idp
+      issuer: http://127.0.0.1:{idp_port}
+      audiences: [api]
+      algorithms: [ES256]
+      require_at_jwt: true
+      min_refresh_interval: 10s
+routes:
+  - {{ name: public, upstream: up, match: {{ path_prefix: /public }} }}
+  - {{ name: api, upstream: up, auth: {{ bearer: idp }} }}
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+"#,
+        up.addr()
+    );
+    Ok((TestGateway::start(&yaml).await?, up))
+}
+
+async fn call(gw: &TestGateway, token: Option<&str>) -> anyhow::Result<Collected> {
+    let mut req = http::Request::get("/orders").header("host", "api.test");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    send(gw.addr("http"), req.body(Full::new(Bytes::new()))?).await
+}
+
+async fn ready(gw: &TestGateway) -> anyhow::Result<bool> {
+    Ok(metric(
+        &gw.metrics().await?,
+        "gateway_identity_provider_ready",
+        &[("provider", "idp")],
+    ) == Some(1.0))
+}
+
+#[tokio::test]
+async fn bearer_tokens_from_a_real_provider() -> anyhow::Result<()> {
+    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let (gw, _up) = gateway(idp.port).await?;
+    assert_eventually!(ready(&gw).await?, "the provider's keys load");
+
+    let r = call(&gw, None).await?;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"gateway\"");
+    assert_eq!(json(&r)["type"], "urn:gateway:problem:missing-token");
+
+    let r = call(&gw, Some("not-a-token")).await?;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()?
+        .contains("error=\"invalid_token\""));
+
+    let token = idp.token().await?;
+    for _ in 0..3 {
+        let r = call(&gw, Some(&token)).await?;
+        assert_eq!(r.status(), 200, "{:?}", r.body());
+        assert_eq!(json(&r)["path"], "/orders");
+    }
+    // Public routes need nothing.
+    assert_eq!(
+        send(gw.addr("http"), gateway_tests::request("api.test", "/public/x"))
+            .await?
+            .status(),
+        200
+    );
+
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_auth_outcomes_total",
+            &[("outcome", "ok"), ("reason", "verified")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_auth_outcomes_total",
+            &[("outcome", "ok"), ("reason", "cached")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&m, "gateway_auth_outcomes_total", &[("outcome", "missing")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_auth_outcomes_total",
+            &[("outcome", "invalid"), ("reason", "malformed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metric(&m, "gateway_identity_keys", &[("provider", "idp")]), Some(1.0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_means_503_until_it_answers() -> anyhow::Result<()> {
+    let port = gateway_tests::free_port();
+    let (gw, _up) = gateway(port).await?;
+    let r = call(&gw, Some("eyJhbGciOiJFUzI1NiJ9.e30.AA")).await?;
+    assert_eq!(r.status(), 503);
+    assert_eq!(json(&r)["type"], "urn:gateway:problem:identity-unavailable");
+    assert!(!ready(&gw).await?);
+    assert_eventually!(
+        metric(
+            &gw.metrics().await?,
+            "gateway_identity_key_refreshes_total",
+            &[("result", "failure")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "the failure is counted"
+    );
+    // The provider comes up: the gateway retries and starts accepting its tokens.
+    let idp = Idp::start(port, "key-1").await?;
+    assert_eventually!(ready(&gw).await?, "keys load once the provider answers");
+    let token = idp.token().await?;
+    assert_eq!(call(&gw, Some(&token)).await?.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn key_rotation_and_the_unknown_kid_refresh_limit() -> anyhow::Result<()> {
+    let port = gateway_tests::free_port();
+    let idp = Idp::start(port, "key-1").await?;
+    let (gw, _up) = gateway(port).await?;
+    assert_eventually!(ready(&gw).await?, "keys load");
+    let old = idp.token().await?;
+    assert_eq!(call(&gw, Some(&old)).await?.status(), 200);
+
+    // Rotate: the provider restarts with a new key; the gateway has not refreshed yet.
+    drop(idp);
+    let idp = Idp::start(port, "key-2").await?;
+    let new = idp.token().await?;
+    let r = call(&gw, Some(&new)).await?;
+    assert_eq!(r.status(), 200, "the unknown key id forces one refresh: {:?}", r.body());
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_identity_forced_refreshes_total",
+            &[("result", "performed")]
+        ),
+        Some(1.0)
+    );
+
+    // A flood of junk key ids within min_refresh_interval forces no further refresh.
+    for i in 0..20 {
+        let header = base64_url(&format!(r#"{{"alg":"ES256","typ":"at+jwt","kid":"junk-{i}"}}"#));
+        let r = call(&gw, Some(&format!("{header}.e30.AAAA"))).await?;
+        assert_eq!(r.status(), 401);
+    }
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_identity_forced_refreshes_total",
+            &[("result", "performed")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_identity_forced_refreshes_total",
+            &[("result", "rate_limited")]
+        ),
+        Some(20.0)
+    );
+    // The new key keeps working; the old key's tokens are gone with it.
+    assert_eq!(call(&gw, Some(&new)).await?.status(), 200);
+    Ok(())
+}
+
+fn base64_url(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
