@@ -183,21 +183,22 @@ fn parse_ms(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|v| v * factor)
 }
 
-fn run_wrk(url: &str, args: &Args, cpu_pid: Option<u32>) -> anyhow::Result<Sample> {
+fn run_wrk(url: &str, header: Option<&str>, args: &Args, cpu_pid: Option<u32>) -> anyhow::Result<Sample> {
     let before = cpu_pid.map(cpu_seconds);
-    let out = Command::new("taskset")
-        .args([
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            &format!("-c{}", args.connections),
-            &format!("-d{}s", args.duration),
-            "--latency",
-            url,
-        ])
-        .output()
-        .context("running wrk")?;
+    let mut cmd = Command::new("taskset");
+    cmd.args([
+        "-c",
+        "1",
+        "wrk",
+        "-t1",
+        &format!("-c{}", args.connections),
+        &format!("-d{}s", args.duration),
+        "--latency",
+    ]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().context("running wrk")?;
     let after = cpu_pid.map(cpu_seconds);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
@@ -247,13 +248,54 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn nginx_upstream_conf(dir: &Path, port: u16) -> String {
+/// An ES256 key, the JWKS holding its public half, and a long-lived token it signed, for the
+/// bearer-token target (the upstream nginx serves discovery and the JWKS).
+struct BenchIdentity {
+    jwks: String,
+    token: String,
+}
+
+fn bench_identity(issuer: &str) -> anyhow::Result<BenchIdentity> {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    let key =
+        EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| anyhow::anyhow!("key generation"))?;
+    let p = key.public_key().as_ref().to_vec();
+    let jwks = serde_json::json!({ "keys": [{ "kty": "EC", "crv": "P-256", "kid": "bench", "alg": "ES256", "x": b64(&p[1..33]), "y": b64(&p[33..]) }] });
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 24 * 3600;
+    let header = serde_json::json!({ "alg": "ES256", "kid": "bench", "typ": "at+jwt" });
+    let claims = serde_json::json!({ "iss": issuer, "aud": "api", "sub": "bench-client", "exp": exp, "scope": "read" });
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = key
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+        .map_err(|_| anyhow::anyhow!("signing"))?;
+    Ok(BenchIdentity {
+        jwks: jwks.to_string(),
+        token: format!("{input}.{}", b64(sig.as_ref())),
+    })
+}
+
+fn nginx_upstream_conf(dir: &Path, port: u16, jwks: &str) -> String {
+    let issuer = format!("http://127.0.0.1:{port}");
+    let discovery = serde_json::json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks") }).to_string();
     format!(
         "worker_processes 1;\ndaemon off;\npid {d}/upstream.pid;\nerror_log {d}/upstream.err warn;\n\
          events {{ worker_connections 20000; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 300s;\n\
            client_body_temp_path {d}/up_body;\n  proxy_temp_path {d}/up_proxy;\n  fastcgi_temp_path {d}/up_fcgi;\n  uwsgi_temp_path {d}/up_uwsgi;\n  scgi_temp_path {d}/up_scgi;\n\
-           server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ default_type text/plain; return 200 \"hello from the upstream\\n\"; }} }}\n}}\n",
+           server {{ listen 127.0.0.1:{port} backlog=4096;\n\
+             location / {{ default_type text/plain; return 200 \"hello from the upstream\\n\"; }}\n\
+             location = /.well-known/openid-configuration {{ default_type application/json; return 200 '{discovery}'; }}\n\
+             location = /jwks {{ default_type application/json; return 200 '{jwks}'; }} }}\n}}\n",
         d = dir.display()
     )
 }
@@ -294,7 +336,8 @@ fn gateway_conf(
     format!(
         "listeners:\n  - {{ name: http, address: \"127.0.0.1:{plain}\" }}\n  - name: https\n    address: \"127.0.0.1:{tls}\"\n    tls:\n      certificates: [{{ cert: \"{c}\", key: \"{k}\" }}]\n\
          admin: {{ address: \"127.0.0.1:{admin}\" }}\nlimits: {{ max_connections: 25000, idle_timeout: 300s }}\n\
-         routes:\n{stream}  - {{ name: bench, upstream: bench }}\nupstreams:\n  - {{ name: bench, endpoints: [\"http://{up}\"], max_idle_per_endpoint: 1024 }}\n{stream_pool}\
+         identity: {{ providers: [{{ name: bench, issuer: \"http://{up}\", audiences: [api], algorithms: [ES256] }}] }}\n\
+         routes:\n{stream}  - {{ name: bench, upstream: bench }}\n  - {{ name: bench-auth, upstream: bench, match: {{ path_prefix: /auth }}, auth: {{ bearer: bench }} }}\nupstreams:\n  - {{ name: bench, endpoints: [\"http://{up}\"], max_idle_per_endpoint: 1024 }}\n{stream_pool}\
          reload: {{ watch: false }}\n",
         c = cert.display(),
         k = key.display()
@@ -349,7 +392,9 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
         free_port()?,
         free_port()?,
     );
-    std::fs::write(dir.join("upstream.conf"), nginx_upstream_conf(dir, up))?;
+    let ident = bench_identity(&format!("http://127.0.0.1:{up}"))?;
+    let auth_header = format!("Authorization: Bearer {}", ident.token);
+    std::fs::write(dir.join("upstream.conf"), nginx_upstream_conf(dir, up, &ident.jwks))?;
     std::fs::write(dir.join("proxy.conf"), nginx_proxy_conf(dir, up, px, pxs, cert, key))?;
     std::fs::write(
         dir.join("gateway.yaml"),
@@ -410,6 +455,11 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
         ("nginx", format!("http://127.0.0.1:{px}/"), Some(proxy.pid())),
         ("gateway tls", format!("https://127.0.0.1:{gws}/"), Some(gateway.pid())),
         ("nginx tls", format!("https://127.0.0.1:{pxs}/"), Some(proxy.pid())),
+        (
+            "gateway bearer",
+            format!("http://127.0.0.1:{gw}/auth"),
+            Some(gateway.pid()),
+        ),
     ];
     if let Some(b) = &alt {
         targets.push((
@@ -428,15 +478,16 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
         duration: 2,
         ..clone_args(args)
     };
-    for (_, url, pid) in &targets {
-        run_wrk(url, &warm, *pid)?;
+    let header_for = |name: &str| (name == "gateway bearer").then_some(auth_header.as_str());
+    for (name, url, pid) in &targets {
+        run_wrk(url, header_for(name), &warm, *pid)?;
     }
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
     for round in 0..args.rounds {
         for k in 0..targets.len() {
             let i = (k + round) % targets.len();
             let (name, url, pid) = &targets[i];
-            let s = run_wrk(url, args, *pid)?;
+            let s = run_wrk(url, header_for(name), args, *pid)?;
             eprintln!(
                 "round {round} {name}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms cpu {:.1} us/req errors {}",
                 s.rps, s.p50_ms, s.p99_ms, s.cpu_us_per_req, s.errors
@@ -482,6 +533,17 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
         println!(
             "| {name} | {:.0} | {:.3} | {:.3} | {cpu} | {} | {vs_direct} | {vs_nginx} | {p99_vs} |",
             r.0, r.1, r.2, r.4
+        );
+    }
+    // Bearer validation (cached token) against the same proxying without authentication.
+    if let Some(b) = targets.iter().position(|(n, _, _)| *n == "gateway bearer") {
+        let (auth, plain) = (row(b), row(1));
+        println!(
+            "\nBearer validation on (cached token) vs off, same run: req/s {:.2}x, p99 {:.2}x, CPU {:.1} vs {:.1} us/req",
+            auth.0 / plain.0,
+            auth.2 / plain.2,
+            auth.3,
+            plain.3
         );
     }
     println!();
