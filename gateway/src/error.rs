@@ -90,6 +90,12 @@ pub enum ProxyError {
         /// Why.
         source: crate::identity::jwt::JwtError,
     },
+    /// The caller is authenticated but may not use the route as they are.
+    #[error("refused: {refusal:?}")]
+    Refused {
+        /// Why.
+        refusal: crate::identity::Refusal,
+    },
     /// The route's identity provider has no keys loaded.
     #[error("identity provider {provider} unavailable")]
     IdentityUnavailable {
@@ -191,6 +197,22 @@ impl ProxyError {
                 "Unauthorized",
                 "The bearer token is not valid for this route.",
             ),
+            Refused {
+                refusal: crate::identity::Refusal::StepUp { .. },
+            } => (
+                StatusCode::UNAUTHORIZED,
+                "step_up",
+                Side::Downstream,
+                "Unauthorized",
+                "This route needs a stronger or more recent authentication.",
+            ),
+            Refused { refusal } => (
+                StatusCode::FORBIDDEN,
+                refusal.reason(),
+                Side::Downstream,
+                "Forbidden",
+                "The token does not grant access to this route.",
+            ),
             IdentityUnavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "identity_unavailable",
@@ -267,6 +289,7 @@ pub fn rescue(err: &ProxyError, request_id: &str) -> Response<Bytes> {
         ProxyError::InvalidToken { .. } => Some(HeaderValue::from_static(
             "Bearer realm=\"gateway\", error=\"invalid_token\", error_description=\"the token is not valid\"",
         )),
+        ProxyError::Refused { refusal } => challenge(refusal),
         _ => None,
     };
     if let Some(c) = challenge {
@@ -279,6 +302,34 @@ pub fn rescue(err: &ProxyError, request_id: &str) -> Response<Bytes> {
     resp
 }
 
+/// The `WWW-Authenticate` value for a refused caller: RFC 6750 `insufficient_scope`, or the
+/// RFC 9470 step-up challenge laid out as in the RFC's examples.
+pub fn challenge(refusal: &crate::identity::Refusal) -> Option<HeaderValue> {
+    use crate::identity::Refusal;
+    let text = match refusal {
+        Refusal::InsufficientScope(scope) => {
+            format!("Bearer realm=\"gateway\", error=\"insufficient_scope\", scope=\"{scope}\"")
+        }
+        Refusal::MissingClaim(_) => return None,
+        Refusal::StepUp {
+            acr_values,
+            max_age,
+            description,
+        } => {
+            let mut t =
+                format!("Bearer error=\"insufficient_user_authentication\", error_description=\"{description}\"");
+            if let Some(a) = acr_values {
+                t.push_str(&format!(", acr_values=\"{a}\""));
+            }
+            if let Some(m) = max_age {
+                t.push_str(&format!(", max_age=\"{m}\""));
+            }
+            t
+        }
+    };
+    HeaderValue::from_str(&text).ok()
+}
+
 /// Whether `err`'s cause chain contains an `E`.
 pub fn is_caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -289,4 +340,47 @@ pub fn is_caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error
         cur = e.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Refusal;
+
+    #[test]
+    fn step_up_challenges_read_as_the_rfc_9470_examples() {
+        // RFC 9470 §3, figures 1 and 2 (folded there for width, one line on the wire).
+        let acr = Refusal::StepUp {
+            acr_values: Some("myACR".into()),
+            max_age: None,
+            description: "A different authentication level is required",
+        };
+        assert_eq!(
+            challenge(&acr).expect("header"),
+            "Bearer error=\"insufficient_user_authentication\", error_description=\"A different authentication level is required\", acr_values=\"myACR\""
+        );
+        let age = Refusal::StepUp {
+            acr_values: None,
+            max_age: Some(5),
+            description: "More recent authentication is required",
+        };
+        assert_eq!(
+            challenge(&age).expect("header"),
+            "Bearer error=\"insufficient_user_authentication\", error_description=\"More recent authentication is required\", max_age=\"5\""
+        );
+        let scope = Refusal::InsufficientScope("read write".into());
+        assert_eq!(
+            challenge(&scope).expect("header"),
+            "Bearer realm=\"gateway\", error=\"insufficient_scope\", scope=\"read write\""
+        );
+        let resp = rescue(&ProxyError::Refused { refusal: acr }, "rid");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert!(resp.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .is_ok_and(|v| v.contains("acr_values=\"myACR\"")));
+        assert_eq!(
+            rescue(&ProxyError::Refused { refusal: scope }, "rid").status(),
+            StatusCode::FORBIDDEN
+        );
+    }
 }

@@ -72,6 +72,10 @@ identity:
       min_refresh_interval: 10s
 routes:
   - {{ name: public, upstream: up, match: {{ path_prefix: /public }} }}
+  - {{ name: write, upstream: up, match: {{ path_prefix: /write }}, auth: {{ bearer: idp, scopes: [write] }} }}
+  - {{ name: own, upstream: up, match: {{ path_prefix: /own }}, auth: {{ bearer: idp, claims: {{ client_id: svc }} }} }}
+  - {{ name: other, upstream: up, match: {{ path_prefix: /other }}, auth: {{ bearer: idp, claims: {{ client_id: someone-else }} }} }}
+  - {{ name: mfa, upstream: up, match: {{ path_prefix: /mfa }}, auth: {{ bearer: idp, acr_values: [urn:mfa], max_age: 5m }} }}
   - {{ name: api, upstream: up, auth: {{ bearer: idp }} }}
 upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
 "#,
@@ -253,4 +257,54 @@ fn base64_url(s: &str) -> String {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn route_requirements_and_step_up() -> anyhow::Result<()> {
+    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let (gw, _up) = gateway(idp.port).await?;
+    assert_eventually!(ready(&gw).await?, "the provider's keys load");
+    let token = idp.token().await?; // scope "read", client_id "svc", no acr or auth_time
+    let at = |path: &str| {
+        http::Request::get(path)
+            .header("host", "api.test")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let r = send(gw.addr("http"), at("/write")).await?;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"gateway\", error=\"insufficient_scope\", scope=\"write\""
+    );
+    assert_eq!(send(gw.addr("http"), at("/own")).await?.status(), 200);
+    let r = send(gw.addr("http"), at("/other")).await?;
+    assert_eq!(r.status(), 403);
+    assert_eq!(json(&r)["type"], "urn:gateway:problem:missing-claim");
+    // The token carries no acr: an RFC 9470 challenge asks the client to step up.
+    let r = send(gw.addr("http"), at("/mfa")).await?;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer error=\"insufficient_user_authentication\", error_description=\"A different authentication level is required\", acr_values=\"urn:mfa\", max_age=\"300\""
+    );
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_auth_outcomes_total",
+            &[("outcome", "denied"), ("reason", "step_up")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_auth_outcomes_total",
+            &[("outcome", "denied"), ("reason", "insufficient_scope")]
+        ),
+        Some(1.0)
+    );
+    Ok(())
 }

@@ -108,6 +108,7 @@ impl Snapshot {
                 pool: pool.clone(),
                 max_body_bytes: r.max_body_bytes,
                 bearer: r.bearer.as_ref().and_then(|b| providers.get(b).cloned()),
+                requirements: r.requirements.clone(),
                 metrics: Arc::new(RouteMetrics::new(&r.name, metrics)),
             }));
         }

@@ -161,6 +161,25 @@ pub struct FileRouteAuth {
     /// accepts.
     #[schemars(with = "String")]
     pub bearer: Str,
+    /// Scopes the token must carry (all of them; from `scope` or `scp`); else 403.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub scopes: Vec<Str>,
+    /// Claims the token must carry: the claim equals the value, or is a list containing it
+    /// (e.g. `groups: admins`); else 403.
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
+    pub claims: std::collections::BTreeMap<String, Str>,
+    /// Accepted authentication context classes (`acr`); otherwise the answer is an RFC 9470
+    /// step-up challenge.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub acr_values: Vec<Str>,
+    /// Longest time since the user authenticated (`auth_time`), e.g. `5m`; older gets a step-up
+    /// challenge.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Str>,
 }
 
 /// Identity settings.

@@ -187,6 +187,21 @@ pub struct RouteConfig {
     pub max_body_bytes: u64,
     /// Provider whose bearer tokens the route requires; `None` means public.
     pub bearer: Option<String>,
+    /// What the token must also satisfy.
+    pub requirements: Requirements,
+}
+
+/// What a route requires of an authenticated caller beyond a valid token.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Requirements {
+    /// Scopes, all required.
+    pub scopes: Vec<String>,
+    /// Claim name and required value.
+    pub claims: Vec<(String, String)>,
+    /// Accepted `acr` values (empty: any).
+    pub acr_values: Vec<String>,
+    /// Longest age of `auth_time`.
+    pub max_age: Option<Duration>,
 }
 
 /// An identity provider.

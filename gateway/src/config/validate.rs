@@ -443,6 +443,27 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             }
             a.bearer.value.clone()
         });
+        let requirements = match &r.auth {
+            None => super::Requirements::default(),
+            Some(a) => super::Requirements {
+                scopes: a.scopes.iter().map(|s| s.value.clone()).collect(),
+                claims: a.claims.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
+                acr_values: a.acr_values.iter().map(|s| s.value.clone()).collect(),
+                max_age: a.max_age.as_ref().map(|m| {
+                    let spanned = Some(Spanned {
+                        value: m.value.clone(),
+                        referenced: m.referenced,
+                        defined: m.defined,
+                    });
+                    duration(
+                        &mut p,
+                        &spanned,
+                        &format!("{base}.auth.max_age"),
+                        Duration::from_secs(300),
+                    )
+                }),
+            },
+        };
         routes.push(RouteConfig {
             name: r.name.value.clone(),
             host,
@@ -451,6 +472,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             upstream: r.upstream.value.clone(),
             max_body_bytes,
             bearer,
+            requirements,
         });
     }
 

@@ -175,7 +175,13 @@ async fn proxy(
             return Err(ProxyError::MissingToken);
         };
         match provider.authenticate(token).await {
-            Ok(claims) => obs.subject = claims.subject.clone(),
+            Ok(claims) => {
+                obs.subject = claims.subject.clone();
+                if let Err(refusal) = crate::identity::check(&claims, &route.requirements, crate::unix_now() as u64) {
+                    provider.count("denied", refusal.reason());
+                    return Err(ProxyError::Refused { refusal });
+                }
+            }
             Err(AuthError::Unavailable(provider)) => return Err(ProxyError::IdentityUnavailable { provider }),
             Err(AuthError::Invalid(source)) => return Err(ProxyError::InvalidToken { source }),
         }

@@ -32,6 +32,8 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Provider whose bearer token the route requires.
     pub bearer: Option<Arc<crate::identity::provider::Provider>>,
+    /// What an authenticated caller must also satisfy.
+    pub requirements: crate::config::Requirements,
     /// Metric handles.
     pub metrics: Arc<RouteMetrics>,
 }
