@@ -70,6 +70,8 @@ identity:
       algorithms: [ES256]
       require_at_jwt: true
       min_refresh_interval: 10s
+  upstream_headers:
+    claims: {{ scope: x-auth-scope, client_id: x-auth-client }}
 routes:
   - {{ name: public, upstream: up, match: {{ path_prefix: /public }} }}
   - {{ name: write, upstream: up, match: {{ path_prefix: /write }}, auth: {{ bearer: idp, scopes: [write] }} }}
@@ -306,5 +308,38 @@ async fn route_requirements_and_step_up() -> anyhow::Result<()> {
         ),
         Some(1.0)
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn identity_headers_reach_the_upstream_and_cannot_be_spoofed() -> anyhow::Result<()> {
+    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let (gw, _up) = gateway(idp.port).await?;
+    assert_eventually!(ready(&gw).await?, "the provider's keys load");
+    let token = idp.token().await?;
+    let spoofed = |path: &str, auth: bool| {
+        let mut b = http::Request::get(path)
+            .header("host", "api.test")
+            .header("x-auth-subject", "admin")
+            .header("x-auth-scope", "everything")
+            .header("x-auth-client", "root");
+        if auth {
+            b = b.header("authorization", format!("Bearer {token}"));
+        }
+        b.body(Full::new(Bytes::new())).expect("request")
+    };
+    // A public route: the client's identity headers are removed, none are set.
+    let r = send(gw.addr("http"), spoofed("/public/x", false)).await?;
+    let h = &json(&r)["headers"];
+    for name in ["x-auth-subject", "x-auth-scope", "x-auth-client"] {
+        assert!(h.get(name).is_none(), "{name} must not reach the upstream: {h}");
+    }
+    // An authenticated route: the headers come from the verified token.
+    let r = send(gw.addr("http"), spoofed("/orders", true)).await?;
+    assert_eq!(r.status(), 200);
+    let h = &json(&r)["headers"];
+    assert_eq!(h["x-auth-subject"], "svc");
+    assert_eq!(h["x-auth-scope"], "read");
+    assert_eq!(h["x-auth-client"], "svc");
     Ok(())
 }

@@ -189,6 +189,24 @@ pub struct FileIdentity {
     /// OpenID providers.
     #[serde(default)]
     pub providers: Vec<FileProvider>,
+    /// Headers that carry the verified identity to upstreams. Clients cannot send them: they
+    /// are removed from every request before the gateway sets them.
+    #[serde(default)]
+    pub upstream_headers: Option<FileUpstreamHeaders>,
+}
+
+/// Identity headers sent upstream.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamHeaders {
+    /// Header for the verified subject (`sub`); default `x-auth-subject`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub subject: Option<Str>,
+    /// Claims to send: claim name → header name (lists are joined with `,`).
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
+    pub claims: std::collections::BTreeMap<String, Str>,
 }
 
 /// An OpenID provider, found by discovery from its issuer URL.

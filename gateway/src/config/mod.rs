@@ -92,6 +92,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Identity providers.
     pub providers: Vec<ProviderConfig>,
+    /// Identity headers sent upstream.
+    pub identity_headers: IdentityHeaders,
     /// Drain deadline on SIGTERM.
     pub drain_timeout: Duration,
     /// Reload behaviour.
@@ -189,6 +191,33 @@ pub struct RouteConfig {
     pub bearer: Option<String>,
     /// What the token must also satisfy.
     pub requirements: Requirements,
+}
+
+/// Headers carrying the verified identity upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityHeaders {
+    /// Subject header.
+    pub subject: http::HeaderName,
+    /// Claim name and header.
+    pub claims: Vec<(String, http::HeaderName)>,
+}
+
+// === impl IdentityHeaders ===
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        Self {
+            subject: http::HeaderName::from_static("x-auth-subject"),
+            claims: Vec::new(),
+        }
+    }
+}
+
+impl IdentityHeaders {
+    /// Every header name, to strip from client requests.
+    pub fn names(&self) -> impl Iterator<Item = &http::HeaderName> {
+        std::iter::once(&self.subject).chain(self.claims.iter().map(|(_, h)| h))
+    }
 }
 
 /// What a route requires of an authenticated caller beyond a valid token.

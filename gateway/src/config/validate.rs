@@ -348,6 +348,29 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
         });
     }
 
+    // --- identity headers to upstreams
+    let mut identity_headers = super::IdentityHeaders::default();
+    if let Some(h) = f.identity.as_ref().and_then(|i| i.upstream_headers.as_ref()) {
+        let mut header =
+            |v: &Str, field: String| match http::HeaderName::from_bytes(v.value.to_ascii_lowercase().as_bytes()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    p.at(pos(v), field, format!("`{}` is not a header name", v.value));
+                    None
+                }
+            };
+        if let Some(s) = &h.subject {
+            if let Some(n) = header(s, "identity.upstream_headers.subject".into()) {
+                identity_headers.subject = n;
+            }
+        }
+        for (claim, v) in &h.claims {
+            if let Some(n) = header(v, format!("identity.upstream_headers.claims.{claim}")) {
+                identity_headers.claims.push((claim.clone(), n));
+            }
+        }
+    }
+
     // --- routes
     let mut route_names = HashMap::new();
     let mut route_keys: HashMap<(Option<String>, String, Vec<String>), Pos> = HashMap::new();
@@ -502,6 +525,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             routes,
             upstreams,
             providers,
+            identity_headers,
             drain_timeout,
             reload,
         })

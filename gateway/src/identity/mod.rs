@@ -54,6 +54,39 @@ fn claim_matches(value: &serde_json::Value, want: &str) -> bool {
     }
 }
 
+/// Sets the identity headers for upstreams from a verified token: the subject and the selected
+/// claims (lists joined with `,`; values that are not valid header text are left out).
+pub fn set_upstream_headers(headers: &mut http::HeaderMap, names: &crate::config::IdentityHeaders, claims: &Claims) {
+    let text = |v: &serde_json::Value| -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Bool(b) => Some(b.to_string()),
+            serde_json::Value::Array(items) => {
+                Some(items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(","))
+            }
+            _ => None,
+        }
+    };
+    if let Some(v) = claims
+        .subject
+        .as_deref()
+        .and_then(|s| http::HeaderValue::from_str(s).ok())
+    {
+        headers.insert(&names.subject, v);
+    }
+    for (claim, header) in &names.claims {
+        if let Some(v) = claims
+            .all
+            .get(claim)
+            .and_then(text)
+            .and_then(|t| http::HeaderValue::from_str(&t).ok())
+        {
+            headers.insert(header, v);
+        }
+    }
+}
+
 /// Checks a verified token's claims against a route's requirements at `now` (Unix seconds).
 pub fn check(claims: &Claims, req: &Requirements, now: u64) -> Result<(), Refusal> {
     if !req.scopes.is_empty() {

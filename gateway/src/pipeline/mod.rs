@@ -169,6 +169,7 @@ async fn proxy(
     obs.route = Some(route.clone());
 
     // --- identify
+    let mut verified: Option<Arc<crate::identity::jwt::Claims>> = None;
     if let Some(provider) = &route.bearer {
         let Some(token) = bearer_token(req.headers()) else {
             provider.count("missing", "no_token");
@@ -177,6 +178,7 @@ async fn proxy(
         match provider.authenticate(token).await {
             Ok(claims) => {
                 obs.subject = claims.subject.clone();
+                verified = Some(claims.clone());
                 if let Err(refusal) = crate::identity::check(&claims, &route.requirements, crate::unix_now() as u64) {
                     provider.count("denied", refusal.reason());
                     return Err(ProxyError::Refused { refusal });
@@ -209,6 +211,14 @@ async fn proxy(
     let (mut parts, body) = req.into_parts();
     let pq = parts.uri.path_and_query().cloned();
     forward::strip_hop_by_hop(&mut parts.headers, upgrade);
+    // Identity headers: never from the client; set from the verified token.
+    let ih = &snap.config.identity_headers;
+    for n in ih.names() {
+        parts.headers.remove(n);
+    }
+    if let Some(c) = &verified {
+        crate::identity::set_upstream_headers(&mut parts.headers, ih, c);
+    }
     forward::add_forwarding(
         &mut parts.headers,
         &conn.peer_headers,
