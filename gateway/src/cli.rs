@@ -178,8 +178,18 @@ async fn run_demo(ports: demo::DemoPorts) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    let issuer = match demo::Issuer::start().await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the demo token issuer");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
     let path = dir.join("gateway.yaml");
-    if let Err(e) = std::fs::write(&path, demo::config_text(ports, upstream.addr(), &cert, &key)) {
+    if let Err(e) = std::fs::write(
+        &path,
+        demo::config_text(ports, upstream.addr(), &cert, &key, &issuer.issuer()),
+    ) {
         tracing::error!(error = %e, "cannot write the demo config");
         return ExitCode::from(EXIT_RUNTIME);
     }
@@ -197,9 +207,11 @@ async fn run_demo(ports: demo::DemoPorts) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    println!("{}", demo::banner(ports, &dir));
+    let token = issuer.token("alice", "read", "urn:demo:pwd", std::time::Duration::from_secs(3600));
+    println!("{}", demo::banner(ports, &dir, &token));
     let code = serve_until_signal(gw).await;
     upstream.stop();
+    issuer.stop();
     let _ = std::fs::remove_dir_all(&dir);
     code
 }

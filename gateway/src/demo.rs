@@ -274,7 +274,7 @@ pub fn write_self_signed(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
 }
 
 /// The demo's config text.
-pub fn config_text(ports: DemoPorts, upstream: SocketAddr, cert: &Path, key: &Path) -> String {
+pub fn config_text(ports: DemoPorts, upstream: SocketAddr, cert: &Path, key: &Path, issuer: &str) -> String {
     format!(
         r#"# Demo config written by `gateway demo`. Edit and save: the gateway reloads it.
 listeners:
@@ -292,9 +292,35 @@ limits:
   max_body_bytes: 1048576
   header_timeout: 10s
   idle_timeout: 60s
+identity:
+  providers:
+    - name: demo
+      issuer: {issuer}
+      audiences: [demo-api]
+      algorithms: [ES256]
 routes:
   - name: demo
     upstream: demo
+  - name: api
+    match:
+      path_prefix: /api
+    upstream: demo
+    auth:
+      bearer: demo
+  - name: api-admin
+    match:
+      path_prefix: /api/admin
+    upstream: demo
+    auth:
+      bearer: demo
+      scopes: [admin]
+  - name: api-payments
+    match:
+      path_prefix: /api/payments
+    upstream: demo
+    auth:
+      bearer: demo
+      acr_values: [urn:demo:mfa]
   - name: broken
     match:
       path_prefix: /broken
@@ -317,11 +343,12 @@ reload:
         cert = cert.display(),
         key = key.display(),
         upstream = upstream,
+        issuer = issuer,
     )
 }
 
 /// What a newcomer should try, printed at start.
-pub fn banner(ports: DemoPorts, dir: &Path) -> String {
+pub fn banner(ports: DemoPorts, dir: &Path, token: &str) -> String {
     let DemoPorts { https, http, admin } = ports;
     format!(
         r#"
@@ -340,8 +367,125 @@ Try:
   curl -i -X POST --data-binary @/dev/zero -H 'content-length: 2000000' http://127.0.0.1:{http}/drain   # 413
   curl -s http://127.0.0.1:{admin}/metrics | grep gateway_requests_total
 
+Bearer tokens (the demo issuer signed this one for alice: scope read, acr urn:demo:pwd, valid 1 h):
+  TOKEN={token}
+  curl -i http://127.0.0.1:{http}/api/orders                                         # 401, no token
+  curl -i -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{http}/api/orders       # allowed; see x-auth-subject upstream
+  curl -i -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{http}/api/admin        # 403, scope admin needed
+  curl -i -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{http}/api/payments     # 401, RFC 9470 step-up challenge
+
 Press Ctrl-C to stop (in-flight requests are drained).
 "#,
         dir = dir.display()
     )
+}
+
+/// The demo's token issuer: an ES256 key made at start, its discovery document and JWKS served
+/// on loopback, and tokens signed on request. For the demo only: it has no login.
+pub struct Issuer {
+    addr: SocketAddr,
+    key: aws_lc_rs::signature::EcdsaKeyPair,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer").field("addr", &self.addr).finish()
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+// === impl Issuer ===
+
+impl Issuer {
+    /// Starts the issuer on an ephemeral loopback port.
+    pub async fn start() -> std::io::Result<Issuer> {
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(|_| std::io::Error::other("key generation failed"))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let issuer = format!("http://{addr}");
+        let p = key.public_key().as_ref().to_vec();
+        let jwks =
+            serde_json::json!({ "keys": [{ "kty": "EC", "crv": "P-256", "kid": "demo-1", "alg": "ES256", "use": "sig",
+            "x": b64(&p[1..33]), "y": b64(&p[33..]) }] })
+            .to_string();
+        let discovery = serde_json::json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks") }).to_string();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = token.cancelled() => return,
+                };
+                let (jwks, discovery) = (jwks.clone(), discovery.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let body = match req.uri().path() {
+                            "/.well-known/openid-configuration" => Some(discovery.clone()),
+                            "/jwks" => Some(jwks.clone()),
+                            _ => None,
+                        };
+                        async move {
+                            let mut r = match body {
+                                Some(b) => Response::new(body::full(b)),
+                                None => {
+                                    let mut r = Response::new(body::empty());
+                                    *r.status_mut() = StatusCode::NOT_FOUND;
+                                    r
+                                }
+                            };
+                            r.headers_mut()
+                                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                            r.headers_mut()
+                                .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Issuer { addr, key, stop })
+    }
+
+    /// The issuer URL.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A signed access token for `subject` with `scope` and `acr`, valid for `ttl`.
+    pub fn token(&self, subject: &str, scope: &str, acr: &str, ttl: Duration) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let header = serde_json::json!({ "alg": "ES256", "kid": "demo-1", "typ": "at+jwt" });
+        let claims = serde_json::json!({ "iss": self.issuer(), "aud": "demo-api", "sub": subject, "scope": scope, "acr": acr,
+            "auth_time": now, "iat": now, "exp": now + ttl.as_secs() });
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = self
+            .key
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+            .map(|s| b64(s.as_ref()))
+            .unwrap_or_default();
+        format!("{input}.{sig}")
+    }
+
+    /// Stops serving.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
 }
