@@ -72,6 +72,7 @@ identity:
       min_refresh_interval: 10s
   upstream_headers:
     claims: {{ scope: x-auth-scope, client_id: x-auth-client }}
+  assertion: {{ ttl: 60s }}
 routes:
   - {{ name: public, upstream: up, match: {{ path_prefix: /public }} }}
   - {{ name: write, upstream: up, match: {{ path_prefix: /write }}, auth: {{ bearer: idp, scopes: [write] }} }}
@@ -341,5 +342,54 @@ async fn identity_headers_reach_the_upstream_and_cannot_be_spoofed() -> anyhow::
     assert_eq!(h["x-auth-subject"], "svc");
     assert_eq!(h["x-auth-scope"], "read");
     assert_eq!(h["x-auth-client"], "svc");
+    Ok(())
+}
+
+#[tokio::test]
+async fn upstreams_receive_a_verifiable_assertion() -> anyhow::Result<()> {
+    use gateway::identity::jwt::{verify, Alg, KeySet, Validation};
+    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let (gw, _up) = gateway(idp.port).await?;
+    assert_eventually!(ready(&gw).await?, "the provider's keys load");
+    let token = idp.token().await?;
+    let req = |path: &str, auth: bool| {
+        let mut b = http::Request::get(path)
+            .header("host", "api.test")
+            .header("x-gateway-assertion", "forged");
+        if auth {
+            b = b.header("authorization", format!("Bearer {token}"));
+        }
+        b.body(Full::new(Bytes::new())).expect("request")
+    };
+    let r = send(gw.addr("http"), req("/public/x", false)).await?;
+    assert!(
+        json(&r)["headers"].get("x-gateway-assertion").is_none(),
+        "a client cannot send an assertion"
+    );
+
+    let r = send(gw.addr("http"), req("/orders", true)).await?;
+    let assertion = json(&r)["headers"]["x-gateway-assertion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(assertion, "forged");
+    // The upstream verifies it with the gateway's published keys.
+    let jwks = gateway_tests::get(&format!("http://{}/.well-known/jwks.json", gw.gw.admin_addr())).await?;
+    let keys = KeySet::from_jwks(jwks.body())?;
+    let v = Validation {
+        issuer: "gateway".into(),
+        audiences: vec!["up".into()],
+        algorithms: vec![Alg::ES256],
+        leeway_secs: 5,
+        require_at_jwt: false,
+        max_token_bytes: 8192,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = verify(&assertion, &keys, &v, now)?;
+    assert_eq!(claims.subject.as_deref(), Some("svc"));
+    assert_eq!(claims.all["scope"], "read");
+    assert!(claims.expires <= now + 61);
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! - `GET /metrics`: OpenMetrics when the scraper asks for it (`Accept`), else the classic
 //!   Prometheus text format;
 //! - `POST /reload`: reload the config file now; 200 with the changes, or 422 with every problem;
-//! - `GET /config/schema`: the JSON Schema of the config file.
+//! - `GET /config/schema`: the JSON Schema of the config file;
+//! - `GET /.well-known/jwks.json`: the keys that verify the gateway's identity assertions.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -92,6 +93,16 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 let body = crate::telemetry::render_classic(&shared.registry);
                 text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
             }
+        }
+        (&Method::GET, "/.well-known/jwks.json") => {
+            let jwks = shared
+                .snapshot
+                .load()
+                .signer
+                .as_ref()
+                .map(|s| s.jwks())
+                .unwrap_or_else(|| serde_json::json!({ "keys": [] }));
+            text(StatusCode::OK, "application/jwk-set+json", jwks.to_string())
         }
         (&Method::GET, "/config/schema") => text(
             StatusCode::OK,

@@ -27,6 +27,9 @@ pub struct Snapshot {
     pub pools: HashMap<String, Arc<Pool>>,
     /// Identity providers by name.
     pub providers: HashMap<String, Arc<Provider>>,
+    /// Signs identity assertions for upstreams, when enabled (kept across reloads while its
+    /// config is unchanged, so its keys do not change).
+    pub signer: Option<Arc<crate::identity::assertion::Signer>>,
     /// TLS server configs by listener name.
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// Metric handles for requests that matched no route.
@@ -96,6 +99,16 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        let signer = match &config.assertion {
+            None => None,
+            Some(a) => match previous
+                .filter(|p| p.config.assertion.as_ref() == Some(a))
+                .and_then(|p| p.signer.clone())
+            {
+                Some(s) => Some(s),
+                None => crate::identity::assertion::Signer::new(a.issuer.clone(), a.ttl, a.rotate_every).map(Arc::new),
+            },
+        };
         let mut routes = Vec::new();
         for r in &config.routes {
             let Some(pool) = pools.get(&r.upstream) else {
@@ -119,6 +132,7 @@ impl Snapshot {
             router,
             pools,
             providers,
+            signer,
             tls,
             unrouted: Arc::new(RouteMetrics::new("none", metrics)),
         })

@@ -193,6 +193,31 @@ pub struct FileIdentity {
     /// are removed from every request before the gateway sets them.
     #[serde(default)]
     pub upstream_headers: Option<FileUpstreamHeaders>,
+    /// A signed identity assertion (JWT) sent to upstreams on authenticated routes.
+    #[serde(default)]
+    pub assertion: Option<FileAssertion>,
+}
+
+/// The identity assertion for upstreams.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileAssertion {
+    /// Header carrying it (default `x-gateway-assertion`); removed from client requests.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub header: Option<Str>,
+    /// Its `iss` (default `gateway`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub issuer: Option<Str>,
+    /// Lifetime, e.g. `60s` (default).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub ttl: Option<Str>,
+    /// Signing key rotation, e.g. `24h` (default).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub rotate_every: Option<Str>,
 }
 
 /// Identity headers sent upstream.

@@ -94,6 +94,8 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Identity headers sent upstream.
     pub identity_headers: IdentityHeaders,
+    /// The signed identity assertion, when enabled.
+    pub assertion: Option<AssertionConfig>,
     /// Drain deadline on SIGTERM.
     pub drain_timeout: Duration,
     /// Reload behaviour.
@@ -191,6 +193,19 @@ pub struct RouteConfig {
     pub bearer: Option<String>,
     /// What the token must also satisfy.
     pub requirements: Requirements,
+}
+
+/// The identity assertion for upstreams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssertionConfig {
+    /// Header.
+    pub header: http::HeaderName,
+    /// `iss`.
+    pub issuer: String,
+    /// Lifetime.
+    pub ttl: Duration,
+    /// Key rotation interval.
+    pub rotate_every: Duration,
 }
 
 /// Headers carrying the verified identity upstream.

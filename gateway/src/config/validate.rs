@@ -371,6 +371,36 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
         }
     }
 
+    // --- identity assertion
+    let assertion = f.identity.as_ref().and_then(|i| i.assertion.as_ref()).map(|a| {
+        let header = match &a.header {
+            Some(h) => http::HeaderName::from_bytes(h.value.to_ascii_lowercase().as_bytes()).unwrap_or_else(|_| {
+                p.at(
+                    pos(h),
+                    "identity.assertion.header",
+                    format!("`{}` is not a header name", h.value),
+                );
+                http::HeaderName::from_static("x-gateway-assertion")
+            }),
+            None => http::HeaderName::from_static("x-gateway-assertion"),
+        };
+        super::AssertionConfig {
+            header,
+            issuer: a
+                .issuer
+                .as_ref()
+                .map(|i| i.value.clone())
+                .unwrap_or_else(|| "gateway".into()),
+            ttl: duration(&mut p, &a.ttl, "identity.assertion.ttl", Duration::from_secs(60)),
+            rotate_every: duration(
+                &mut p,
+                &a.rotate_every,
+                "identity.assertion.rotate_every",
+                Duration::from_secs(24 * 3600),
+            ),
+        }
+    });
+
     // --- routes
     let mut route_names = HashMap::new();
     let mut route_keys: HashMap<(Option<String>, String, Vec<String>), Pos> = HashMap::new();
@@ -526,6 +556,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             upstreams,
             providers,
             identity_headers,
+            assertion,
             drain_timeout,
             reload,
         })

@@ -7,6 +7,7 @@
 //! browser sessions, claims and authentication-strength requirements, step-up, identity headers
 //! to upstreams, revocation.
 
+pub mod assertion;
 pub mod jwt;
 pub mod provider;
 

@@ -285,7 +285,7 @@ impl Provider {
 
     /// Verifies a bearer token. A token naming an unknown key id waits (at most 3 s) for one
     /// forced key refresh and is checked again.
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+    pub async fn authenticate(&self, token: &str) -> Result<(Arc<Claims>, [u8; 32]), AuthError> {
         let now = unix_now();
         let digest: [u8; 32] = {
             let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
@@ -295,7 +295,7 @@ impl Provider {
         };
         if let Some(c) = self.cached(&digest, now) {
             self.count("ok", "cached");
-            return Ok(c);
+            return Ok((c, digest));
         }
         let Some(keys) = self.keys.load_full() else {
             self.count("unavailable", "keys_not_loaded");
@@ -319,7 +319,7 @@ impl Provider {
                 let claims = Arc::new(claims);
                 self.remember(digest, claims.clone(), now);
                 self.count("ok", "verified");
-                Ok(claims)
+                Ok((claims, digest))
             }
             Err(e) => {
                 self.count("invalid", e.reason());

@@ -169,16 +169,16 @@ async fn proxy(
     obs.route = Some(route.clone());
 
     // --- identify
-    let mut verified: Option<Arc<crate::identity::jwt::Claims>> = None;
+    let mut verified: Option<(Arc<crate::identity::jwt::Claims>, [u8; 32])> = None;
     if let Some(provider) = &route.bearer {
         let Some(token) = bearer_token(req.headers()) else {
             provider.count("missing", "no_token");
             return Err(ProxyError::MissingToken);
         };
         match provider.authenticate(token).await {
-            Ok(claims) => {
+            Ok((claims, digest)) => {
                 obs.subject = claims.subject.clone();
-                verified = Some(claims.clone());
+                verified = Some((claims.clone(), digest));
                 if let Err(refusal) = crate::identity::check(&claims, &route.requirements, crate::unix_now() as u64) {
                     provider.count("denied", refusal.reason());
                     return Err(ProxyError::Refused { refusal });
@@ -216,8 +216,20 @@ async fn proxy(
     for n in ih.names() {
         parts.headers.remove(n);
     }
-    if let Some(c) = &verified {
+    if let Some(a) = &snap.config.assertion {
+        parts.headers.remove(&a.header);
+    }
+    if let Some((c, digest)) = &verified {
         crate::identity::set_upstream_headers(&mut parts.headers, ih, c);
+        if let (Some(a), Some(signer)) = (&snap.config.assertion, &snap.signer) {
+            let now = crate::unix_now() as u64;
+            if let Some(v) = signer
+                .assertion(digest, c, pool.name(), now)
+                .and_then(|t| HeaderValue::from_str(&t).ok())
+            {
+                parts.headers.insert(&a.header, v);
+            }
+        }
     }
     forward::add_forwarding(
         &mut parts.headers,
