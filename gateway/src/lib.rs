@@ -48,6 +48,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// The config file, when loaded from one (enables reload).
     pub config_path: Option<PathBuf>,
+    /// Revoked subjects (bearer tokens issued before the revocation are refused).
+    pub revocations: identity::Revocations,
     reload_lock: tokio::sync::Mutex<()>,
     /// Fingerprint of the config file content last loaded (or rejected).
     loaded_fingerprint: std::sync::Mutex<Option<u64>>,
@@ -126,6 +128,7 @@ impl Gateway {
             registry,
             ready: AtomicBool::new(false),
             config_path,
+            revocations: identity::Revocations::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             loaded_fingerprint: std::sync::Mutex::new(None),
         });

@@ -393,3 +393,44 @@ async fn upstreams_receive_a_verifiable_assertion() -> anyhow::Result<()> {
     assert!(claims.expires <= now + 61);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_revoked_subject_is_refused_until_it_gets_a_new_token() -> anyhow::Result<()> {
+    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let (gw, _up) = gateway(idp.port).await?;
+    assert_eventually!(ready(&gw).await?, "the provider's keys load");
+    let old = idp.token().await?;
+    assert_eq!(call(&gw, Some(&old)).await?.status(), 200);
+    let admin = gw.gw.admin_addr();
+    let revoke = http::Request::post("/identity/revoke?subject=svc")
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))?;
+    let r = send(admin, revoke).await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(&r)["subject"], "svc");
+    // The cached, still unexpired token is refused from now on.
+    let r = call(&gw, Some(&old)).await?;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str()?.contains("invalid_token"));
+    // A token issued after the revocation (iat has one-second granularity) is accepted.
+    assert_eventually!(
+        call(&gw, Some(&idp.token().await?)).await?.status() == 200,
+        "a new token works"
+    );
+    let m = gw.metrics().await?;
+    assert_eq!(metric(&m, "gateway_identity_revocations_total", &[]), Some(1.0));
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_auth_outcomes_total",
+            &[("outcome", "invalid"), ("reason", "revoked")]
+        )
+        .map(|v| v >= 1.0),
+        Some(true)
+    );
+    let bad = http::Request::post("/identity/revoke")
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))?;
+    assert_eq!(send(admin, bad).await?.status(), 400);
+    Ok(())
+}

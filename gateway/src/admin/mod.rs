@@ -6,7 +6,9 @@
 //!   Prometheus text format;
 //! - `POST /reload`: reload the config file now; 200 with the changes, or 422 with every problem;
 //! - `GET /config/schema`: the JSON Schema of the config file;
-//! - `GET /.well-known/jwks.json`: the keys that verify the gateway's identity assertions.
+//! - `GET /.well-known/jwks.json`: the keys that verify the gateway's identity assertions;
+//! - `POST /identity/revoke?subject=S`: refuse every token of `S` issued until now;
+//!   `GET /identity/revocations` lists them.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -94,6 +96,48 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
             }
         }
+        (&Method::POST, "/identity/revoke") => {
+            let subject = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("subject="))
+                .map(percent_decode);
+            match subject.filter(|s| !s.is_empty() && s.len() <= 1024) {
+                Some(sub) => {
+                    let now = crate::unix_now() as u64;
+                    shared.revocations.revoke(&sub, now);
+                    shared.metrics.revocations.inc();
+                    tracing::warn!(subject = %sub, "subject revoked: its tokens issued until now are refused");
+                    text(
+                        StatusCode::OK,
+                        "application/json",
+                        serde_json::json!({ "subject": sub, "revoked_at": now }).to_string(),
+                    )
+                }
+                None => problem(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "Bad Request",
+                    "Give the subject: POST /identity/revoke?subject=...",
+                    id,
+                ),
+            }
+        }
+        (&Method::GET, "/identity/revocations") => {
+            let list: Vec<serde_json::Value> = shared
+                .revocations
+                .list()
+                .into_iter()
+                .map(|(s, t)| serde_json::json!({ "subject": s, "revoked_at": t }))
+                .collect();
+            text(
+                StatusCode::OK,
+                "application/json",
+                serde_json::Value::Array(list).to_string(),
+            )
+        }
         (&Method::GET, "/.well-known/jwks.json") => {
             let jwks = shared
                 .snapshot
@@ -154,4 +198,28 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             id,
         ),
     }
+}
+
+/// Decodes `%XX` escapes and `+` in a query value.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(x) => {
+                        out.push(x);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

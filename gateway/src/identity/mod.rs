@@ -223,3 +223,47 @@ mod tests {
         );
     }
 }
+
+/// Subjects whose tokens issued up to a moment are refused (admin `POST /identity/revoke`).
+/// Kept across reloads; bounded.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    subjects: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+/// Most revoked subjects remembered; beyond it the oldest revocations are dropped.
+pub const MAX_REVOCATIONS: usize = 100_000;
+
+// === impl Revocations ===
+
+impl Revocations {
+    /// Revokes every token of `subject` issued at or before `now` (Unix seconds).
+    pub fn revoke(&self, subject: &str, now: u64) {
+        if let Ok(mut m) = self.subjects.lock() {
+            if m.len() >= MAX_REVOCATIONS && !m.contains_key(subject) {
+                if let Some(oldest) = m.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+                    m.remove(&oldest);
+                }
+            }
+            m.insert(subject.to_string(), now);
+        }
+    }
+
+    /// Whether these claims belong to a revoked token (a token without `iat` counts as old).
+    pub fn is_revoked(&self, claims: &Claims) -> bool {
+        let Some(sub) = claims.subject.as_deref() else {
+            return false;
+        };
+        let Ok(m) = self.subjects.lock() else { return false };
+        m.get(sub)
+            .is_some_and(|&at| claims.issued_at.is_none_or(|iat| iat <= at))
+    }
+
+    /// Revoked subjects and when.
+    pub fn list(&self) -> Vec<(String, u64)> {
+        self.subjects
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+}

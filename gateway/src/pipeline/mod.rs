@@ -52,7 +52,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
         req.uri().clone(),
         snap.unrouted.clone(),
     );
-    let result = proxy(&snap, &conn, &mut obs, req, trusted).await;
+    let result = proxy(&snap, &shared.revocations, &conn, &mut obs, req, trusted).await;
     let resp = match result {
         Ok(resp) => resp,
         Err(err) => {
@@ -113,6 +113,7 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 
 async fn proxy(
     snap: &Snapshot,
+    revocations: &crate::identity::Revocations,
     conn: &ConnInfo,
     obs: &mut Observer,
     mut req: Request<Incoming>,
@@ -178,6 +179,12 @@ async fn proxy(
         match provider.authenticate(token).await {
             Ok((claims, digest)) => {
                 obs.subject = claims.subject.clone();
+                if revocations.is_revoked(&claims) {
+                    provider.count("invalid", "revoked");
+                    return Err(ProxyError::InvalidToken {
+                        source: crate::identity::jwt::JwtError::Claim("revoked"),
+                    });
+                }
                 verified = Some((claims.clone(), digest));
                 if let Err(refusal) = crate::identity::check(&claims, &route.requirements, crate::unix_now() as u64) {
                     provider.count("denied", refusal.reason());

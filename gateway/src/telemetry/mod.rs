@@ -212,6 +212,8 @@ pub struct Metrics {
     pub provider_ready: Family<ProviderLabels, Gauge>,
     /// `gateway_identity_keys`.
     pub provider_keys: Family<ProviderLabels, Gauge>,
+    /// `gateway_identity_revocations_total`.
+    pub revocations: Counter,
     /// `gateway_config_last_reload_success_timestamp_seconds`.
     pub config_last_success: Gauge<f64, AtomicU64>,
     /// `gateway_build_info`.
@@ -252,6 +254,7 @@ impl Metrics {
             forced_refreshes: Family::default(),
             provider_ready: Family::default(),
             provider_keys: Family::default(),
+            revocations: Counter::default(),
             config_last_success: Gauge::default(),
             build_info: Family::default(),
         };
@@ -352,6 +355,11 @@ impl Metrics {
             IDENTITY_KEYS,
             "Usable keys in the provider's key set",
             m.provider_keys.clone(),
+        );
+        r.register(
+            IDENTITY_REVOCATIONS,
+            "Subjects revoked through the admin API",
+            m.revocations.clone(),
         );
         r.register_with_unit(
             CONFIG_LAST_RELOAD_SUCCESS

@@ -41,6 +41,8 @@ pub const IDENTITY_FORCED_REFRESHES: &str = "identity_forced_refreshes";
 pub const IDENTITY_PROVIDER_READY: &str = "identity_provider_ready";
 /// Usable keys in a provider's key set, by provider (gauge).
 pub const IDENTITY_KEYS: &str = "identity_keys";
+/// Subjects revoked through the admin API (counter).
+pub const IDENTITY_REVOCATIONS: &str = "identity_revocations";
 /// Config reloads by result (counter).
 pub const CONFIG_RELOADS: &str = "config_reloads";
 /// Unix time of the last successful config load (gauge, seconds).
