@@ -1,5 +1,5 @@
 //! How long does verifying a bearer token take with each key type, signature check included
-//! (the uncached path)?
+//! (the uncached path), and how long does a repeated token take (the provider's cached path)?
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
@@ -64,6 +64,50 @@ fn tokens(c: &mut Criterion) {
             b.iter(|| verify(std::hint::black_box(&t), &keys, &v, NOW).is_ok())
         });
     }
+
+    // The provider's cached path: a repeated token is a digest and a map lookup.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = gateway::telemetry::Metrics::register(&mut registry);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let live = json!({ "iss": "https://idp.example", "aud": "api", "sub": "alice", "exp": now + 3600, "iat": now });
+    let input = format!(
+        "{}.{}",
+        b64(json!({ "alg": "ES256", "kid": "ec" }).to_string().as_bytes()),
+        b64(live.to_string().as_bytes())
+    );
+    let token = format!(
+        "{input}.{}",
+        b64(ec.sign(&rng, input.as_bytes()).expect("sign").as_ref())
+    );
+    let config = gateway::config::ProviderConfig {
+        name: "bench".into(),
+        issuer: "https://idp.example".into(),
+        audiences: vec!["api".into()],
+        algorithms: vec![Alg::ES256],
+        require_at_jwt: false,
+        leeway_secs: 30,
+        max_token_bytes: 8192,
+        min_refresh_interval: std::time::Duration::from_secs(10),
+        ca_files: Vec::new(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(gateway::listen::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("tls")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let provider = gateway::identity::provider::Provider::new(config, std::sync::Arc::new(tls), &metrics);
+    provider.set_keys(KeySet::from_jwks(jwks.to_string().as_bytes()).expect("jwks"));
+    assert!(rt.block_on(provider.authenticate(&token)).is_ok());
+    c.bench_function("authenticate ES256 token (cached)", |b| {
+        b.iter(|| rt.block_on(provider.authenticate(std::hint::black_box(&token))).is_ok())
+    });
 }
 
 criterion_group!(benches, tokens);

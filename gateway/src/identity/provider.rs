@@ -205,6 +205,13 @@ impl Provider {
         tokio::spawn(refresh_loop(weak));
     }
 
+    /// Installs a key set directly (as a successful load would).
+    pub fn set_keys(&self, keys: KeySet) {
+        self.metrics.keys.set(keys.len() as i64);
+        self.metrics.ready.set(1);
+        self.keys.store(Some(Arc::new(keys)));
+    }
+
     /// Whether keys are loaded.
     pub fn is_ready(&self) -> bool {
         self.keys.load().is_some()
