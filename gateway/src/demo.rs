@@ -70,31 +70,24 @@ impl Upstream {
         let stop = CancellationToken::new();
         let name: std::sync::Arc<str> = name.into();
         let token = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-                    _ = token.cancelled() => return,
-                };
-                let _ = stream.set_nodelay(true);
-                let name = name.clone();
-                let token = token.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let name = name.clone();
-                        async move { Ok::<_, Infallible>(respond(&name, req).await) }
-                    });
-                    let mut builder = auto::Builder::new(TokioExecutor::new());
-                    // Accept what the gateway may be configured to pass through.
-                    builder.http1().max_headers(512);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = token.cancelled() => {}
-                    }
+        accept_until(listener, stop.clone(), move |stream| {
+            let name = name.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let name = name.clone();
+                    async move { Ok::<_, Infallible>(respond(&name, req).await) }
                 });
-            }
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                // Accept what the gateway may be configured to pass through.
+                builder.http1().max_headers(512);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = token.cancelled() => {}
+                }
+            });
         });
         Ok(Upstream { addr, stop })
     }
@@ -249,6 +242,23 @@ async fn respond(name: &str, mut req: Request<Incoming>) -> Response<Body> {
             )
         }
     }
+}
+
+/// Accepts connections until `stop` fires, handing each to `serve` (which spawns its task).
+fn accept_until<F>(listener: tokio::net::TcpListener, stop: CancellationToken, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                _ = stop.cancelled() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            serve(stream);
+        }
+    });
 }
 
 /// Ports the demo listens on.
@@ -417,42 +427,35 @@ impl Issuer {
             .to_string();
         let discovery = serde_json::json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks") }).to_string();
         let stop = CancellationToken::new();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-                    _ = token.cancelled() => return,
-                };
-                let (jwks, discovery) = (jwks.clone(), discovery.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let body = match req.uri().path() {
-                            "/.well-known/openid-configuration" => Some(discovery.clone()),
-                            "/jwks" => Some(jwks.clone()),
-                            _ => None,
+        accept_until(listener, stop.clone(), move |stream| {
+            let (jwks, discovery) = (jwks.clone(), discovery.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let body = match req.uri().path() {
+                        "/.well-known/openid-configuration" => Some(discovery.clone()),
+                        "/jwks" => Some(jwks.clone()),
+                        _ => None,
+                    };
+                    async move {
+                        let mut r = match body {
+                            Some(b) => Response::new(body::full(b)),
+                            None => {
+                                let mut r = Response::new(body::empty());
+                                *r.status_mut() = StatusCode::NOT_FOUND;
+                                r
+                            }
                         };
-                        async move {
-                            let mut r = match body {
-                                Some(b) => Response::new(body::full(b)),
-                                None => {
-                                    let mut r = Response::new(body::empty());
-                                    *r.status_mut() = StatusCode::NOT_FOUND;
-                                    r
-                                }
-                            };
-                            r.headers_mut()
-                                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                            r.headers_mut()
-                                .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
-                            Ok::<_, Infallible>(r)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                        r.headers_mut()
+                            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        r.headers_mut()
+                            .insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+                        Ok::<_, Infallible>(r)
+                    }
                 });
-            }
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
         });
         Ok(Issuer { addr, key, stop })
     }
