@@ -2,6 +2,7 @@
 // (RFC 9068) through the client-credentials grant. Its signing key is generated at start with
 // the key id from KID, so restarting with another KID is a key rotation.
 //   PORT  port on 127.0.0.1      KID  key id (default key-1)      ALG  ES256 (default), RS256, EdDSA
+//   TTL   access token lifetime in seconds (default 300)
 import Provider from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
 
@@ -33,7 +34,7 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
       getResourceServerInfo: () => ({
         scope: 'read',
         audience: 'api',
-        accessTokenTTL: 300,
+        accessTokenTTL: Number(process.env.TTL ?? 300),
         accessTokenFormat: 'jwt',
         jwt: { sign: { alg } },
       }),

@@ -15,6 +15,10 @@ struct Idp {
 
 impl Idp {
     async fn start(port: u16, kid: &str) -> anyhow::Result<Idp> {
+        Self::start_with_ttl(port, kid, 300).await
+    }
+
+    async fn start_with_ttl(port: u16, kid: &str, ttl: u64) -> anyhow::Result<Idp> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc");
         anyhow::ensure!(
             dir.join("node_modules").exists(),
@@ -24,6 +28,7 @@ impl Idp {
             .arg(dir.join("provider.mjs"))
             .env("PORT", port.to_string())
             .env("KID", kid)
+            .env("TTL", ttl.to_string())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -432,5 +437,171 @@ async fn a_revoked_subject_is_refused_until_it_gets_a_new_token() -> anyhow::Res
         .header("host", "admin")
         .body(Full::new(Bytes::new()))?;
     assert_eq!(send(admin, bad).await?.status(), 400);
+    Ok(())
+}
+
+fn b64u(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Attacks through the gateway: each answered 401 (or 431 for the oversized one), none crashes
+/// anything, and the real token keeps working afterwards.
+#[tokio::test]
+async fn token_attacks_are_refused() -> anyhow::Result<()> {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let other = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let (gw, _up) = gateway(idp.port).await?;
+    assert_eventually!(ready(&gw).await?, "the provider's keys load");
+    let real = idp.token().await?;
+    let parts: Vec<&str> = real.split('.').collect();
+    let payload: serde_json::Value = {
+        use base64::Engine as _;
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1])?)?
+    };
+    let enc = |v: &serde_json::Value| b64u(v.to_string().as_bytes());
+    let attacker = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| anyhow::anyhow!("key"))?;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let attacker_signed = |header: serde_json::Value, body: &serde_json::Value| -> String {
+        let input = format!("{}.{}", enc(&header), enc(body));
+        let sig = attacker
+            .sign(&rng, input.as_bytes())
+            .map(|s| b64u(s.as_ref()))
+            .unwrap_or_default();
+        format!("{input}.{sig}")
+    };
+    let p = attacker.public_key().as_ref().to_vec();
+    let attacker_jwk = serde_json::json!({ "kty": "EC", "crv": "P-256", "x": b64u(&p[1..33]), "y": b64u(&p[33..]) });
+    // HS256 keyed with the provider's published key set, a classic confusion attempt.
+    let jwks = gateway_tests::get(&format!("http://127.0.0.1:{}/jwks", idp.port)).await?;
+    let hs_input = format!(
+        "{}.{}",
+        enc(&serde_json::json!({ "alg": "HS256", "kid": "key-1" })),
+        parts[1]
+    );
+    let tag = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, jwks.body()),
+        hs_input.as_bytes(),
+    );
+    let mut admin_claims = payload.clone();
+    admin_claims["sub"] = serde_json::json!("admin");
+
+    let attacks: Vec<(&str, String)> = vec![
+        (
+            "alg none",
+            format!("{}.{}.", enc(&serde_json::json!({ "alg": "none" })), parts[1]),
+        ),
+        (
+            "HS256 with the provider's key",
+            format!("{hs_input}.{}", b64u(tag.as_ref())),
+        ),
+        (
+            "embedded jwk",
+            attacker_signed(
+                serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": "key-1", "jwk": attacker_jwk }),
+                &payload,
+            ),
+        ),
+        (
+            "jku",
+            attacker_signed(
+                serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": "key-1", "jku": "http://127.0.0.1:9/jwks" }),
+                &payload,
+            ),
+        ),
+        (
+            "x5u",
+            attacker_signed(
+                serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": "key-1", "x5u": "http://127.0.0.1:9/cert" }),
+                &payload,
+            ),
+        ),
+        (
+            "unknown crit",
+            attacker_signed(
+                serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": "key-1", "crit": ["x-ext"] }),
+                &payload,
+            ),
+        ),
+        ("broken base64", "%%%.%%%.%%%".to_string()),
+        ("broken JSON", format!("{}.{}.AAAA", b64u(b"{not json"), parts[1])),
+        (
+            "modified payload",
+            format!("{}.{}.{}", parts[0], enc(&admin_claims), parts[2]),
+        ),
+        ("another provider's token", other.token().await?),
+    ];
+    for (name, token) in &attacks {
+        let r = call(&gw, Some(token)).await?;
+        assert_eq!(r.status(), 401, "{name}: {:?}", r.body());
+        assert!(
+            r.headers()["www-authenticate"].to_str()?.contains("invalid_token"),
+            "{name}"
+        );
+    }
+    // 64 KiB of token: refused before any parsing.
+    let huge = "a".repeat(64 * 1024);
+    let status = call(&gw, Some(&huge)).await?.status().as_u16();
+    assert!(status == 431 || status == 401, "oversized token: {status}");
+    // The real token still works: nothing above broke anything.
+    assert_eq!(call(&gw, Some(&real)).await?.status(), 200);
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(&m, "gateway_auth_outcomes_total", &[("outcome", "invalid")]),
+        Some(attacks.len() as f64)
+    );
+    Ok(())
+}
+
+/// Tokens for another audience, and tokens past their expiry, are refused.
+#[tokio::test]
+async fn wrong_audience_and_expired_tokens_are_refused() -> anyhow::Result<()> {
+    let idp = Idp::start_with_ttl(gateway_tests::free_port(), "key-1", 1).await?;
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+identity:
+  providers:
+    - {{ name: idp, issuer: "http://127.0.0.1:{}", audiences: [api], algorithms: [ES256], leeway: 1s }}
+    - {{ name: strict, issuer: "http://127.0.0.1:{}", audiences: [billing], algorithms: [ES256] }}
+routes:
+  - {{ name: billing, upstream: up, match: {{ path_prefix: /billing }}, auth: {{ bearer: strict }} }}
+  - {{ name: api, upstream: up, auth: {{ bearer: idp }} }}
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+"#,
+        idp.port,
+        idp.port,
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    assert_eventually!(
+        metric(&gw.metrics().await?, "gateway_identity_provider_ready", &[]) == Some(2.0),
+        "both providers load"
+    );
+    let token = idp.token().await?;
+    let billing = http::Request::get("/billing/x")
+        .header("host", "x")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))?;
+    assert_eq!(
+        send(gw.addr("http"), billing).await?.status(),
+        401,
+        "aud api is not billing"
+    );
+    assert_eq!(call(&gw, Some(&token)).await?.status(), 200);
+    // One second of lifetime plus one of leeway: it expires.
+    assert_eventually!(call(&gw, Some(&token)).await?.status() == 401, "the token expires");
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(&m, "gateway_auth_outcomes_total", &[("reason", "wrong_audience")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "gateway_auth_outcomes_total", &[("reason", "expired")]),
+        Some(1.0)
+    );
     Ok(())
 }
