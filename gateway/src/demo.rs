@@ -404,27 +404,18 @@ impl std::fmt::Debug for Issuer {
     }
 }
 
-fn b64(b: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
 // === impl Issuer ===
 
 impl Issuer {
     /// Starts the issuer on an ephemeral loopback port.
     pub async fn start() -> std::io::Result<Issuer> {
-        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+        use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
         let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
             .map_err(|_| std::io::Error::other("key generation failed"))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let issuer = format!("http://{addr}");
-        let p = key.public_key().as_ref().to_vec();
-        let jwks =
-            serde_json::json!({ "keys": [{ "kty": "EC", "crv": "P-256", "kid": "demo-1", "alg": "ES256", "use": "sig",
-            "x": b64(&p[1..33]), "y": b64(&p[33..]) }] })
-            .to_string();
+        let jwks = serde_json::json!({ "keys": [crate::identity::jwt::es256_jwk(&key, "demo-1")] }).to_string();
         let discovery = serde_json::json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks") }).to_string();
         let stop = CancellationToken::new();
         accept_until(listener, stop.clone(), move |stream| {
@@ -474,17 +465,7 @@ impl Issuer {
         let header = serde_json::json!({ "alg": "ES256", "kid": "demo-1", "typ": "at+jwt" });
         let claims = serde_json::json!({ "iss": self.issuer(), "aud": "demo-api", "sub": subject, "scope": scope, "acr": acr,
             "auth_time": now, "iat": now, "exp": now + ttl.as_secs() });
-        let input = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let sig = self
-            .key
-            .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
-            .map(|s| b64(s.as_ref()))
-            .unwrap_or_default();
-        format!("{input}.{sig}")
+        crate::identity::jwt::sign_es256(&self.key, &header, &claims).unwrap_or_default()
     }
 
     /// Stops serving.

@@ -256,31 +256,21 @@ struct BenchIdentity {
 }
 
 fn bench_identity(issuer: &str) -> anyhow::Result<BenchIdentity> {
-    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine as _;
-    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use gateway::identity::jwt::{es256_jwk, sign_es256};
     let key =
         EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| anyhow::anyhow!("key generation"))?;
-    let p = key.public_key().as_ref().to_vec();
-    let jwks = serde_json::json!({ "keys": [{ "kty": "EC", "crv": "P-256", "kid": "bench", "alg": "ES256", "x": b64(&p[1..33]), "y": b64(&p[33..]) }] });
+    let jwks = serde_json::json!({ "keys": [es256_jwk(&key, "bench")] });
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs()
         + 24 * 3600;
     let header = serde_json::json!({ "alg": "ES256", "kid": "bench", "typ": "at+jwt" });
     let claims = serde_json::json!({ "iss": issuer, "aud": "api", "sub": "bench-client", "exp": exp, "scope": "read" });
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let sig = key
-        .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
-        .map_err(|_| anyhow::anyhow!("signing"))?;
+    let token = sign_es256(&key, &header, &claims).ok_or_else(|| anyhow::anyhow!("signing"))?;
     Ok(BenchIdentity {
         jwks: jwks.to_string(),
-        token: format!("{input}.{}", b64(sig.as_ref())),
+        token,
     })
 }
 

@@ -10,9 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use tokio::time::Instant;
 
 use super::jwt::Claims;
@@ -65,10 +63,6 @@ fn new_key(serial: u64) -> Option<SigningKey> {
     })
 }
 
-fn b64(b: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(b)
-}
-
 // === impl Signer ===
 
 impl Signer {
@@ -92,10 +86,7 @@ impl Signer {
         let Ok(keys) = self.keys.lock() else {
             return serde_json::json!({ "keys": [] });
         };
-        let jwk = |k: &SigningKey| {
-            let p = k.key.public_key().as_ref();
-            serde_json::json!({ "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": k.kid, "x": b64(&p[1..33]), "y": b64(&p[33..]) })
-        };
+        let jwk = |k: &SigningKey| super::jwt::es256_jwk(&k.key, &k.kid);
         let mut list = vec![jwk(&keys.current)];
         list.extend(keys.previous.as_ref().map(jwk));
         serde_json::json!({ "keys": list })
@@ -131,17 +122,7 @@ impl Signer {
                 }
             }
             let header = serde_json::json!({ "alg": "ES256", "typ": "JWT", "kid": keys.current.kid });
-            let input = format!(
-                "{}.{}",
-                b64(header.to_string().as_bytes()),
-                b64(body.to_string().as_bytes())
-            );
-            let sig = keys
-                .current
-                .key
-                .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
-                .ok()?;
-            format!("{input}.{}", b64(sig.as_ref()))
+            super::jwt::sign_es256(&keys.current.key, &header, &body)?
         };
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_CAP {

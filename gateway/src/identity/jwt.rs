@@ -424,5 +424,25 @@ pub fn verify(token: &str, keys: &KeySet, v: &Validation, now: u64) -> Result<Cl
     })
 }
 
+/// The public JWK (`use: sig`, `alg: ES256`) of a P-256 signing key.
+pub fn es256_jwk(key: &signature::EcdsaKeyPair, kid: &str) -> Value {
+    use aws_lc_rs::signature::KeyPair as _;
+    let p = key.public_key().as_ref();
+    let (x, y) = p[1..].split_at(p.len() / 2);
+    serde_json::json!({ "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y) })
+}
+
+/// Signs `claims` as a compact JWS with a P-256 key; `header` must say `"alg": "ES256"`.
+pub fn sign_es256(key: &signature::EcdsaKeyPair, header: &Value, claims: &Value) -> Option<String> {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = key.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).ok()?;
+    Some(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
+}
+
 #[cfg(test)]
 mod tests;
