@@ -96,13 +96,14 @@ fn tokens(c: &mut Criterion) {
         max_token_bytes: 8192,
         min_refresh_interval: std::time::Duration::from_secs(10),
         ca_files: Vec::new(),
+        login: None,
     };
     let tls = rustls::ClientConfig::builder_with_provider(gateway::listen::tls::provider())
         .with_safe_default_protocol_versions()
         .expect("tls")
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    let provider = gateway::identity::provider::Provider::new(config, std::sync::Arc::new(tls), &metrics);
+    let provider = gateway::identity::provider::Provider::new(config, None, std::sync::Arc::new(tls), &metrics);
     provider.set_keys(KeySet::from_jwks(jwks.to_string().as_bytes()).expect("jwks"));
     assert!(rt.block_on(provider.authenticate(&token)).is_ok());
     c.bench_function("authenticate ES256 token (cached)", |b| {

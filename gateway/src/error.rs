@@ -96,6 +96,18 @@ pub enum ProxyError {
         /// Why.
         refusal: crate::identity::Refusal,
     },
+    /// The route needs a browser session and this request cannot be sent to sign in (not a
+    /// GET or HEAD).
+    #[error("no session")]
+    LoginRequired,
+    /// A browser sign-in, step-up or logout step was refused.
+    #[error("sign-in refused: {reason}")]
+    Login {
+        /// Status to answer.
+        status: StatusCode,
+        /// Bounded reason: `login_state`, `login_failed`, `login_exchange`, `step_up_failed`.
+        reason: &'static str,
+    },
     /// The route's identity provider has no keys loaded.
     #[error("identity provider {provider} unavailable")]
     IdentityUnavailable {
@@ -212,6 +224,29 @@ impl ProxyError {
                 Side::Downstream,
                 "Forbidden",
                 "The token does not grant access to this route.",
+            ),
+            LoginRequired => (
+                StatusCode::UNAUTHORIZED,
+                "login_required",
+                Side::Downstream,
+                "Unauthorized",
+                "This route needs a signed-in browser session.",
+            ),
+            Login { status, reason } => (
+                *status,
+                reason,
+                if status.is_server_error() {
+                    Side::Upstream
+                } else {
+                    Side::Downstream
+                },
+                status.canonical_reason().unwrap_or("Error"),
+                match *reason {
+                    "login_state" => "This sign-in is unknown, expired or already used; start again.",
+                    "step_up_failed" => "The sign-in did not reach the authentication level this route needs.",
+                    "login_exchange" => "The identity provider could not complete the sign-in; try again later.",
+                    _ => "The sign-in could not be completed.",
+                },
             ),
             IdentityUnavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,

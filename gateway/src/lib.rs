@@ -50,6 +50,8 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     /// Revoked subjects (bearer tokens issued before the revocation are refused).
     pub revocations: identity::Revocations,
+    /// Browser sessions and sign-ins in progress.
+    pub sessions: identity::login::Sessions,
     reload_lock: tokio::sync::Mutex<()>,
     /// Fingerprint of the config file content last loaded (or rejected).
     loaded_fingerprint: std::sync::Mutex<Option<u64>>,
@@ -129,6 +131,7 @@ impl Gateway {
             ready: AtomicBool::new(false),
             config_path,
             revocations: identity::Revocations::default(),
+            sessions: identity::login::Sessions::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             loaded_fingerprint: std::sync::Mutex::new(None),
         });
@@ -156,6 +159,11 @@ impl Gateway {
             tracing::info!(listener = %l.name, address = %listeners[&l.name], tls = l.tls.is_some(), "listening");
         }
         tokio::spawn(admin::serve(admin_sock, shared.clone(), background.clone()));
+        tokio::spawn(identity::login::Sessions::sweep(
+            shared.clone(),
+            Duration::from_secs(30),
+            background.clone(),
+        ));
         tracing::info!(address = %admin, "admin listening");
         if shared.config_path.is_some() && cfg.reload.watch {
             tokio::spawn(reload::watch(

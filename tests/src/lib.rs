@@ -409,3 +409,229 @@ pub fn insecure_client() -> std::sync::Arc<rustls::ClientConfig> {
         .with_no_client_auth();
     std::sync::Arc::new(cfg)
 }
+
+/// A cookie-keeping HTTP client, like a browser: it stores `Set-Cookie` per host (host-only,
+/// honouring `Max-Age=0` deletion and `Secure`), sends them back, and follows redirects when
+/// asked. Trusts the given CA for HTTPS.
+pub struct Browser {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
+    /// Per host: name, value, and whether the cookie is `Secure`.
+    jar: std::sync::Mutex<std::collections::HashMap<String, Vec<Cookie>>>,
+}
+
+/// A stored cookie: name, value, and whether it is `Secure`.
+type Cookie = (String, String, bool);
+
+/// The attributes of a `Set-Cookie` header, lowercased, without the name and value.
+pub fn cookie_attributes(set_cookie: &str) -> Vec<String> {
+    set_cookie
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect()
+}
+
+impl Browser {
+    /// A browser trusting `pki`'s CA.
+    pub fn new(pki: &TestPki) -> Self {
+        let tls = pki.client_config(&[], &[&rustls::version::TLS13]);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Self {
+            client: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https),
+            jar: Default::default(),
+        }
+    }
+
+    /// The cookie `name` stored for `host`.
+    pub fn cookie(&self, host: &str, name: &str) -> Option<String> {
+        let jar = self.jar.lock().ok()?;
+        jar.get(host)?
+            .iter()
+            .find(|(n, ..)| n == name)
+            .map(|(_, v, _)| v.clone())
+    }
+
+    /// Stores (or replaces) a cookie, as a server could have set it.
+    pub fn set_cookie(&self, host: &str, name: &str, value: &str) {
+        if let Ok(mut jar) = self.jar.lock() {
+            let list = jar.entry(host.to_string()).or_default();
+            list.retain(|(n, ..)| n != name);
+            list.push((name.to_string(), value.to_string(), true));
+        }
+    }
+
+    fn store(&self, host: &str, headers: &http::HeaderMap) {
+        for v in headers.get_all(http::header::SET_COOKIE) {
+            let Ok(text) = v.to_str() else { continue };
+            let Some((name, value)) = text.split(';').next().and_then(|nv| nv.split_once('=')) else {
+                continue;
+            };
+            let attributes = cookie_attributes(text);
+            let delete = attributes.iter().any(|a| a == "max-age=0");
+            let secure = attributes.iter().any(|a| a == "secure");
+            if let Ok(mut jar) = self.jar.lock() {
+                let list = jar.entry(host.to_string()).or_default();
+                list.retain(|(n, ..)| n != name.trim());
+                if !delete {
+                    list.push((name.trim().to_string(), value.trim().to_string(), secure));
+                }
+            }
+        }
+    }
+
+    /// Sends one request (no redirect followed), with the cookies for its host.
+    pub async fn send(&self, method: http::Method, url: &str, form: Option<&str>) -> anyhow::Result<Collected> {
+        let uri: http::Uri = url.parse()?;
+        let host = uri.host().context("absolute URL")?.to_string();
+        let https = uri.scheme_str() == Some("https");
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("user-agent", "gateway-tests-browser/1");
+        let cookies = self
+            .jar
+            .lock()
+            .map(|j| j.get(&host).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        // Secure cookies only over HTTPS (every cookie the gateway sets is Secure).
+        let line: Vec<String> = cookies
+            .iter()
+            .filter(|(.., secure)| https || !secure)
+            .map(|(n, v, _)| format!("{n}={v}"))
+            .collect();
+        if !line.is_empty() {
+            req = req.header("cookie", line.join("; "));
+        }
+        let body = match form {
+            Some(f) => {
+                req = req.header("content-type", "application/x-www-form-urlencoded");
+                Bytes::from(f.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let resp = self
+            .client
+            .request(req.body(Full::new(body))?)
+            .await
+            .with_context(|| url.to_string())?;
+        self.store(&host, resp.headers());
+        collect(resp).await
+    }
+
+    /// GET `url` without following redirects.
+    pub async fn get(&self, url: &str) -> anyhow::Result<Collected> {
+        self.send(http::Method::GET, url, None).await
+    }
+
+    /// GET `url` and follow redirects (at most 10); returns the last response and every URL
+    /// visited, in order.
+    pub async fn follow(&self, url: &str) -> anyhow::Result<(Collected, Vec<String>)> {
+        let mut visited = vec![url.to_string()];
+        let mut r = self.get(url).await?;
+        for _ in 0..10 {
+            if !r.status().is_redirection() {
+                return Ok((r, visited));
+            }
+            let next = resolve(visited.last().map(String::as_str).unwrap_or(""), location(&r)?)?;
+            visited.push(next.clone());
+            r = self.get(&next).await?;
+        }
+        anyhow::bail!("too many redirects: {visited:?}")
+    }
+}
+
+/// The `Location` of a redirect.
+pub fn location(r: &Collected) -> anyhow::Result<&str> {
+    Ok(r.headers()
+        .get(http::header::LOCATION)
+        .context("redirect without Location")?
+        .to_str()?)
+}
+
+/// `location` resolved against `base` (absolute URLs, and absolute paths).
+pub fn resolve(base: &str, location: &str) -> anyhow::Result<String> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Ok(location.to_string());
+    }
+    let b: http::Uri = base.parse()?;
+    anyhow::ensure!(location.starts_with('/'), "relative location {location:?}");
+    Ok(format!(
+        "{}://{}{location}",
+        b.scheme_str().unwrap_or("http"),
+        b.authority().context("base has an authority")?
+    ))
+}
+
+/// The query parameters of a URL.
+pub fn query(url: &str) -> std::collections::HashMap<String, String> {
+    let q = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
+/// The real OpenID provider (`tests/oidc/provider.mjs`, oidc-provider from npm, installed by
+/// `scripts/test.sh`) as a child process on 127.0.0.1; killed on drop.
+pub struct OidcProvider {
+    /// Its port.
+    pub port: u16,
+    _child: tokio::process::Child,
+}
+
+impl OidcProvider {
+    /// Starts it on `port` with the given environment (see the script's header) and waits
+    /// until it listens.
+    pub async fn start(port: u16, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc");
+        anyhow::ensure!(
+            dir.join("node_modules").exists(),
+            "run `npm ci --prefix tests/oidc` (scripts/test.sh does)"
+        );
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join("provider.mjs"))
+            .env("PORT", port.to_string())
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let ready = tokio::time::timeout(patience(), async {
+            while let Some(l) = lines.next_line().await? {
+                if l.contains("ready") {
+                    return Ok(());
+                }
+            }
+            anyhow::bail!("the provider exited before it was ready")
+        });
+        ready.await??;
+        // Keep reading: the provider writes notices to stdout, and a closed pipe would kill it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { port, _child: child })
+    }
+
+    /// Its issuer URL.
+    pub fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// An access token for client `svc` from the client-credentials grant.
+    pub async fn token(&self) -> anyhow::Result<String> {
+        let req = Request::post("/token")
+            .header("host", format!("127.0.0.1:{}", self.port))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", "Basic c3ZjOnN2Yy1zZWNyZXQ=") // svc:svc-secret
+            .body(Full::new(Bytes::from_static(
+                b"grant_type=client_credentials&scope=read&resource=https%3A%2F%2Fapi.test",
+            )))?;
+        let r = send(format!("127.0.0.1:{}", self.port).parse()?, req).await?;
+        anyhow::ensure!(r.status() == 200, "token endpoint: {} {:?}", r.status(), r.body());
+        Ok(json(&r)["access_token"].as_str().unwrap_or_default().to_string())
+    }
+}

@@ -261,3 +261,62 @@ upstreams: [{ name: u, endpoints: [http://127.0.0.1:2] }]
         "gw.yaml:8:45: routes[0].auth.bearer: no identity provider named `nobody`"
     );
 }
+
+#[test]
+fn browser_sign_in_problems() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let short_key = dir.path().join("short.key");
+    std::fs::write(&short_key, "c2hvcnQ=\n").expect("write");
+    let yaml = format!(
+        "\
+listeners: [{{ name: a, address: 127.0.0.1:1 }}]
+identity:
+  providers:
+    - name: api
+      issuer: http://127.0.0.1:3
+    - name: corp
+      issuer: http://127.0.0.1:4
+      login: {{ client_id: gw, scopes: [\"two words\"], post_logout_redirect_uri: nowhere }}
+  sessions:
+    key_file: {}
+    idle_timeout: soon
+    callback_path: relative
+routes:
+  - {{ name: r, upstream: u, auth: {{ login: api }} }}
+  - {{ name: s, upstream: u, match: {{ path_prefix: /s }}, auth: {{ scopes: [x] }} }}
+upstreams: [{{ name: u, endpoints: [http://127.0.0.1:2] }}]
+",
+        short_key.display()
+    );
+    let (code, err) = check(&yaml);
+    assert_eq!(code, 64);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "gw.yaml:8:27: identity.providers[1].login: a `client_secret` or `client_secret_file` is required",
+            "gw.yaml:8:40: identity.providers[1].login.scopes[0]: a scope is one word",
+            "gw.yaml:8:80: identity.providers[1].login.post_logout_redirect_uri: an absolute http(s) URL is required",
+            "gw.yaml:11:19: identity.sessions.idle_timeout: `soon` is not a duration like 500ms, 10s, 5m or 1h",
+            "gw.yaml:12:20: identity.sessions.callback_path: a path like /.gateway/callback is required",
+            "gw.yaml:14:44: routes[0].auth.login: identity provider `api` has no `login` client for browser sign-in",
+            "gw.yaml:15:13: routes[1].auth: name a provider in `bearer`, `login` or both (leave `auth` out for a public route)",
+        ],
+        "{err}"
+    );
+    // The key file is read with the rest of the files the config names.
+    let fixed = yaml
+        .replace(
+            "gw, scopes: [\"two words\"], post_logout_redirect_uri: nowhere",
+            "gw, client_secret: s",
+        )
+        .replace("    idle_timeout: soon\n    callback_path: relative\n", "")
+        .replace("auth: { login: api }", "auth: { login: corp }")
+        .replace("auth: { scopes: [x] }", "auth: { bearer: api, scopes: [x] }");
+    let (code, err) = check(&fixed);
+    assert_eq!(code, 64, "{err}");
+    assert_eq!(
+        err.trim(),
+        "gw.yaml:10:15: identity.sessions.key_file: the key has 5 bytes; 32 random bytes are required (openssl rand -base64 32)"
+    );
+}

@@ -5,61 +5,8 @@
 use bytes::Bytes;
 use gateway_tests::{assert_eventually, json, metric, send, Collected, TestGateway, Upstream};
 use http_body_util::Full;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// The provider process.
-struct Idp {
-    port: u16,
-    _child: tokio::process::Child,
-}
-
-impl Idp {
-    async fn start(port: u16, kid: &str) -> anyhow::Result<Idp> {
-        Self::start_with_ttl(port, kid, 300).await
-    }
-
-    async fn start_with_ttl(port: u16, kid: &str, ttl: u64) -> anyhow::Result<Idp> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("oidc");
-        anyhow::ensure!(
-            dir.join("node_modules").exists(),
-            "run `npm ci --prefix tests/oidc` (scripts/test.sh does)"
-        );
-        let mut child = tokio::process::Command::new("node")
-            .arg(dir.join("provider.mjs"))
-            .env("PORT", port.to_string())
-            .env("KID", kid)
-            .env("TTL", ttl.to_string())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let ready = tokio::time::timeout(gateway_tests::patience(), async {
-            while let Some(l) = lines.next_line().await? {
-                if l.contains("ready") {
-                    return Ok(());
-                }
-            }
-            anyhow::bail!("the provider exited before it was ready")
-        });
-        ready.await??;
-        Ok(Idp { port, _child: child })
-    }
-
-    /// An access token from the client-credentials grant.
-    async fn token(&self) -> anyhow::Result<String> {
-        let req = http::Request::post("/token")
-            .header("host", format!("127.0.0.1:{}", self.port))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("authorization", "Basic c3ZjOnN2Yy1zZWNyZXQ=") // svc:svc-secret
-            .body(Full::new(Bytes::from_static(
-                b"grant_type=client_credentials&scope=read&resource=https%3A%2F%2Fapi.test",
-            )))?;
-        let r = send(format!("127.0.0.1:{}", self.port).parse()?, req).await?;
-        anyhow::ensure!(r.status() == 200, "token endpoint: {} {:?}", r.status(), r.body());
-        Ok(json(&r)["access_token"].as_str().unwrap_or_default().to_string())
-    }
-}
+type Idp = gateway_tests::OidcProvider;
 
 async fn gateway(idp_port: u16) -> anyhow::Result<(TestGateway, Upstream)> {
     let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
@@ -110,7 +57,7 @@ async fn ready(gw: &TestGateway) -> anyhow::Result<bool> {
 
 #[tokio::test]
 async fn bearer_tokens_from_a_real_provider() -> anyhow::Result<()> {
-    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let idp = Idp::start(gateway_tests::free_port(), &[("KID", "key-1")]).await?;
     let (gw, _up) = gateway(idp.port).await?;
     assert_eventually!(ready(&gw).await?, "the provider's keys load");
 
@@ -191,7 +138,7 @@ async fn an_unreachable_provider_means_503_until_it_answers() -> anyhow::Result<
         "the failure is counted"
     );
     // The provider comes up: the gateway retries and starts accepting its tokens.
-    let idp = Idp::start(port, "key-1").await?;
+    let idp = Idp::start(port, &[("KID", "key-1")]).await?;
     assert_eventually!(ready(&gw).await?, "keys load once the provider answers");
     let token = idp.token().await?;
     assert_eq!(call(&gw, Some(&token)).await?.status(), 200);
@@ -201,7 +148,7 @@ async fn an_unreachable_provider_means_503_until_it_answers() -> anyhow::Result<
 #[tokio::test]
 async fn key_rotation_and_the_unknown_kid_refresh_limit() -> anyhow::Result<()> {
     let port = gateway_tests::free_port();
-    let idp = Idp::start(port, "key-1").await?;
+    let idp = Idp::start(port, &[("KID", "key-1")]).await?;
     let (gw, _up) = gateway(port).await?;
     assert_eventually!(ready(&gw).await?, "keys load");
     let old = idp.token().await?;
@@ -209,7 +156,7 @@ async fn key_rotation_and_the_unknown_kid_refresh_limit() -> anyhow::Result<()> 
 
     // Rotate: the provider restarts with a new key; the gateway has not refreshed yet.
     drop(idp);
-    let idp = Idp::start(port, "key-2").await?;
+    let idp = Idp::start(port, &[("KID", "key-2")]).await?;
     let new = idp.token().await?;
     let r = call(&gw, Some(&new)).await?;
     assert_eq!(r.status(), 200, "the unknown key id forces one refresh: {:?}", r.body());
@@ -269,7 +216,7 @@ fn base64_url(s: &str) -> String {
 
 #[tokio::test]
 async fn route_requirements_and_step_up() -> anyhow::Result<()> {
-    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let idp = Idp::start(gateway_tests::free_port(), &[("KID", "key-1")]).await?;
     let (gw, _up) = gateway(idp.port).await?;
     assert_eventually!(ready(&gw).await?, "the provider's keys load");
     let token = idp.token().await?; // scope "read", client_id "svc", no acr or auth_time
@@ -319,7 +266,7 @@ async fn route_requirements_and_step_up() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn identity_headers_reach_the_upstream_and_cannot_be_spoofed() -> anyhow::Result<()> {
-    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let idp = Idp::start(gateway_tests::free_port(), &[("KID", "key-1")]).await?;
     let (gw, _up) = gateway(idp.port).await?;
     assert_eventually!(ready(&gw).await?, "the provider's keys load");
     let token = idp.token().await?;
@@ -353,7 +300,7 @@ async fn identity_headers_reach_the_upstream_and_cannot_be_spoofed() -> anyhow::
 #[tokio::test]
 async fn upstreams_receive_a_verifiable_assertion() -> anyhow::Result<()> {
     use gateway::identity::jwt::{verify, Alg, KeySet, Validation};
-    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let idp = Idp::start(gateway_tests::free_port(), &[("KID", "key-1")]).await?;
     let (gw, _up) = gateway(idp.port).await?;
     assert_eventually!(ready(&gw).await?, "the provider's keys load");
     let token = idp.token().await?;
@@ -401,7 +348,7 @@ async fn upstreams_receive_a_verifiable_assertion() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_revoked_subject_is_refused_until_it_gets_a_new_token() -> anyhow::Result<()> {
-    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let idp = Idp::start(gateway_tests::free_port(), &[("KID", "key-1")]).await?;
     let (gw, _up) = gateway(idp.port).await?;
     assert_eventually!(ready(&gw).await?, "the provider's keys load");
     let old = idp.token().await?;
@@ -450,8 +397,8 @@ fn b64u(b: &[u8]) -> String {
 #[tokio::test]
 async fn token_attacks_are_refused() -> anyhow::Result<()> {
     use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
-    let idp = Idp::start(gateway_tests::free_port(), "key-1").await?;
-    let other = Idp::start(gateway_tests::free_port(), "key-1").await?;
+    let idp = Idp::start(gateway_tests::free_port(), &[("KID", "key-1")]).await?;
+    let other = Idp::start(gateway_tests::free_port(), &[("KID", "key-1")]).await?;
     let (gw, _up) = gateway(idp.port).await?;
     assert_eventually!(ready(&gw).await?, "the provider's keys load");
     let real = idp.token().await?;
@@ -557,7 +504,7 @@ async fn token_attacks_are_refused() -> anyhow::Result<()> {
 /// Tokens for another audience, and tokens past their expiry, are refused.
 #[tokio::test]
 async fn wrong_audience_and_expired_tokens_are_refused() -> anyhow::Result<()> {
-    let idp = Idp::start_with_ttl(gateway_tests::free_port(), "key-1", 1).await?;
+    let idp = Idp::start(gateway_tests::free_port(), &[("TTL", "1")]).await?;
     let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
     let yaml = format!(
         r#"

@@ -33,7 +33,7 @@ async fn metrics_match_the_docs_and_pass_promtool() -> anyhow::Result<()> {
     let idp = gateway_tests::free_port();
     let yaml = format!(
         "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n\
-         identity: {{ providers: [{{ name: idp, issuer: \"http://127.0.0.1:{idp}\" }}] }}\n\
+         identity: {{ providers: [{{ name: idp, issuer: \"http://127.0.0.1:{idp}\", login: {{ client_id: c, client_secret: s }} }}] }}\n\
          routes:\n  - {{ name: r, upstream: up, match: {{ path_prefix: /ok }} }}\n  - {{ name: private, upstream: up, match: {{ path_prefix: /private }}, auth: {{ bearer: idp }} }}\n\
          upstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\n",
         up.addr()

@@ -7,8 +7,10 @@
 //! - `POST /reload`: reload the config file now; 200 with the changes, or 422 with every problem;
 //! - `GET /config/schema`: the JSON Schema of the config file;
 //! - `GET /.well-known/jwks.json`: the keys that verify the gateway's identity assertions;
-//! - `POST /identity/revoke?subject=S`: refuse every token of `S` issued until now;
-//!   `GET /identity/revocations` lists them.
+//! - `POST /identity/revoke?subject=S`: refuse every token of `S` issued until now and end
+//!   its browser sessions; `GET /identity/revocations` lists revoked subjects;
+//! - `POST /identity/revoke?session=H`: end one browser session by its handle;
+//!   `GET /identity/sessions` lists sessions (most recently seen first, at most 1000).
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::error;
+use crate::identity::session::{self, Selector};
 use crate::pipeline::body::Body;
 use crate::pipeline::text;
 use crate::reload::ReloadError;
@@ -97,33 +100,57 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             }
         }
         (&Method::POST, "/identity/revoke") => {
-            let subject = req
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("subject="))
-                .map(percent_decode);
-            match subject.filter(|s| !s.is_empty() && s.len() <= 1024) {
+            let params: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                    .into_owned()
+                    .collect();
+            let session = params.get("session").and_then(|h| parse_handle(h));
+            let subject = params.get("subject").filter(|s| !s.is_empty() && s.len() <= 1024);
+            if let Some(key) = session {
+                let n = shared
+                    .sessions
+                    .revoke(&shared.metrics, Selector::Key(key), "revoked")
+                    .await;
+                let status = if n == 0 { StatusCode::NOT_FOUND } else { StatusCode::OK };
+                return text(
+                    status,
+                    "application/json",
+                    serde_json::json!({ "session": session::hex(&key), "sessions_ended": n }).to_string(),
+                );
+            }
+            match subject {
                 Some(sub) => {
                     let now = crate::unix_now() as u64;
-                    shared.revocations.revoke(&sub, now);
+                    shared.revocations.revoke(sub, now);
                     shared.metrics.revocations.inc();
-                    tracing::warn!(subject = %sub, "subject revoked: its tokens issued until now are refused");
+                    let n = shared
+                        .sessions
+                        .revoke(&shared.metrics, Selector::Subject(sub.clone()), "revoked")
+                        .await;
+                    tracing::warn!(subject = %sub, sessions = n, "subject revoked: its tokens issued until now are refused and its sessions ended");
                     text(
                         StatusCode::OK,
                         "application/json",
-                        serde_json::json!({ "subject": sub, "revoked_at": now }).to_string(),
+                        serde_json::json!({ "subject": sub, "revoked_at": now, "sessions_ended": n }).to_string(),
                     )
                 }
                 None => problem(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
                     "Bad Request",
-                    "Give the subject: POST /identity/revoke?subject=...",
+                    "Give the subject or the session: POST /identity/revoke?subject=... or ?session=<handle>",
                     id,
                 ),
             }
+        }
+        (&Method::GET, "/identity/sessions") => {
+            let list = shared.sessions.store.list(1000).await.unwrap_or_default();
+            let docs: Vec<serde_json::Value> = list.iter().map(|(k, s)| s.summary(k)).collect();
+            text(
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({ "sessions": docs, "total": shared.sessions.store.len() }).to_string(),
+            )
         }
         (&Method::GET, "/identity/revocations") => {
             let list: Vec<serde_json::Value> = shared
@@ -201,25 +228,14 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// Decodes `%XX` escapes and `+` in a query value.
-fn percent_decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(x) => {
-                        out.push(x);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
+/// A session handle (64 hex digits) as the store key.
+fn parse_handle(h: &str) -> Option<session::SessionKey> {
+    if h.len() != 64 {
+        return None;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
 }

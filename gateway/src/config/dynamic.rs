@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Config, ConfigErrors};
+use super::{Config, ConfigError, ConfigErrors};
 use crate::identity::provider::Provider;
+use crate::identity::session::CookieKey;
 use crate::pipeline::route::{Route, RouteMetrics, Router};
 use crate::telemetry::Metrics;
 use crate::upstream::Pool;
@@ -30,6 +31,10 @@ pub struct Snapshot {
     /// Signs identity assertions for upstreams, when enabled (kept across reloads while its
     /// config is unchanged, so its keys do not change).
     pub signer: Option<Arc<crate::identity::assertion::Signer>>,
+    /// The cookie key from `identity.sessions.key_file`; `None`: the process's random key.
+    pub cookie_key: Option<Arc<CookieKey>>,
+    /// Whether some route signs browsers in (the gateway then answers its own paths).
+    pub login_enabled: bool,
     /// TLS server configs by listener name.
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// Metric handles for requests that matched no route.
@@ -85,7 +90,24 @@ impl Snapshot {
                 None => {
                     match crate::upstream::client_tls(file, true, &pc.ca_files, &format!("identity.providers[{i}]")) {
                         Ok(tls) => {
-                            let p = Provider::new(pc.clone(), Arc::new(tls), metrics);
+                            let secret = match pc.login.as_ref().map(|l| &l.client_secret) {
+                                None => None,
+                                Some(super::Secret::Inline(s)) => Some(s.clone()),
+                                Some(super::Secret::File(path, at)) => match std::fs::read_to_string(path) {
+                                    Ok(s) => Some(s.trim_end().to_string()),
+                                    Err(e) => {
+                                        errors.push(ConfigError {
+                                            file: file.to_string(),
+                                            line: at.line,
+                                            column: at.column,
+                                            field: format!("identity.providers[{i}].login.client_secret_file"),
+                                            reason: format!("cannot read {}: {e}", path.display()),
+                                        });
+                                        continue;
+                                    }
+                                },
+                            };
+                            let p = Provider::new(pc.clone(), secret, Arc::new(tls), metrics);
                             if tokio::runtime::Handle::try_current().is_ok() {
                                 p.start();
                             }
@@ -96,6 +118,27 @@ impl Snapshot {
                 }
             }
         }
+        let cookie_key = match &config.sessions.key_file {
+            None => None,
+            Some((path, at)) => {
+                let key = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                    .and_then(|t| CookieKey::from_base64(&t));
+                match key {
+                    Ok(k) => Some(Arc::new(k)),
+                    Err(reason) => {
+                        errors.push(ConfigError {
+                            file: file.to_string(),
+                            line: at.line,
+                            column: at.column,
+                            field: "identity.sessions.key_file".into(),
+                            reason,
+                        });
+                        None
+                    }
+                }
+            }
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -121,10 +164,12 @@ impl Snapshot {
                 pool: pool.clone(),
                 max_body_bytes: r.max_body_bytes,
                 bearer: r.bearer.as_ref().and_then(|b| providers.get(b).cloned()),
+                login: r.login.as_ref().and_then(|b| providers.get(b).cloned()),
                 requirements: r.requirements.clone(),
                 metrics: Arc::new(RouteMetrics::new(&r.name, metrics)),
             }));
         }
+        let login_enabled = config.routes.iter().any(|r| r.login.is_some());
         let router = Router::new(&config.routes, routes);
         Ok(Snapshot {
             generation: previous.map(|p| p.generation + 1).unwrap_or(1),
@@ -133,6 +178,8 @@ impl Snapshot {
             pools,
             providers,
             signer,
+            cookie_key,
+            login_enabled,
             tls,
             unrouted: Arc::new(RouteMetrics::new("none", metrics)),
         })

@@ -159,8 +159,15 @@ pub struct FileRoute {
 pub struct FileRouteAuth {
     /// Name of the identity provider whose bearer tokens (`Authorization: Bearer`) the route
     /// accepts.
-    #[schemars(with = "String")]
-    pub bearer: Str,
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub bearer: Option<Str>,
+    /// Name of the identity provider browsers sign in with (its `login` client): a request
+    /// without a session is sent to sign in, and the session cookie authenticates afterwards.
+    /// With `bearer` too, a request carrying a bearer token is checked as one.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub login: Option<Str>,
     /// Scopes the token must carry (all of them; from `scope` or `scp`); else 403.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -196,6 +203,80 @@ pub struct FileIdentity {
     /// A signed identity assertion (JWT) sent to upstreams on authenticated routes.
     #[serde(default)]
     pub assertion: Option<FileAssertion>,
+    /// Browser sessions (for routes with `auth.login`).
+    #[serde(default)]
+    pub sessions: Option<FileSessions>,
+}
+
+/// Browser sessions: stored by the gateway, named by an encrypted cookie.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSessions {
+    /// File holding the cookie encryption key: 32 random bytes, base64 (e.g. `openssl rand
+    /// -base64 32`). Without it a random key is made at start, and sessions end with the process.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub key_file: Option<Str>,
+    /// Session cookie name (default `__Host-gateway-session`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub cookie_name: Option<Str>,
+    /// A session unused this long ends, e.g. `30m` (default).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub idle_timeout: Option<Str>,
+    /// A session ends this long after sign-in whatever its use, e.g. `12h` (default).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub absolute_timeout: Option<Str>,
+    /// Most sessions kept (default 100000); beyond it the least recently used one ends.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_sessions: Option<Spanned<u64>>,
+    /// Path of the sign-in callback on every host (default `/.gateway/callback`); the
+    /// provider must know `https://<host><path>` as a redirect URI.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub callback_path: Option<Str>,
+    /// Path that starts a sign-in, `?return_to=/path` (default `/.gateway/login`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub login_path: Option<Str>,
+    /// Path that ends the session, `?return_to=/path` (default `/.gateway/logout`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub logout_path: Option<Str>,
+    /// Path receiving OpenID back-channel logout tokens (default
+    /// `/.gateway/backchannel-logout`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub backchannel_logout_path: Option<Str>,
+}
+
+/// The gateway as an OpenID client of a provider, for browser sign-in.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogin {
+    /// Client id registered at the provider.
+    #[schemars(with = "String")]
+    pub client_id: Str,
+    /// Client secret (`client_secret_basic`); or use `client_secret_file`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub client_secret: Option<Str>,
+    /// File holding the client secret.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub client_secret_file: Option<Str>,
+    /// Scopes asked for (default `[openid]`; `openid` is always asked).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub scopes: Vec<Str>,
+    /// Where the provider sends the browser after a logout at the provider (must be registered
+    /// there); absent, the provider shows its own page.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub post_logout_redirect_uri: Option<Str>,
 }
 
 /// The identity assertion for upstreams.
@@ -272,6 +353,9 @@ pub struct FileProvider {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub ca_files: Vec<Str>,
+    /// Browser sign-in through this provider (authorization code flow with PKCE).
+    #[serde(default)]
+    pub login: Option<FileLogin>,
 }
 
 /// Request matching.

@@ -96,6 +96,8 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     /// The signed identity assertion, when enabled.
     pub assertion: Option<AssertionConfig>,
+    /// Browser sessions.
+    pub sessions: SessionConfig,
     /// Drain deadline on SIGTERM.
     pub drain_timeout: Duration,
     /// Reload behaviour.
@@ -189,8 +191,10 @@ pub struct RouteConfig {
     pub upstream: String,
     /// Largest request body.
     pub max_body_bytes: u64,
-    /// Provider whose bearer tokens the route requires; `None` means public.
+    /// Provider whose bearer tokens the route accepts.
     pub bearer: Option<String>,
+    /// Provider browsers sign in with. Neither this nor `bearer`: the route is public.
+    pub login: Option<String>,
     /// What the token must also satisfy.
     pub requirements: Requirements,
 }
@@ -269,6 +273,97 @@ pub struct ProviderConfig {
     pub min_refresh_interval: Duration,
     /// Extra CA files.
     pub ca_files: Vec<(PathBuf, Pos)>,
+    /// Browser sign-in client, when enabled.
+    pub login: Option<LoginClient>,
+}
+
+/// The gateway as an OpenID client of a provider.
+#[derive(Clone, PartialEq)]
+pub struct LoginClient {
+    /// `client_id`.
+    pub client_id: String,
+    /// Where `client_secret` comes from.
+    pub client_secret: Secret,
+    /// Scopes asked for, `openid` first.
+    pub scopes: Vec<String>,
+    /// `post_logout_redirect_uri` for RP-initiated logout.
+    pub post_logout_redirect_uri: Option<String>,
+}
+
+/// A secret written in the config or kept in a file (read when the config is applied).
+#[derive(Clone, PartialEq)]
+pub enum Secret {
+    /// In the config.
+    Inline(String),
+    /// In this file (trailing whitespace dropped), named at this position.
+    File(PathBuf, Pos),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Inline(..)"),
+            Secret::File(p, _) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+impl fmt::Debug for LoginClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginClient")
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Browser session settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// Cookie encryption key file and where it is named; `None`: a random key per process.
+    pub key_file: Option<(PathBuf, Pos)>,
+    /// Session cookie name.
+    pub cookie_name: String,
+    /// Idle expiry.
+    pub idle_timeout: Duration,
+    /// Absolute expiry.
+    pub absolute_timeout: Duration,
+    /// Most sessions.
+    pub max_sessions: usize,
+    /// Sign-in callback path.
+    pub callback_path: String,
+    /// Sign-in start path.
+    pub login_path: String,
+    /// Logout path.
+    pub logout_path: String,
+    /// Back-channel logout path.
+    pub backchannel_logout_path: String,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            cookie_name: "__Host-gateway-session".into(),
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            max_sessions: 100_000,
+            callback_path: "/.gateway/callback".into(),
+            login_path: "/.gateway/login".into(),
+            logout_path: "/.gateway/logout".into(),
+            backchannel_logout_path: "/.gateway/backchannel-logout".into(),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Whether `path` is one the gateway answers itself.
+    pub fn is_own_path(&self, path: &str) -> bool {
+        path == self.callback_path
+            || path == self.login_path
+            || path == self.logout_path
+            || path == self.backchannel_logout_path
+    }
 }
 
 /// Load-balancing policy.

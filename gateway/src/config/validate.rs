@@ -345,8 +345,10 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                 Duration::from_secs(10),
             ),
             ca_files: fp.ca_files.iter().map(|c| (PathBuf::from(&c.value), pos(c))).collect(),
+            login: fp.login.as_ref().map(|l| login_client(&mut p, l, &base)),
         });
     }
+    let sessions = session_config(&mut p, f.identity.as_ref().and_then(|i| i.sessions.as_ref()));
 
     // --- identity headers to upstreams
     let mut identity_headers = super::IdentityHeaders::default();
@@ -486,16 +488,37 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             &format!("{base}.max_body_bytes"),
             limits.max_body_bytes,
         );
-        let bearer = r.auth.as_ref().map(|a| {
-            if !provider_names.contains_key(&a.bearer.value) {
+        let mut provider_ref = |v: &Option<Str>, field: &str, login: bool| {
+            let v = v.as_ref()?;
+            match providers.iter().find(|pc| pc.name == v.value) {
+                None => p.at(
+                    pos(v),
+                    format!("{base}.auth.{field}"),
+                    format!("no identity provider named `{}`", v.value),
+                ),
+                Some(pc) if login && pc.login.is_none() => p.at(
+                    pos(v),
+                    format!("{base}.auth.{field}"),
+                    format!(
+                        "identity provider `{}` has no `login` client for browser sign-in",
+                        v.value
+                    ),
+                ),
+                Some(_) => {}
+            }
+            Some(v.value.clone())
+        };
+        let bearer = r.auth.as_ref().and_then(|a| provider_ref(&a.bearer, "bearer", false));
+        let login = r.auth.as_ref().and_then(|a| provider_ref(&a.login, "login", true));
+        if let Some(a) = &r.auth {
+            if a.bearer.is_none() && a.login.is_none() {
                 p.at(
-                    pos(&a.bearer),
-                    format!("{base}.auth.bearer"),
-                    format!("no identity provider named `{}`", a.bearer.value),
+                    pos(&r.name),
+                    format!("{base}.auth"),
+                    "name a provider in `bearer`, `login` or both (leave `auth` out for a public route)",
                 );
             }
-            a.bearer.value.clone()
-        });
+        }
         let requirements = match &r.auth {
             None => super::Requirements::default(),
             Some(a) => super::Requirements {
@@ -525,6 +548,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             upstream: r.upstream.value.clone(),
             max_body_bytes,
             bearer,
+            login,
             requirements,
         });
     }
@@ -557,6 +581,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             providers,
             identity_headers,
             assertion,
+            sessions,
             drain_timeout,
             reload,
         })
@@ -577,6 +602,138 @@ impl CloneSpanned for Option<Str> {
             defined: s.defined,
         })
     }
+}
+
+fn login_client(p: &mut Problems, l: &file::FileLogin, base: &str) -> super::LoginClient {
+    let client_secret = match (&l.client_secret, &l.client_secret_file) {
+        (Some(s), None) => super::Secret::Inline(s.value.clone()),
+        (None, Some(f)) => super::Secret::File(PathBuf::from(&f.value), pos(f)),
+        (Some(s), Some(_)) => {
+            p.at(
+                pos(s),
+                format!("{base}.login"),
+                "give `client_secret` or `client_secret_file`, not both",
+            );
+            super::Secret::Inline(String::new())
+        }
+        (None, None) => {
+            p.at(
+                pos(&l.client_id),
+                format!("{base}.login"),
+                "a `client_secret` or `client_secret_file` is required",
+            );
+            super::Secret::Inline(String::new())
+        }
+    };
+    let mut scopes = vec!["openid".to_string()];
+    for (j, s) in l.scopes.iter().enumerate() {
+        if s.value.is_empty() || s.value.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') {
+            p.at(pos(s), format!("{base}.login.scopes[{j}]"), "a scope is one word");
+        } else if !scopes.contains(&s.value) {
+            scopes.push(s.value.clone());
+        }
+    }
+    if let Some(u) = &l.post_logout_redirect_uri {
+        if !matches!(u.value.parse::<http::Uri>(), Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https"))) {
+            p.at(
+                pos(u),
+                format!("{base}.login.post_logout_redirect_uri"),
+                "an absolute http(s) URL is required",
+            );
+        }
+    }
+    super::LoginClient {
+        client_id: l.client_id.value.clone(),
+        client_secret,
+        scopes,
+        post_logout_redirect_uri: l.post_logout_redirect_uri.as_ref().map(|u| u.value.clone()),
+    }
+}
+
+fn session_config(p: &mut Problems, s: Option<&file::FileSessions>) -> super::SessionConfig {
+    let d = super::SessionConfig::default();
+    let Some(s) = s else { return d };
+    let path = |p: &mut Problems, v: &Option<Str>, field: &str, default: String| match v {
+        None => default,
+        Some(v)
+            if v.value.starts_with('/')
+                && !v.value.starts_with("//")
+                && v.value
+                    .parse::<http::uri::PathAndQuery>()
+                    .is_ok_and(|pq| pq.query().is_none()) =>
+        {
+            v.value.clone()
+        }
+        Some(v) => {
+            p.at(
+                pos(v),
+                format!("identity.sessions.{field}"),
+                "a path like /.gateway/callback is required",
+            );
+            default
+        }
+    };
+    let cookie_name = match &s.cookie_name {
+        None => d.cookie_name,
+        Some(c)
+            if !c.value.is_empty()
+                && c.value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            c.value.clone()
+        }
+        Some(c) => {
+            p.at(
+                pos(c),
+                "identity.sessions.cookie_name",
+                "letters, digits, `-`, `_` and `.` only",
+            );
+            d.cookie_name
+        }
+    };
+    let idle_timeout = duration(p, &s.idle_timeout, "identity.sessions.idle_timeout", d.idle_timeout);
+    let absolute_timeout = duration(
+        p,
+        &s.absolute_timeout,
+        "identity.sessions.absolute_timeout",
+        d.absolute_timeout,
+    );
+    let out = super::SessionConfig {
+        key_file: s.key_file.as_ref().map(|k| (PathBuf::from(&k.value), pos(k))),
+        cookie_name,
+        idle_timeout,
+        absolute_timeout,
+        max_sessions: positive(
+            p,
+            &s.max_sessions,
+            "identity.sessions.max_sessions",
+            d.max_sessions as u64,
+        ) as usize,
+        callback_path: path(p, &s.callback_path, "callback_path", d.callback_path),
+        login_path: path(p, &s.login_path, "login_path", d.login_path),
+        logout_path: path(p, &s.logout_path, "logout_path", d.logout_path),
+        backchannel_logout_path: path(
+            p,
+            &s.backchannel_logout_path,
+            "backchannel_logout_path",
+            d.backchannel_logout_path,
+        ),
+    };
+    let paths = [
+        &out.callback_path,
+        &out.login_path,
+        &out.logout_path,
+        &out.backchannel_logout_path,
+    ];
+    if (1..paths.len()).any(|i| paths[..i].contains(&paths[i])) {
+        p.at(
+            TOP,
+            "identity.sessions",
+            "callback, login, logout and back-channel logout paths must differ",
+        );
+    }
+    out
 }
 
 fn default_admin() -> SocketAddr {

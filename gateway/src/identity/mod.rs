@@ -1,15 +1,17 @@
 //! Identity: who is calling and how strongly they proved it.
 //!
 //! In the data path this sits between routing and forwarding (the `identify` stage of
-//! `../shared/ARCHITECTURE.md`). Built so far: [`jwt`], the verification of bearer tokens
-//! against a provider's keys; [`provider`], discovery, the key set kept fresh, and a cache of
-//! verified tokens; the pipeline's bearer check for routes with `auth.bearer`. Not built yet:
-//! browser sessions, claims and authentication-strength requirements, step-up, identity headers
-//! to upstreams, revocation.
+//! `../shared/ARCHITECTURE.md`): [`jwt`] verifies tokens against a provider's keys;
+//! [`provider`] keeps discovery and keys fresh, caches verified bearer tokens and speaks to the
+//! token endpoint; [`login`] signs browsers in and out; [`session`] keeps their sessions;
+//! [`check`] holds a caller to a route's requirements (scopes, claims, `acr`, `auth_time`);
+//! [`assertion`] signs what upstreams receive; [`Revocations`] refuses revoked subjects.
 
 pub mod assertion;
 pub mod jwt;
+pub mod login;
 pub mod provider;
+pub mod session;
 
 use crate::config::Requirements;
 use jwt::Claims;

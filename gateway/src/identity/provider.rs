@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::jwt::{self, Claims, JwtError, KeySet, Validation};
 use crate::config::ProviderConfig;
 use crate::error::BoxError;
-use crate::telemetry::{AuthLabels, Metrics, ProviderLabels, ProviderResultLabels};
+use crate::telemetry::{AuthLabels, LoginLabels, Metrics, ProviderLabels, ProviderResultLabels};
 
 const CACHE_CAP: usize = 10_000;
 const FETCH_LIMIT: usize = 1 << 20;
@@ -64,6 +64,9 @@ pub struct Provider {
     /// Its config.
     pub config: ProviderConfig,
     validation: Validation,
+    id_validation: Option<Validation>,
+    login_secret: Option<String>,
+    endpoints: ArcSwapOption<Endpoints>,
     keys: ArcSwapOption<KeySet>,
     tls: Arc<rustls::ClientConfig>,
     wake: Arc<tokio::sync::Notify>,
@@ -96,8 +99,14 @@ fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// GETs a JSON document (bounded in size and time), with its `Cache-Control: max-age`.
-async fn get_json(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<(Value, Option<Duration>), BoxError> {
+/// Sends `req` to `url` and reads a JSON answer (bounded in size and time), with its
+/// `Cache-Control: max-age`. A status other than 200 is an error carrying the body's `error`.
+async fn fetch_json(
+    url: &str,
+    req: http::request::Builder,
+    body: Bytes,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<(Value, Option<Duration>), BoxError> {
     let uri: http::Uri = url.parse()?;
     let https = match uri.scheme_str() {
         Some("https") => true,
@@ -113,12 +122,13 @@ async fn get_json(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<(Value, 
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let authority = uri.authority().ok_or("no authority")?.as_str().to_string();
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let req = req
+        .uri(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Full::new(body))?;
     let fut = async move {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        let req = http::Request::get(path)
-            .header(http::header::HOST, authority)
-            .header(http::header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())?;
         let resp = if https {
             let name = rustls::pki_types::ServerName::try_from(host.clone())?;
             let io = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await?;
@@ -130,12 +140,17 @@ async fn get_json(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<(Value, 
             tokio::spawn(conn);
             sender.send_request(req).await?
         };
-        if resp.status() != http::StatusCode::OK {
-            return Err(format!("HTTP {}", resp.status()).into());
-        }
+        let status = resp.status();
         let age = max_age(resp.headers());
         let body = Limited::new(resp.into_body(), FETCH_LIMIT).collect().await?.to_bytes();
-        let doc: Value = serde_json::from_slice(&body)?;
+        let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status != http::StatusCode::OK {
+            let code = doc.get("error").and_then(Value::as_str).unwrap_or("");
+            return Err(format!("HTTP {status} {code}").trim_end().to_string().into());
+        }
+        if doc.is_null() {
+            return Err("the answer is not JSON".into());
+        }
         Ok::<_, BoxError>((doc, age))
     };
     tokio::time::timeout(FETCH_TIMEOUT, fut)
@@ -143,11 +158,35 @@ async fn get_json(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<(Value, 
         .map_err(|_| format!("{url}: no answer within {FETCH_TIMEOUT:?}"))?
 }
 
+/// GETs a JSON document.
+async fn get_json(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<(Value, Option<Duration>), BoxError> {
+    fetch_json(url, http::Request::get("/"), Bytes::new(), tls).await
+}
+
+/// The provider's endpoints from discovery.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// `authorization_endpoint`.
+    pub authorization: Option<String>,
+    /// `token_endpoint`.
+    pub token: Option<String>,
+    /// `end_session_endpoint` (RP-initiated logout).
+    pub end_session: Option<String>,
+    /// `claims_parameter_supported`.
+    pub claims_parameter: bool,
+}
+
 // === impl Provider ===
 
 impl Provider {
     /// Builds a provider (keys not loaded yet; [`Provider::start`] loads and refreshes them).
-    pub fn new(config: ProviderConfig, tls: Arc<rustls::ClientConfig>, metrics: &Metrics) -> Arc<Provider> {
+    /// `login_secret` is the login client's secret, read from wherever the config keeps it.
+    pub fn new(
+        config: ProviderConfig,
+        login_secret: Option<String>,
+        tls: Arc<rustls::ClientConfig>,
+        metrics: &Metrics,
+    ) -> Arc<Provider> {
         let validation = Validation {
             issuer: config.issuer.clone(),
             audiences: config.audiences.clone(),
@@ -156,6 +195,13 @@ impl Provider {
             require_at_jwt: config.require_at_jwt,
             max_token_bytes: config.max_token_bytes,
         };
+        // ID and logout tokens: audience is the login client, no access-token type.
+        let id_validation = config.login.as_ref().map(|l| Validation {
+            audiences: vec![l.client_id.clone()],
+            require_at_jwt: false,
+            max_token_bytes: validation.max_token_bytes.max(16 * 1024),
+            ..validation.clone()
+        });
         let name = config.name.clone();
         // One statement per handle: `get_or_create` returns a guard on the family's lock, and a
         // second call on the same family within one statement would wait for it forever.
@@ -185,9 +231,26 @@ impl Provider {
             keys,
         };
         m.ready.set(0);
+        if config.login.is_some() {
+            for result in ["started", "success"] {
+                let _ = metrics.logins.get_or_create(&LoginLabels {
+                    provider: name.clone(),
+                    result,
+                });
+            }
+            for result in ["accepted", "invalid"] {
+                let _ = metrics.backchannel_logouts.get_or_create(&LoginLabels {
+                    provider: name.clone(),
+                    result,
+                });
+            }
+        }
         Arc::new(Provider {
             config,
             validation,
+            id_validation,
+            login_secret,
+            endpoints: ArcSwapOption::empty(),
             keys: ArcSwapOption::empty(),
             tls,
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -228,6 +291,13 @@ impl Provider {
             )
             .into());
         }
+        let text = |k: &str| discovery.get(k).and_then(Value::as_str).map(str::to_string);
+        self.endpoints.store(Some(Arc::new(Endpoints {
+            authorization: text("authorization_endpoint"),
+            token: text("token_endpoint"),
+            end_session: text("end_session_endpoint"),
+            claims_parameter: discovery.get("claims_parameter_supported") == Some(&Value::Bool(true)),
+        })));
         let jwks_uri = discovery
             .get("jwks_uri")
             .and_then(Value::as_str)
@@ -304,11 +374,30 @@ impl Provider {
             self.count("ok", "cached");
             return Ok((c, digest));
         }
+        match self.verify_with(token, &self.validation, now).await {
+            Ok(claims) => {
+                let claims = Arc::new(claims);
+                self.remember(digest, claims.clone(), now);
+                self.count("ok", "verified");
+                Ok((claims, digest))
+            }
+            Err(e) => {
+                match &e {
+                    AuthError::Unavailable(_) => self.count("unavailable", "keys_not_loaded"),
+                    AuthError::Invalid(e) => self.count("invalid", e.reason()),
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Verifies a token against `validation` with the current keys. A token naming an unknown
+    /// key id waits (at most 3 s) for one forced key refresh and is checked again.
+    async fn verify_with(&self, token: &str, validation: &Validation, now: u64) -> Result<Claims, AuthError> {
         let Some(keys) = self.keys.load_full() else {
-            self.count("unavailable", "keys_not_loaded");
             return Err(AuthError::Unavailable(self.config.name.clone()));
         };
-        let mut result = jwt::verify(token, &keys, &self.validation, now);
+        let mut result = jwt::verify(token, &keys, validation, now);
         if matches!(result, Err(JwtError::UnknownKey(_))) {
             let mut loaded = self.loaded.subscribe();
             if self.force_refresh()
@@ -317,22 +406,57 @@ impl Provider {
                     .is_ok()
             {
                 if let Some(keys) = self.keys.load_full() {
-                    result = jwt::verify(token, &keys, &self.validation, now);
+                    result = jwt::verify(token, &keys, validation, now);
                 }
             }
         }
-        match result {
-            Ok(claims) => {
-                let claims = Arc::new(claims);
-                self.remember(digest, claims.clone(), now);
-                self.count("ok", "verified");
-                Ok((claims, digest))
-            }
-            Err(e) => {
-                self.count("invalid", e.reason());
-                Err(AuthError::Invalid(e))
-            }
-        }
+        Ok(result?)
+    }
+
+    /// Verifies an ID token or a logout token issued to the login client (signature, `iss`,
+    /// `aud`, `exp`, `nbf`, `iat`); the caller checks what is particular to each.
+    pub async fn verify_client_token(&self, token: &str) -> Result<Claims, AuthError> {
+        let Some(v) = &self.id_validation else {
+            return Err(AuthError::Invalid(JwtError::WrongAudience));
+        };
+        self.verify_with(token, v, unix_now()).await
+    }
+
+    /// The endpoints discovery named, once loaded.
+    pub fn endpoints(&self) -> Option<Arc<Endpoints>> {
+        self.endpoints.load_full()
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier) at the token endpoint and
+    /// returns the ID token.
+    pub async fn exchange_code(&self, code: &str, redirect_uri: &str, verifier: &str) -> Result<String, BoxError> {
+        let login = self.config.login.as_ref().ok_or("no login client")?;
+        let endpoints = self.endpoints().ok_or("provider metadata not loaded")?;
+        let token_url = endpoints.token.as_deref().ok_or("discovery names no token_endpoint")?;
+        // RFC 6749 §2.3.1: id and secret are form-encoded before the Basic encoding.
+        let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+        let basic = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!(
+                "{}:{}",
+                enc(&login.client_id),
+                enc(self.login_secret.as_deref().unwrap_or(""))
+            ),
+        );
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "authorization_code")
+            .append_pair("code", code)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("code_verifier", verifier)
+            .finish();
+        let req = http::Request::post("/")
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(http::header::AUTHORIZATION, format!("Basic {basic}"));
+        let (doc, _) = fetch_json(token_url, req, Bytes::from(form), &self.tls).await?;
+        doc.get("id_token")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| "the token response has no id_token".into())
     }
 }
 

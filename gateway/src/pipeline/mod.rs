@@ -1,7 +1,8 @@
 //! The request pipeline, in the order a request travels:
 //!
 //! ```text
-//! head checks (URI length, header size/count) → route (host, prefix, method) → body limit
+//! head checks (URI length, header size/count) → route (host, prefix, method)
+//!   → identify (bearer token or browser session; route requirements) → body limit
 //!   → pick endpoint (balance, passive health) → forward (hop-by-hop, X-Forwarded-*, request id)
 //!   → upstream exchange (timeout) → response (hop-by-hop, request id, upgrade bridge) → observe
 //! ```
@@ -52,7 +53,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
         req.uri().clone(),
         snap.unrouted.clone(),
     );
-    let result = proxy(&snap, &shared.revocations, &conn, &mut obs, req, trusted).await;
+    let result = proxy(&shared, &snap, &conn, &mut obs, req, trusted).await;
     let resp = match result {
         Ok(resp) => resp,
         Err(err) => {
@@ -107,13 +108,25 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
 }
 
+/// Where the browser is: the scheme it used (HTTPS, or what a trusted proxy says) and the host.
+fn origin(headers: &http::HeaderMap, conn: &ConnInfo, trusted: bool, host: &str) -> crate::identity::login::Origin {
+    let forwarded_https = trusted
+        && headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    crate::identity::login::Origin {
+        scheme: if conn.tls || forwarded_https { "https" } else { "http" },
+        host: host.to_string(),
+    }
+}
+
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
 async fn proxy(
+    shared: &Shared,
     snap: &Snapshot,
-    revocations: &crate::identity::Revocations,
     conn: &ConnInfo,
     obs: &mut Observer,
     mut req: Request<Incoming>,
@@ -156,6 +169,12 @@ async fn proxy(
     let host = route::normalize_host(host_raw);
     obs.host = host_value.clone();
 
+    // --- the gateway's own paths: sign-in, callback, logout, back-channel logout
+    if snap.login_enabled && snap.config.sessions.is_own_path(req.uri().path()) {
+        let origin = origin(req.headers(), conn, trusted, host_raw);
+        return crate::identity::login::serve(shared, snap, conn, &origin, req).await;
+    }
+
     // --- route
     let route = match snap.router.find(&host, req.uri().path(), req.method()) {
         RouteMatch::Found(r) => r.clone(),
@@ -170,30 +189,64 @@ async fn proxy(
     obs.route = Some(route.clone());
 
     // --- identify
+    let now = crate::unix_now() as u64;
     let mut verified: Option<(Arc<crate::identity::jwt::Claims>, [u8; 32])> = None;
-    if let Some(provider) = &route.bearer {
-        let Some(token) = bearer_token(req.headers()) else {
-            provider.count("missing", "no_token");
-            return Err(ProxyError::MissingToken);
-        };
+    let token = route.bearer.as_ref().and_then(|_| bearer_token(req.headers()));
+    if let (Some(provider), Some(token)) = (&route.bearer, token) {
         match provider.authenticate(token).await {
             Ok((claims, digest)) => {
                 obs.subject = claims.subject.clone();
-                if revocations.is_revoked(&claims) {
+                if shared.revocations.is_revoked(&claims) {
                     provider.count("invalid", "revoked");
                     return Err(ProxyError::InvalidToken {
                         source: crate::identity::jwt::JwtError::Claim("revoked"),
                     });
                 }
-                verified = Some((claims.clone(), digest));
-                if let Err(refusal) = crate::identity::check(&claims, &route.requirements, crate::unix_now() as u64) {
+                if let Err(refusal) = crate::identity::check(&claims, &route.requirements, now) {
                     provider.count("denied", refusal.reason());
+                    if matches!(refusal, crate::identity::Refusal::StepUp { .. }) {
+                        crate::identity::login::count_step_up(&shared.metrics, "bearer", "issued");
+                    }
                     return Err(ProxyError::Refused { refusal });
                 }
+                verified = Some((claims, digest));
             }
             Err(AuthError::Unavailable(provider)) => return Err(ProxyError::IdentityUnavailable { provider }),
             Err(AuthError::Invalid(source)) => return Err(ProxyError::InvalidToken { source }),
         }
+    } else if let Some(provider) = &route.login {
+        let navigable = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+        let return_to = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let session = shared
+            .sessions
+            .current(shared, snap, req.headers())
+            .await?
+            .filter(|(_, s)| s.provider == provider.config.name);
+        let Some((key, session)) = session else {
+            if !navigable {
+                return Err(ProxyError::LoginRequired);
+            }
+            let origin = origin(req.headers(), conn, trusted, host_raw);
+            return crate::identity::login::begin(shared, snap, provider, &origin, &return_to, None, None);
+        };
+        obs.subject = Some(session.subject.clone());
+        if let Err(refusal) = crate::identity::check(&session.claims, &route.requirements, now) {
+            if matches!(refusal, crate::identity::Refusal::StepUp { .. }) && navigable {
+                let origin = origin(req.headers(), conn, trusted, host_raw);
+                let step_up = Some((&route.requirements).into());
+                return crate::identity::login::begin(shared, snap, provider, &origin, &return_to, step_up, Some(key));
+            }
+            return Err(ProxyError::Refused { refusal });
+        }
+        verified = Some((session.claims.clone(), key));
+    } else if let Some(provider) = &route.bearer {
+        provider.count("missing", "no_token");
+        return Err(ProxyError::MissingToken);
     }
     if content_length(req.headers()).is_some_and(|n| n > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge {

@@ -30,8 +30,10 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// Body limit.
     pub max_body_bytes: u64,
-    /// Provider whose bearer token the route requires.
+    /// Provider whose bearer tokens the route accepts.
     pub bearer: Option<Arc<crate::identity::provider::Provider>>,
+    /// Provider browsers sign in with.
+    pub login: Option<Arc<crate::identity::provider::Provider>>,
     /// What an authenticated caller must also satisfy.
     pub requirements: crate::config::Requirements,
     /// Metric handles.

@@ -155,6 +155,45 @@ pub struct ProviderResultLabels {
     pub result: &'static str,
 }
 
+/// Labels of `gateway_logins_total` and `gateway_backchannel_logouts_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    /// Provider name (`none` when no provider could be told).
+    pub provider: String,
+    /// Bounded result.
+    pub result: &'static str,
+}
+
+/// Labels of `gateway_session_events_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionEventLabels {
+    /// Bounded event.
+    pub event: &'static str,
+}
+
+/// Every `event` of `gateway_session_events_total`.
+pub const SESSION_EVENT_NAMES: [&str; 10] = [
+    "created",
+    "replaced",
+    "logged_out",
+    "expired_idle",
+    "expired_absolute",
+    "revoked",
+    "backchannel_logout",
+    "evicted",
+    "invalid_cookie",
+    "unknown",
+];
+
+/// Labels of `gateway_step_ups_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepUpLabels {
+    /// `bearer` or `browser`.
+    pub kind: &'static str,
+    /// `issued`, `satisfied` or `failed`.
+    pub result: &'static str,
+}
+
 /// A single `result` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -214,6 +253,16 @@ pub struct Metrics {
     pub provider_keys: Family<ProviderLabels, Gauge>,
     /// `gateway_identity_revocations_total`.
     pub revocations: Counter,
+    /// `gateway_sessions_active`.
+    pub sessions_active: Gauge,
+    /// `gateway_session_events_total`.
+    pub session_events: Family<SessionEventLabels, Counter>,
+    /// `gateway_logins_total`.
+    pub logins: Family<LoginLabels, Counter>,
+    /// `gateway_step_ups_total`.
+    pub step_ups: Family<StepUpLabels, Counter>,
+    /// `gateway_backchannel_logouts_total`.
+    pub backchannel_logouts: Family<LoginLabels, Counter>,
     /// `gateway_config_last_reload_success_timestamp_seconds`.
     pub config_last_success: Gauge<f64, AtomicU64>,
     /// `gateway_build_info`.
@@ -255,6 +304,11 @@ impl Metrics {
             provider_ready: Family::default(),
             provider_keys: Family::default(),
             revocations: Counter::default(),
+            sessions_active: Gauge::default(),
+            session_events: Family::default(),
+            logins: Family::default(),
+            step_ups: Family::default(),
+            backchannel_logouts: Family::default(),
             config_last_success: Gauge::default(),
             build_info: Family::default(),
         };
@@ -361,6 +415,31 @@ impl Metrics {
             "Subjects revoked through the admin API",
             m.revocations.clone(),
         );
+        r.register(
+            SESSIONS_ACTIVE,
+            "Browser sessions stored now",
+            m.sessions_active.clone(),
+        );
+        r.register(
+            SESSION_EVENTS,
+            "Browser session events: created, replaced, logged out, expired, revoked, evicted, invalid cookies",
+            m.session_events.clone(),
+        );
+        r.register(
+            LOGINS,
+            "Browser sign-ins started and finished, by provider and result",
+            m.logins.clone(),
+        );
+        r.register(
+            STEP_UPS,
+            "Step-ups asked for and their outcome, by kind (bearer, browser)",
+            m.step_ups.clone(),
+        );
+        r.register(
+            BACKCHANNEL_LOGOUTS,
+            "Back-channel logout requests from providers, by result",
+            m.backchannel_logouts.clone(),
+        );
         r.register_with_unit(
             CONFIG_LAST_RELOAD_SUCCESS
                 .trim_end_matches("_timestamp_seconds")
@@ -375,6 +454,18 @@ impl Metrics {
             "Build information; the value is always 1",
             m.build_info.clone(),
         );
+        // Series that exist from the start, so rates and alerts see zeros rather than nothing.
+        for event in SESSION_EVENT_NAMES {
+            let _ = m.session_events.get_or_create(&SessionEventLabels { event });
+        }
+        for (kind, result) in [
+            ("bearer", "issued"),
+            ("browser", "issued"),
+            ("browser", "satisfied"),
+            ("browser", "failed"),
+        ] {
+            let _ = m.step_ups.get_or_create(&StepUpLabels { kind, result });
+        }
         m.build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),

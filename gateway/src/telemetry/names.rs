@@ -43,6 +43,16 @@ pub const IDENTITY_PROVIDER_READY: &str = "identity_provider_ready";
 pub const IDENTITY_KEYS: &str = "identity_keys";
 /// Subjects revoked through the admin API (counter).
 pub const IDENTITY_REVOCATIONS: &str = "identity_revocations";
+/// Browser sessions stored now (gauge).
+pub const SESSIONS_ACTIVE: &str = "sessions_active";
+/// Browser session events by event (counter).
+pub const SESSION_EVENTS: &str = "session_events";
+/// Browser sign-ins by provider and result (counter).
+pub const LOGINS: &str = "logins";
+/// Step-ups by kind and result (counter).
+pub const STEP_UPS: &str = "step_ups";
+/// Back-channel logout requests by provider and result (counter).
+pub const BACKCHANNEL_LOGOUTS: &str = "backchannel_logouts";
 /// Config reloads by result (counter).
 pub const CONFIG_RELOADS: &str = "config_reloads";
 /// Unix time of the last successful config load (gauge, seconds).
