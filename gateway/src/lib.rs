@@ -50,6 +50,10 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     /// Revoked subjects (bearer tokens issued before the revocation are refused).
     pub revocations: identity::Revocations,
+    /// Task monitors around connection and request handling.
+    pub monitors: telemetry::runtime::Monitors,
+    /// Where request events and runtime samples go.
+    pub tap: Arc<telemetry::tap::Tap>,
     /// Browser sessions and sign-ins in progress.
     pub sessions: identity::login::Sessions,
     reload_lock: tokio::sync::Mutex<()>,
@@ -124,6 +128,7 @@ impl Gateway {
             .get_or_create(&telemetry::ResultLabels { result: "success" })
             .inc();
         metrics.config_last_success.set(unix_now());
+        let tap = Arc::new(telemetry::tap::Tap::new(cfg.telemetry.tap_capacity, &metrics));
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
@@ -132,6 +137,8 @@ impl Gateway {
             config_path,
             revocations: identity::Revocations::default(),
             sessions: identity::login::Sessions::default(),
+            tap,
+            monitors: telemetry::runtime::Monitors::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             loaded_fingerprint: std::sync::Mutex::new(None),
         });
@@ -159,6 +166,11 @@ impl Gateway {
             tracing::info!(listener = %l.name, address = %listeners[&l.name], tls = l.tls.is_some(), "listening");
         }
         tokio::spawn(admin::serve(admin_sock, shared.clone(), background.clone()));
+        tokio::spawn(telemetry::runtime::sample(
+            shared.clone(),
+            tokio::runtime::Handle::current(),
+            background.clone(),
+        ));
         tokio::spawn(identity::login::Sessions::sweep(
             shared.clone(),
             Duration::from_secs(30),

@@ -13,7 +13,7 @@ fn documented() -> BTreeSet<String> {
     doc.lines()
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split('`').next())
-        .filter(|n| n.starts_with("gateway_"))
+        .filter(|n| n.starts_with("gateway_") || n.starts_with("process_"))
         .map(str::to_string)
         .collect()
 }

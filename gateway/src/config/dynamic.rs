@@ -158,7 +158,7 @@ impl Snapshot {
                 continue; // validation guarantees the pool exists
             };
             routes.push(Arc::new(Route {
-                name: r.name.clone(),
+                name: r.name.as_str().into(),
                 prefix: r.path_prefix.clone(),
                 methods: r.methods.clone(),
                 pool: pool.clone(),

@@ -35,6 +35,9 @@ pub struct FileConfig {
     /// Identity providers that routes may require tokens from.
     #[serde(default)]
     pub identity: Option<FileIdentity>,
+    /// Telemetry: the tap to the baseline engine and runtime sampling.
+    #[serde(default)]
+    pub telemetry: Option<FileTelemetry>,
     /// Shutdown behaviour.
     #[serde(default)]
     pub shutdown: Option<FileShutdown>,
@@ -439,6 +442,21 @@ pub struct FileHealth {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub ejection_time: Option<Str>,
+}
+
+/// Telemetry.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileTelemetry {
+    /// Request events the tap to the baseline engine holds before it drops (default 8192).
+    /// Needs a restart to change.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub tap_capacity: Option<Spanned<u64>>,
+    /// How often the runtime is sampled, e.g. `1s` (default).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub runtime_interval: Option<Str>,
 }
 
 /// Shutdown behaviour.

@@ -98,6 +98,8 @@ pub struct Config {
     pub assertion: Option<AssertionConfig>,
     /// Browser sessions.
     pub sessions: SessionConfig,
+    /// Telemetry.
+    pub telemetry: TelemetryConfig,
     /// Drain deadline on SIGTERM.
     pub drain_timeout: Duration,
     /// Reload behaviour.
@@ -314,6 +316,24 @@ impl fmt::Debug for LoginClient {
             .field("client_id", &self.client_id)
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
+    }
+}
+
+/// Telemetry settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// Request events the tap holds (static).
+    pub tap_capacity: usize,
+    /// Runtime sampling interval.
+    pub runtime_interval: Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            tap_capacity: 8192,
+            runtime_interval: Duration::from_secs(1),
+        }
     }
 }
 

@@ -553,6 +553,32 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
         });
     }
 
+    // --- telemetry
+    let telemetry = {
+        let t = f.telemetry.as_ref();
+        let d = super::TelemetryConfig::default();
+        super::TelemetryConfig {
+            tap_capacity: positive(
+                &mut p,
+                &t.and_then(|t| {
+                    t.tap_capacity.as_ref().map(|c| Spanned {
+                        value: c.value,
+                        referenced: c.referenced,
+                        defined: c.defined,
+                    })
+                }),
+                "telemetry.tap_capacity",
+                d.tap_capacity as u64,
+            ) as usize,
+            runtime_interval: duration(
+                &mut p,
+                &t.and_then(|t| t.runtime_interval.clone_spanned()),
+                "telemetry.runtime_interval",
+                d.runtime_interval,
+            ),
+        }
+    };
+
     // --- shutdown and reload
     let drain_timeout = duration(
         &mut p,
@@ -582,6 +608,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             identity_headers,
             assertion,
             sessions,
+            telemetry,
             drain_timeout,
             reload,
         })

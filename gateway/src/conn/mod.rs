@@ -33,6 +33,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// `http1` or `h2`.
     pub protocol: &'static str,
+    /// TLS version negotiated; `None` on plain listeners.
+    pub tls_version: Option<baseline_engine::TlsVersion>,
     /// Shared request/timeout state.
     pub state: Arc<ConnState>,
     /// The peer as forwarding headers write it.
@@ -147,7 +149,11 @@ async fn serve_tls(
         }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve_io(tls, h2, peer, ctx, shared, drain, limits).await;
+    let version = match tls.get_ref().1.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_2) => Some(baseline_engine::TlsVersion::Tls12),
+        _ => Some(baseline_engine::TlsVersion::Tls13),
+    };
+    serve_io(tls, h2, version, peer, ctx, shared, drain, limits).await;
 }
 
 async fn serve_plain(
@@ -175,7 +181,7 @@ async fn serve_plain(
         return;
     }
     let h2 = buf[..n].starts_with(b"PRI ") || (n < 4 && b"PRI ".starts_with(&buf[..n]));
-    serve_io(stream, h2, peer, ctx, shared, drain, limits).await;
+    serve_io(stream, h2, None, peer, ctx, shared, drain, limits).await;
 }
 
 struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);
@@ -212,9 +218,11 @@ impl Readable for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_io<I>(
     io: I,
     h2: bool,
+    tls_version: Option<baseline_engine::TlsVersion>,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
@@ -246,10 +254,14 @@ async fn serve_io<I>(
         peer,
         tls: ctx.tls,
         protocol,
+        tls_version,
         state: state.clone(),
         peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
     });
-    let svc = hyper::service::service_fn(move |req| crate::pipeline::handle(shared.clone(), info.clone(), req));
+    let requests = shared.monitors.requests.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        requests.instrument(crate::pipeline::handle(shared.clone(), info.clone(), req))
+    });
     // hyper's own limits sit above the configured ones, as a backstop: the pipeline answers the
     // configured limits itself, with a problem body.
     let head_cap = limits.max_header_bytes.saturating_mul(2).max(16 * 1024);

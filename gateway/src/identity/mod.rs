@@ -37,6 +37,16 @@ pub enum Refusal {
 // === impl Refusal ===
 
 impl Refusal {
+    /// What exactly is missing, as a bounded code: `insufficient_scope`, `missing_claim`,
+    /// `acr` or `max_age`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::StepUp { description, .. } if *description == STEP_UP_ACR => "acr",
+            Refusal::StepUp { .. } => "max_age",
+            other => other.reason(),
+        }
+    }
+
     /// Bounded label.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -46,6 +56,11 @@ impl Refusal {
         }
     }
 }
+
+/// RFC 9470's description when the `acr` is not one the route accepts.
+pub const STEP_UP_ACR: &str = "A different authentication level is required";
+/// RFC 9470's description when the authentication is too old.
+pub const STEP_UP_AGE: &str = "More recent authentication is required";
 
 fn claim_matches(value: &serde_json::Value, want: &str) -> bool {
     match value {
@@ -116,7 +131,7 @@ pub fn check(claims: &Claims, req: &Requirements, now: u64) -> Result<(), Refusa
             return Err(Refusal::StepUp {
                 acr_values,
                 max_age,
-                description: "A different authentication level is required",
+                description: STEP_UP_ACR,
             });
         }
     }
@@ -130,7 +145,7 @@ pub fn check(claims: &Claims, req: &Requirements, now: u64) -> Result<(), Refusa
             return Err(Refusal::StepUp {
                 acr_values,
                 max_age,
-                description: "More recent authentication is required",
+                description: STEP_UP_AGE,
             });
         }
     }

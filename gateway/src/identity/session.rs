@@ -56,6 +56,13 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// A session's short handle for events: the first 8 bytes of its store key.
+pub fn handle(key: &SessionKey) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key[..8]);
+    u64::from_be_bytes(b)
+}
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

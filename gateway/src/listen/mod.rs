@@ -68,14 +68,8 @@ pub async fn accept_loop(
         };
         ctx.accepted.inc();
         let _ = stream.set_nodelay(true);
-        tracker.spawn(conn::serve(
-            stream,
-            peer,
-            ctx.clone(),
-            shared.clone(),
-            drain.clone(),
-            permit,
-        ));
+        let task = conn::serve(stream, peer, ctx.clone(), shared.clone(), drain.clone(), permit);
+        tracker.spawn(shared.monitors.connections.instrument(task));
     }
     tracing::info!(listener = %ctx.name, "listener closed");
 }

@@ -3,6 +3,8 @@
 //! byte is sent (or the client goes away), so every outcome is recorded exactly once.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -109,6 +111,7 @@ pin_project! {
         inner: B,
         remaining: u64,
         limit: u64,
+        count: Option<Arc<AtomicU64>>,
     }
 }
 
@@ -121,7 +124,13 @@ impl<B> Limited<B> {
             inner,
             remaining: limit,
             limit,
+            count: None,
         }
+    }
+
+    /// A counter of the bytes that pass, shared with the caller.
+    pub fn count_into(&mut self) -> Arc<AtomicU64> {
+        self.count.get_or_insert_with(Default::default).clone()
     }
 }
 
@@ -144,6 +153,9 @@ where
                         return Poll::Ready(Some(Err(Box::new(BodyLimitExceeded { limit: *this.limit }))));
                     }
                     *this.remaining -= n;
+                    if let Some(c) = this.count {
+                        c.fetch_add(n, Ordering::Relaxed);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

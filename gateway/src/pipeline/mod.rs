@@ -32,6 +32,7 @@ use crate::telemetry::ErrorLabels;
 use crate::upstream::client::SendError;
 use crate::upstream::Failure;
 use crate::Shared;
+use baseline_engine::{AuthOutcome, Decision};
 use body::{Body, BodyLimitExceeded, Limited, Observed, ProxyBody};
 use observe::Observer;
 use route::RouteMatch;
@@ -49,9 +50,9 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
     let mut obs = Observer::new(
         conn.clone(),
         request_id,
-        req.method().clone(),
-        req.uri().clone(),
+        &req,
         snap.unrouted.clone(),
+        shared.tap.clone(),
     );
     let result = proxy(&shared, &snap, &conn, &mut obs, req, trusted).await;
     let resp = match result {
@@ -69,7 +70,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
                 .inc();
             let rid = obs.request_id.to_str().unwrap_or("");
             if status.is_server_error() {
-                let route = obs.route.as_ref().map(|r| r.name.as_str()).unwrap_or("none");
+                let route = obs.route.as_ref().map(|r| &*r.name).unwrap_or("none");
                 tracing::warn!(request_id = rid, route, error = %err, "request failed");
             } else {
                 tracing::debug!(request_id = rid, error = %err, "request refused");
@@ -106,6 +107,27 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
     let (scheme, token) = v.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
+}
+
+/// Records a refusal by identity checking in the request's observation.
+fn refuse(obs: &mut Observer, auth: AuthOutcome, reason: &'static str) {
+    obs.auth = auth;
+    obs.decision = Decision::Deny { reasons: vec![reason] };
+}
+
+/// Records an authenticated caller refused by the route's requirements.
+fn refused(obs: &mut Observer, refusal: &crate::identity::Refusal) {
+    if let crate::identity::Refusal::StepUp { .. } = refusal {
+        obs.auth = AuthOutcome::StepUp;
+        obs.decision = Decision::StepUp {
+            reasons: vec![refusal.code()],
+        };
+    } else {
+        obs.auth = AuthOutcome::Refused;
+        obs.decision = Decision::Deny {
+            reasons: vec![refusal.code()],
+        };
+    }
 }
 
 /// Where the browser is: the scheme it used (HTTPS, or what a trusted proxy says) and the host.
@@ -195,9 +217,11 @@ async fn proxy(
     if let (Some(provider), Some(token)) = (&route.bearer, token) {
         match provider.authenticate(token).await {
             Ok((claims, digest)) => {
-                obs.subject = claims.subject.clone();
+                obs.subject = claims.subject.as_deref().map(Arc::from);
+                obs.auth = AuthOutcome::Bearer;
                 if shared.revocations.is_revoked(&claims) {
                     provider.count("invalid", "revoked");
+                    refuse(obs, AuthOutcome::Invalid, "revoked");
                     return Err(ProxyError::InvalidToken {
                         source: crate::identity::jwt::JwtError::Claim("revoked"),
                     });
@@ -207,12 +231,19 @@ async fn proxy(
                     if matches!(refusal, crate::identity::Refusal::StepUp { .. }) {
                         crate::identity::login::count_step_up(&shared.metrics, "bearer", "issued");
                     }
+                    refused(obs, &refusal);
                     return Err(ProxyError::Refused { refusal });
                 }
                 verified = Some((claims, digest));
             }
-            Err(AuthError::Unavailable(provider)) => return Err(ProxyError::IdentityUnavailable { provider }),
-            Err(AuthError::Invalid(source)) => return Err(ProxyError::InvalidToken { source }),
+            Err(AuthError::Unavailable(provider)) => {
+                refuse(obs, AuthOutcome::Unavailable, "identity_unavailable");
+                return Err(ProxyError::IdentityUnavailable { provider });
+            }
+            Err(AuthError::Invalid(source)) => {
+                refuse(obs, AuthOutcome::Invalid, source.reason());
+                return Err(ProxyError::InvalidToken { source });
+            }
         }
     } else if let Some(provider) = &route.login {
         let navigable = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
@@ -228,14 +259,18 @@ async fn proxy(
             .await?
             .filter(|(_, s)| s.provider == provider.config.name);
         let Some((key, session)) = session else {
+            refuse(obs, AuthOutcome::Missing, "login_required");
             if !navigable {
                 return Err(ProxyError::LoginRequired);
             }
             let origin = origin(req.headers(), conn, trusted, host_raw);
             return crate::identity::login::begin(shared, snap, provider, &origin, &return_to, None, None);
         };
-        obs.subject = Some(session.subject.clone());
+        obs.subject = Some(Arc::from(session.subject.as_str()));
+        obs.session = Some(crate::identity::session::handle(&key));
+        obs.auth = AuthOutcome::Session;
         if let Err(refusal) = crate::identity::check(&session.claims, &route.requirements, now) {
+            refused(obs, &refusal);
             if matches!(refusal, crate::identity::Refusal::StepUp { .. }) && navigable {
                 let origin = origin(req.headers(), conn, trusted, host_raw);
                 let step_up = Some((&route.requirements).into());
@@ -246,6 +281,7 @@ async fn proxy(
         verified = Some((session.claims.clone(), key));
     } else if let Some(provider) = &route.bearer {
         provider.count("missing", "no_token");
+        refuse(obs, AuthOutcome::Missing, "missing_token");
         return Err(ProxyError::MissingToken);
     }
     if content_length(req.headers()).is_some_and(|n| n > route.max_body_bytes) {
@@ -311,10 +347,15 @@ async fn proxy(
     };
     parts.version = http::Version::HTTP_11;
     let limit = route.max_body_bytes;
-    let up_req = Request::from_parts(parts, Limited::new(body, limit));
+    let mut limited = Limited::new(body, limit);
+    if !limited.is_end_stream() {
+        obs.bytes_in = Some(limited.count_into());
+    }
+    let up_req = Request::from_parts(parts, limited);
 
     // --- exchange
     let timeout = pool.config.request_timeout;
+    let sent_at = tokio::time::Instant::now();
     let (mut resp, loan) = match tokio::time::timeout(timeout, pool.send(&endpoint, up_req)).await {
         Err(_) => {
             pool.record(&endpoint, Some(Failure::Timeout));
@@ -342,6 +383,7 @@ async fn proxy(
         }
         Ok(Ok(r)) => r,
     };
+    obs.upstream = Some(sent_at.elapsed());
     pool.record(&endpoint, resp.status().is_server_error().then_some(Failure::Status5xx));
 
     // --- response

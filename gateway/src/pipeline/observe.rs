@@ -3,15 +3,19 @@
 //! An [`Observer`] is created when the request head arrives and travels inside the response
 //! body; it records when that body ends or is dropped, whatever happened before: proxied,
 //! refused by a limit, failed upstream, or abandoned by the client. It writes the request
-//! metrics and one access-log event, and releases the connection's and endpoint's in-flight
-//! counts.
+//! metrics and one access-log event, offers one [`RequestEvent`] to the tap (never waiting),
+//! and releases the connection's and endpoint's in-flight counts.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use baseline_engine::{AuthOutcome, Decision, Method, Outcome, Protocol, RequestEvent};
 use tokio::time::Instant;
 
 use super::route::{Route, RouteMetrics};
 use crate::conn::ConnInfo;
+use crate::telemetry::tap::Tap;
 use crate::telemetry::MethodClass;
 use crate::upstream::{Endpoint, InFlight};
 
@@ -37,7 +41,23 @@ pub struct Observer {
     /// Endpoint chosen.
     pub endpoint: Option<Arc<Endpoint>>,
     /// Verified subject (`sub`), when the route authenticated the caller.
-    pub subject: Option<String>,
+    pub subject: Option<Arc<str>>,
+    /// Browser session handle, when one was used.
+    pub session: Option<u64>,
+    /// Identity outcome.
+    pub auth: AuthOutcome,
+    /// Decision and its reasons.
+    pub decision: Decision,
+    /// Time from sending upstream to the response head.
+    pub upstream: Option<Duration>,
+    /// Request body bytes read, when the request has a body.
+    pub bytes_in: Option<Arc<AtomicU64>>,
+    /// Hash of the user agent.
+    pub user_agent: u64,
+    /// Unix milliseconds at the head's arrival.
+    pub unix_ms: u64,
+    /// Where the event goes.
+    pub tap: Arc<Tap>,
     /// Holds the endpoint's in-flight count.
     pub in_flight: Option<InFlight>,
     /// Response status.
@@ -59,11 +79,22 @@ impl Observer {
     pub fn new(
         conn: Arc<ConnInfo>,
         request_id: http::HeaderValue,
-        method: http::Method,
-        uri: http::Uri,
+        req: &http::Request<hyper::body::Incoming>,
         unrouted: Arc<RouteMetrics>,
+        tap: Arc<Tap>,
     ) -> Self {
         conn.state.request_started();
+        let user_agent = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .map(|v| baseline_engine::hash_user_agent(v.as_bytes()))
+            .unwrap_or(0);
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let method = req.method().clone();
+        let uri = req.uri().clone();
         Self {
             start: Instant::now(),
             conn,
@@ -75,6 +106,14 @@ impl Observer {
             route: None,
             endpoint: None,
             subject: None,
+            session: None,
+            auth: AuthOutcome::NotRequired,
+            decision: Decision::Allow,
+            upstream: None,
+            bytes_in: None,
+            user_agent,
+            unix_ms,
+            tap,
             in_flight: None,
             status: 0,
             error: None,
@@ -94,16 +133,16 @@ impl Drop for Observer {
         metrics.count(MethodClass::of(&self.method), self.status);
         metrics.observe_duration(elapsed.as_secs_f64());
         let outcome = if self.body_error {
-            "body_error"
+            Outcome::BodyError
         } else if self.completed
             || self.method == http::Method::HEAD
             || self.status == 204
             || self.status == 304
             || self.status == 101
         {
-            "complete"
+            Outcome::Complete
         } else {
-            "client_gone"
+            Outcome::ClientGone
         };
         tracing::info!(
             target: "gateway::access",
@@ -114,15 +153,47 @@ impl Drop for Observer {
             method = %self.method,
             host = self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""),
             path = self.uri.path(),
-            route = self.route.as_ref().map(|r| r.name.as_str()).unwrap_or("none"),
+            route = self.route.as_ref().map(|r| &*r.name).unwrap_or("none"),
             endpoint = self.endpoint.as_ref().map(|e| e.base.as_str()).unwrap_or(""),
             subject = self.subject.as_deref().unwrap_or(""),
+            auth = ?self.auth,
+            decision = ?self.decision,
             status = self.status,
             error = self.error.unwrap_or(""),
             duration_ms = elapsed.as_secs_f64() * 1e3,
             bytes_out = self.bytes_out,
-            outcome,
+            outcome = match outcome {
+                Outcome::Complete => "complete",
+                Outcome::ClientGone => "client_gone",
+                Outcome::BodyError => "body_error",
+            },
             "request"
         );
+        let event = RequestEvent {
+            unix_ms: self.unix_ms,
+            route: self.route.as_ref().map(|r| r.name.clone()),
+            method: Method::from_name(self.method.as_str()),
+            status: self.status,
+            total: elapsed,
+            upstream: self.upstream,
+            bytes_in: self.bytes_in.as_ref().map(|b| b.load(Ordering::Relaxed)).unwrap_or(0),
+            bytes_out: self.bytes_out,
+            protocol: if self.conn.protocol == "h2" {
+                Protocol::Http2
+            } else {
+                Protocol::Http1
+            },
+            tls: self.conn.tls_version,
+            client: self.conn.peer.ip(),
+            user_agent: self.user_agent,
+            subject: self.subject.take(),
+            session: self.session,
+            auth: self.auth,
+            decision: std::mem::replace(&mut self.decision, Decision::Allow),
+            risk: None,
+            error: self.error,
+            outcome,
+        };
+        self.tap.send(event);
     }
 }

@@ -21,7 +21,7 @@ use crate::upstream::Pool;
 #[derive(Debug)]
 pub struct Route {
     /// Name.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// Path prefix.
     pub prefix: String,
     /// Methods (empty = any).

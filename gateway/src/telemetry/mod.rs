@@ -6,6 +6,8 @@
 //! listener names from the config, method and status classes, fixed reason sets.
 
 pub mod names;
+pub mod runtime;
+pub mod tap;
 
 use std::sync::atomic::AtomicU64;
 
@@ -171,6 +173,20 @@ pub struct SessionEventLabels {
     pub event: &'static str,
 }
 
+/// A single `group` label: `connections` or `requests`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskGroupLabels {
+    /// Monitored task group.
+    pub group: &'static str,
+}
+
+/// Labels of `gateway_tap_events_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TapLabels {
+    /// `sent` or `dropped`.
+    pub result: &'static str,
+}
+
 /// Every `event` of `gateway_session_events_total`.
 pub const SESSION_EVENT_NAMES: [&str; 10] = [
     "created",
@@ -263,6 +279,50 @@ pub struct Metrics {
     pub step_ups: Family<StepUpLabels, Counter>,
     /// `gateway_backchannel_logouts_total`.
     pub backchannel_logouts: Family<LoginLabels, Counter>,
+    /// `gateway_tap_events_total`.
+    pub tap_events: Family<TapLabels, Counter>,
+    /// `gateway_tap_capacity`.
+    pub tap_capacity: Gauge,
+    /// `gateway_tap_depth`.
+    pub tap_depth: Gauge,
+    /// `gateway_runtime_workers`.
+    pub runtime_workers: Gauge,
+    /// `gateway_runtime_busy_ratio`.
+    pub runtime_busy_ratio: Gauge<f64, AtomicU64>,
+    /// `gateway_runtime_parks_total`.
+    pub runtime_parks: Counter,
+    /// `gateway_runtime_polls_total`.
+    pub runtime_polls: Counter,
+    /// `gateway_runtime_mean_poll_seconds`.
+    pub runtime_mean_poll: Gauge<f64, AtomicU64>,
+    /// `gateway_runtime_global_queue_depth`.
+    pub runtime_global_queue: Gauge,
+    /// `gateway_runtime_local_queue_depth`.
+    pub runtime_local_queue: Gauge,
+    /// `gateway_runtime_alive_tasks`.
+    pub runtime_alive_tasks: Gauge,
+    /// `gateway_runtime_blocking_threads`.
+    pub runtime_blocking_threads: Gauge,
+    /// `gateway_runtime_blocking_queue_depth`.
+    pub runtime_blocking_queue: Gauge,
+    /// `gateway_runtime_budget_forced_yields_total`.
+    pub runtime_budget_forced_yields: Counter,
+    /// `gateway_task_polls_total`.
+    pub task_polls: Family<TaskGroupLabels, Counter>,
+    /// `gateway_task_slow_polls_total`.
+    pub task_slow_polls: Family<TaskGroupLabels, Counter>,
+    /// `gateway_task_long_delays_total`.
+    pub task_long_delays: Family<TaskGroupLabels, Counter>,
+    /// `gateway_task_mean_poll_seconds`.
+    pub task_mean_poll: Family<TaskGroupLabels, Gauge<f64, AtomicU64>>,
+    /// `gateway_task_mean_scheduled_seconds`.
+    pub task_mean_scheduled: Family<TaskGroupLabels, Gauge<f64, AtomicU64>>,
+    /// `process_resident_memory_bytes`.
+    pub process_resident: Gauge,
+    /// `process_cpu_seconds_total`.
+    pub process_cpu: Counter<f64, AtomicU64>,
+    /// `process_open_fds`.
+    pub process_fds: Gauge,
     /// `gateway_config_last_reload_success_timestamp_seconds`.
     pub config_last_success: Gauge<f64, AtomicU64>,
     /// `gateway_build_info`.
@@ -309,9 +369,45 @@ impl Metrics {
             logins: Family::default(),
             step_ups: Family::default(),
             backchannel_logouts: Family::default(),
+            tap_events: Family::default(),
+            tap_capacity: Gauge::default(),
+            tap_depth: Gauge::default(),
+            runtime_workers: Gauge::default(),
+            runtime_busy_ratio: Gauge::default(),
+            runtime_parks: Counter::default(),
+            runtime_polls: Counter::default(),
+            runtime_mean_poll: Gauge::default(),
+            runtime_global_queue: Gauge::default(),
+            runtime_local_queue: Gauge::default(),
+            runtime_alive_tasks: Gauge::default(),
+            runtime_blocking_threads: Gauge::default(),
+            runtime_blocking_queue: Gauge::default(),
+            runtime_budget_forced_yields: Counter::default(),
+            task_polls: Family::default(),
+            task_slow_polls: Family::default(),
+            task_long_delays: Family::default(),
+            task_mean_poll: Family::default(),
+            task_mean_scheduled: Family::default(),
+            process_resident: Gauge::default(),
+            process_cpu: Counter::default(),
+            process_fds: Gauge::default(),
             config_last_success: Gauge::default(),
             build_info: Family::default(),
         };
+        // Process figures under their conventional names, as other exporters write them.
+        registry.register_with_unit(
+            "process_resident_memory",
+            "Resident memory of the process",
+            Unit::Bytes,
+            m.process_resident.clone(),
+        );
+        registry.register_with_unit(
+            "process_cpu",
+            "CPU time of the process, user and system",
+            Unit::Seconds,
+            m.process_cpu.clone(),
+        );
+        registry.register("process_open_fds", "Open file descriptors", m.process_fds.clone());
         let r = registry.sub_registry_with_prefix("gateway");
         r.register(
             REQUESTS,
@@ -440,6 +536,80 @@ impl Metrics {
             "Back-channel logout requests from providers, by result",
             m.backchannel_logouts.clone(),
         );
+        r.register(
+            TAP_EVENTS,
+            "Request events offered to the tap, sent or dropped (channel full or no consumer)",
+            m.tap_events.clone(),
+        );
+        r.register(RUNTIME_WORKERS, "Runtime worker threads", m.runtime_workers.clone());
+        r.register(
+            RUNTIME_BUSY_RATIO,
+            "Share of the last interval the workers were busy (0 to 1)",
+            m.runtime_busy_ratio.clone(),
+        );
+        r.register(RUNTIME_PARKS, "Worker parks", m.runtime_parks.clone());
+        r.register(RUNTIME_POLLS, "Task polls", m.runtime_polls.clone());
+        r.register_with_unit(
+            RUNTIME_MEAN_POLL.trim_end_matches("_seconds"),
+            "Mean task poll time over the last interval",
+            Unit::Seconds,
+            m.runtime_mean_poll.clone(),
+        );
+        r.register(
+            RUNTIME_GLOBAL_QUEUE,
+            "Tasks in the runtime's global queue",
+            m.runtime_global_queue.clone(),
+        );
+        r.register(
+            RUNTIME_LOCAL_QUEUE,
+            "Tasks in the workers' local queues",
+            m.runtime_local_queue.clone(),
+        );
+        r.register(RUNTIME_ALIVE_TASKS, "Tasks alive", m.runtime_alive_tasks.clone());
+        r.register(
+            RUNTIME_BLOCKING_THREADS,
+            "Threads in the blocking pool",
+            m.runtime_blocking_threads.clone(),
+        );
+        r.register(
+            RUNTIME_BLOCKING_QUEUE,
+            "Tasks waiting for a blocking thread",
+            m.runtime_blocking_queue.clone(),
+        );
+        r.register(
+            RUNTIME_BUDGET_FORCED_YIELDS,
+            "Times tasks yielded because their budget ran out",
+            m.runtime_budget_forced_yields.clone(),
+        );
+        r.register(TASK_POLLS, "Polls of monitored tasks, by group", m.task_polls.clone());
+        r.register(
+            TASK_SLOW_POLLS,
+            "Polls of monitored tasks slower than 1 ms, by group",
+            m.task_slow_polls.clone(),
+        );
+        r.register(
+            TASK_LONG_DELAYS,
+            "Times a monitored task waited over 50 us to be polled after waking, by group",
+            m.task_long_delays.clone(),
+        );
+        r.register_with_unit(
+            TASK_MEAN_POLL.trim_end_matches("_seconds"),
+            "Mean poll time of monitored tasks over the last interval, by group",
+            Unit::Seconds,
+            m.task_mean_poll.clone(),
+        );
+        r.register_with_unit(
+            TASK_MEAN_SCHEDULED.trim_end_matches("_seconds"),
+            "Mean time monitored tasks waited to be polled after waking, by group",
+            Unit::Seconds,
+            m.task_mean_scheduled.clone(),
+        );
+        r.register(
+            TAP_CAPACITY,
+            "Request events the tap holds at most",
+            m.tap_capacity.clone(),
+        );
+        r.register(TAP_DEPTH, "Request events waiting in the tap", m.tap_depth.clone());
         r.register_with_unit(
             CONFIG_LAST_RELOAD_SUCCESS
                 .trim_end_matches("_timestamp_seconds")
@@ -465,6 +635,14 @@ impl Metrics {
             ("browser", "failed"),
         ] {
             let _ = m.step_ups.get_or_create(&StepUpLabels { kind, result });
+        }
+        for group in ["connections", "requests"] {
+            let g = TaskGroupLabels { group };
+            let _ = m.task_polls.get_or_create(&g);
+            let _ = m.task_slow_polls.get_or_create(&g);
+            let _ = m.task_long_delays.get_or_create(&g);
+            let _ = m.task_mean_poll.get_or_create(&g);
+            let _ = m.task_mean_scheduled.get_or_create(&g);
         }
         m.build_info
             .get_or_create(&BuildLabels {

@@ -53,6 +53,44 @@ pub const LOGINS: &str = "logins";
 pub const STEP_UPS: &str = "step_ups";
 /// Back-channel logout requests by provider and result (counter).
 pub const BACKCHANNEL_LOGOUTS: &str = "backchannel_logouts";
+/// Request events offered to the tap, by result (counter).
+pub const TAP_EVENTS: &str = "tap_events";
+/// Runtime worker threads (gauge).
+pub const RUNTIME_WORKERS: &str = "runtime_workers";
+/// Share of the last interval the workers were busy (gauge, 0..1).
+pub const RUNTIME_BUSY_RATIO: &str = "runtime_busy_ratio";
+/// Worker parks (counter).
+pub const RUNTIME_PARKS: &str = "runtime_parks";
+/// Task polls (counter).
+pub const RUNTIME_POLLS: &str = "runtime_polls";
+/// Mean task poll time over the last interval (gauge, seconds).
+pub const RUNTIME_MEAN_POLL: &str = "runtime_mean_poll_seconds";
+/// Tasks in the global queue (gauge).
+pub const RUNTIME_GLOBAL_QUEUE: &str = "runtime_global_queue_depth";
+/// Tasks in the local queues (gauge).
+pub const RUNTIME_LOCAL_QUEUE: &str = "runtime_local_queue_depth";
+/// Tasks alive (gauge).
+pub const RUNTIME_ALIVE_TASKS: &str = "runtime_alive_tasks";
+/// Blocking pool threads (gauge).
+pub const RUNTIME_BLOCKING_THREADS: &str = "runtime_blocking_threads";
+/// Tasks waiting for a blocking thread (gauge).
+pub const RUNTIME_BLOCKING_QUEUE: &str = "runtime_blocking_queue_depth";
+/// Budget-forced yields (counter).
+pub const RUNTIME_BUDGET_FORCED_YIELDS: &str = "runtime_budget_forced_yields";
+/// Polls of monitored tasks by group (counter).
+pub const TASK_POLLS: &str = "task_polls";
+/// Slow polls of monitored tasks by group (counter).
+pub const TASK_SLOW_POLLS: &str = "task_slow_polls";
+/// Long scheduling delays of monitored tasks by group (counter).
+pub const TASK_LONG_DELAYS: &str = "task_long_delays";
+/// Mean poll time of monitored tasks by group (gauge, seconds).
+pub const TASK_MEAN_POLL: &str = "task_mean_poll_seconds";
+/// Mean scheduling delay of monitored tasks by group (gauge, seconds).
+pub const TASK_MEAN_SCHEDULED: &str = "task_mean_scheduled_seconds";
+/// Request events the tap holds at most (gauge).
+pub const TAP_CAPACITY: &str = "tap_capacity";
+/// Request events waiting in the tap (gauge).
+pub const TAP_DEPTH: &str = "tap_depth";
 /// Config reloads by result (counter).
 pub const CONFIG_RELOADS: &str = "config_reloads";
 /// Unix time of the last successful config load (gauge, seconds).

@@ -1,0 +1,140 @@
+//! The tap: a bounded channel from the request path to whoever learns from it (the baseline
+//! engine). The request path only ever calls [`Tap::send`], which never waits: when the channel
+//! is full the event is dropped and counted.
+//!
+//! The receiving side is taken once by a consumer ([`Tap::take_receiver`]). Until one is
+//! attached, events fill the channel and the rest are dropped and counted, so
+//! `gateway_tap_events_total{result="dropped"}` shows an engine that is missing or behind.
+
+use std::sync::Mutex;
+
+use baseline_engine::{RequestEvent, RuntimeSample};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
+
+use super::{Metrics, TapLabels};
+
+/// Both channels of the tap and their counters.
+#[derive(Debug)]
+pub struct Tap {
+    requests: mpsc::Sender<RequestEvent>,
+    runtime: mpsc::Sender<RuntimeSample>,
+    receivers: Mutex<Option<(mpsc::Receiver<RequestEvent>, mpsc::Receiver<RuntimeSample>)>>,
+    capacity: usize,
+    sent: Counter,
+    dropped: Counter,
+}
+
+/// Runtime samples kept when nobody reads them (one per interval: a minute at 1 s).
+const RUNTIME_CAPACITY: usize = 64;
+
+// === impl Tap ===
+
+impl Tap {
+    /// A tap holding up to `capacity` request events.
+    pub fn new(capacity: usize, metrics: &Metrics) -> Tap {
+        let (requests, rx) = mpsc::channel(capacity.max(1));
+        let (runtime, rrx) = mpsc::channel(RUNTIME_CAPACITY);
+        let counter = |result| metrics.tap_events.get_or_create(&TapLabels { result }).clone();
+        let sent = counter("sent");
+        let dropped = counter("dropped");
+        metrics.tap_capacity.set(capacity as i64);
+        Tap {
+            requests,
+            runtime,
+            receivers: Mutex::new(Some((rx, rrx))),
+            capacity: capacity.max(1),
+            sent,
+            dropped,
+        }
+    }
+
+    /// Offers an event; never waits. Returns whether it was queued.
+    pub fn send(&self, event: RequestEvent) -> bool {
+        match self.requests.try_send(event) {
+            Ok(()) => {
+                self.sent.inc();
+                true
+            }
+            Err(_) => {
+                self.dropped.inc();
+                false
+            }
+        }
+    }
+
+    /// Offers a runtime sample; never waits (the oldest are not kept when nobody reads).
+    pub fn send_runtime(&self, sample: RuntimeSample) -> bool {
+        self.runtime.try_send(sample).is_ok()
+    }
+
+    /// The receiving ends, for the one consumer; `None` once taken.
+    pub fn take_receiver(&self) -> Option<(mpsc::Receiver<RequestEvent>, mpsc::Receiver<RuntimeSample>)> {
+        self.receivers.lock().ok()?.take()
+    }
+
+    /// Request events waiting in the channel.
+    pub fn depth(&self) -> usize {
+        self.capacity - self.requests.capacity()
+    }
+
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use baseline_engine::{AuthOutcome, Decision, Method, Outcome, Protocol};
+
+    use super::*;
+
+    fn event(status: u16) -> RequestEvent {
+        RequestEvent {
+            unix_ms: 0,
+            route: None,
+            method: Method::Get,
+            status,
+            total: Duration::ZERO,
+            upstream: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            protocol: Protocol::Http1,
+            tls: None,
+            client: IpAddr::from([127, 0, 0, 1]),
+            user_agent: 0,
+            subject: None,
+            session: None,
+            auth: AuthOutcome::NotRequired,
+            decision: Decision::Allow,
+            risk: None,
+            error: None,
+            outcome: Outcome::Complete,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_tap_drops_and_counts_without_waiting() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let tap = Tap::new(4, &metrics);
+        // Nobody reads: four fit, the rest are dropped at once (a waiting send would hang this
+        // single-threaded test).
+        let queued = (0..100).filter(|_| tap.send(event(200))).count();
+        assert_eq!(queued, 4);
+        assert_eq!(tap.depth(), 4);
+        assert_eq!(tap.dropped(), 96);
+        // A consumer drains; sending works again.
+        let (mut rx, _) = tap.take_receiver().expect("receiver");
+        assert!(tap.take_receiver().is_none(), "one consumer");
+        assert_eq!(rx.recv().await.map(|e| e.status), Some(200));
+        assert!(tap.send(event(404)));
+        // A consumer that went away: events are dropped, not queued forever.
+        drop(rx);
+        assert!(!tap.send(event(500)));
+    }
+}
