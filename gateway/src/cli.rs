@@ -25,9 +25,9 @@ const EXIT_CONFIG: u8 = 64;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    /// Log format (default: the config's `telemetry.logs.format`, else text).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     /// Tokio worker threads (default: one per core).
     #[arg(long, global = true)]
     worker_threads: Option<usize>,
@@ -68,16 +68,14 @@ enum Command {
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+fn init_logging(cli: Option<LogFormat>, telemetry: &config::TelemetryConfig) {
+    use crate::telemetry::logs::{self, Format};
+    let format = match cli {
+        Some(LogFormat::Json) => Format::Json,
+        Some(LogFormat::Text) => Format::Text,
+        None => telemetry.log_format.unwrap_or(Format::Text),
+    };
+    logs::init(format, &telemetry.log_level);
 }
 
 /// Runs the command line with the process arguments.
@@ -110,7 +108,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            init_logging(cli.log_format);
+            init_logging(cli.log_format, &cfg.telemetry);
             runtime(cli.worker_threads).block_on(run(cfg, path))
         }
         Command::Demo {
@@ -118,7 +116,7 @@ pub fn main() -> ExitCode {
             http_port,
             admin_port,
         } => {
-            init_logging(cli.log_format);
+            init_logging(cli.log_format, &config::TelemetryConfig::default());
             runtime(cli.worker_threads).block_on(run_demo(demo::DemoPorts {
                 https: https_port,
                 http: http_port,

@@ -138,7 +138,7 @@ impl Gateway {
             revocations: identity::Revocations::default(),
             sessions: identity::login::Sessions::default(),
             tap,
-            monitors: telemetry::runtime::Monitors::default(),
+            monitors: telemetry::runtime::Monitors::new(cfg.telemetry.task_sampling),
             reload_lock: tokio::sync::Mutex::new(()),
             loaded_fingerprint: std::sync::Mutex::new(None),
         });

@@ -142,6 +142,7 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<Outcome, ReloadError> {
                 }])
             })??;
         let generation = snap.generation;
+        crate::telemetry::logs::apply(&snap.config.telemetry.log_level);
         shared.snapshot.store(Arc::new(snap));
         Ok::<_, ConfigErrors>(Outcome { generation, changes })
     }

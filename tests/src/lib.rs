@@ -340,6 +340,23 @@ impl Process {
         Ok(Self { child })
     }
 
+    /// Starts the binary with `args`, its log (stderr) written to `log`, and no `RUST_LOG`, so
+    /// the config's log settings apply.
+    pub fn spawn_logging(
+        bin: &std::path::Path,
+        args: &[&std::ffi::OsStr],
+        log: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let child = tokio::process::Command::new(bin)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { child })
+    }
+
     /// Sends a signal by name (`TERM`, `HUP`, `INT`).
     pub fn signal(&self, name: &str) -> anyhow::Result<()> {
         let pid = self.child.id().context("process still running")?;
@@ -488,6 +505,26 @@ impl Browser {
 
     /// Sends one request (no redirect followed), with the cookies for its host.
     pub async fn send(&self, method: http::Method, url: &str, form: Option<&str>) -> anyhow::Result<Collected> {
+        self.exchange(method, url, form, &[]).await
+    }
+
+    /// Sends one request with extra header fields.
+    pub async fn send_with(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<Collected> {
+        self.exchange(method, url, None, headers).await
+    }
+
+    async fn exchange(
+        &self,
+        method: http::Method,
+        url: &str,
+        form: Option<&str>,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<Collected> {
         let uri: http::Uri = url.parse()?;
         let host = uri.host().context("absolute URL")?.to_string();
         let https = uri.scheme_str() == Some("https");
@@ -495,6 +532,9 @@ impl Browser {
             .method(method)
             .uri(uri)
             .header("user-agent", "gateway-tests-browser/1");
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
         let cookies = self
             .jar
             .lock()

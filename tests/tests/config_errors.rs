@@ -320,3 +320,31 @@ upstreams: [{{ name: u, endpoints: [http://127.0.0.1:2] }}]
         "gw.yaml:10:15: identity.sessions.key_file: the key has 5 bytes; 32 random bytes are required (openssl rand -base64 32)"
     );
 }
+
+#[test]
+fn telemetry_problems() {
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+telemetry:
+  tap_capacity: 0
+  runtime_interval: often
+  logs: { level: \"gateway=[\", format: xml }
+";
+    let (code, err) = check(yaml);
+    assert_eq!(code, 64);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(lines[0].starts_with("gw.yaml:3:17: telemetry.tap_capacity:"), "{err}");
+    assert!(
+        lines[1].starts_with("gw.yaml:4:21: telemetry.runtime_interval:"),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with("gw.yaml:5:18: telemetry.logs.level: `gateway=[` is not a log filter"),
+        "{err}"
+    );
+    assert_eq!(
+        lines[3],
+        "gw.yaml:5:39: telemetry.logs.format: `xml` is not `text` or `json`"
+    );
+}

@@ -163,7 +163,7 @@ async fn next_sample(rx: &mut Receiver<RuntimeSample>) -> anyhow::Result<Runtime
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_samples_follow_a_busy_and_blocked_runtime() -> anyhow::Result<()> {
     let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
-    let gw = gateway(&up, "telemetry: { runtime_interval: 100ms }").await?;
+    let gw = gateway(&up, "telemetry: { runtime_interval: 100ms, task_sampling: 1 }").await?;
     let (_, mut samples) = gw.gw.shared().tap.take_receiver().expect("the tap's receiver");
 
     let quiet = next_sample(&mut samples).await?;

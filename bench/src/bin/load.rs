@@ -51,6 +51,9 @@ struct Args {
     /// Skip the memory runs.
     #[arg(long)]
     skip_memory: bool,
+    /// Run only the plain HTTP/1.1 targets (quick A/B checks); the other rows stay empty.
+    #[arg(long)]
+    plain_only: bool,
     /// A second gateway binary to run as an extra target in the same rounds (A/B comparison).
     #[arg(long)]
     compare: Option<PathBuf>,
@@ -469,14 +472,20 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
         ..clone_args(args)
     };
     let header_for = |name: &str| (name == "gateway bearer").then_some(auth_header.as_str());
+    let skipped = |name: &str| args.plain_only && (name.contains("tls") || name.contains("bearer"));
     for (name, url, pid) in &targets {
-        run_wrk(url, header_for(name), &warm, *pid)?;
+        if !skipped(name) {
+            run_wrk(url, header_for(name), &warm, *pid)?;
+        }
     }
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); targets.len()];
     for round in 0..args.rounds {
         for k in 0..targets.len() {
             let i = (k + round) % targets.len();
             let (name, url, pid) = &targets[i];
+            if skipped(name) {
+                continue;
+            }
             let s = run_wrk(url, header_for(name), args, *pid)?;
             eprintln!(
                 "round {round} {name}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms cpu {:.1} us/req errors {}",
@@ -552,6 +561,7 @@ fn clone_args(a: &Args) -> Args {
         skip_throughput: a.skip_throughput,
         skip_memory: a.skip_memory,
         compare: a.compare.clone(),
+        plain_only: a.plain_only,
     }
 }
 

@@ -457,6 +457,29 @@ pub struct FileTelemetry {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub runtime_interval: Option<Str>,
+    /// Instrument one connection and one request in this many with a task monitor (poll and
+    /// scheduling times; default 16, 1 = every one). Needs a restart to change.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub task_sampling: Option<Spanned<u64>>,
+    /// Logs.
+    #[serde(default)]
+    pub logs: Option<FileLogs>,
+}
+
+/// Logs.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogs {
+    /// Filter, e.g. `info` (default) or `warn,gateway::access=info`; applied on reload. The
+    /// `RUST_LOG` environment variable, when set, takes its place.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub level: Option<Str>,
+    /// `text` (default) or `json`; `--log-format` takes its place. Needs a restart to change.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub format: Option<Str>,
 }
 
 /// Shutdown behaviour.

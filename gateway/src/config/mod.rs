@@ -326,6 +326,12 @@ pub struct TelemetryConfig {
     pub tap_capacity: usize,
     /// Runtime sampling interval.
     pub runtime_interval: Duration,
+    /// One connection and one request in this many run under a task monitor (static).
+    pub task_sampling: u64,
+    /// Log filter (reloadable; `RUST_LOG` wins when set).
+    pub log_level: String,
+    /// Log format; `None`: text unless `--log-format` says otherwise.
+    pub log_format: Option<crate::telemetry::logs::Format>,
 }
 
 impl Default for TelemetryConfig {
@@ -333,6 +339,9 @@ impl Default for TelemetryConfig {
         Self {
             tap_capacity: 8192,
             runtime_interval: Duration::from_secs(1),
+            task_sampling: 16,
+            log_level: "info".into(),
+            log_format: None,
         }
     }
 }

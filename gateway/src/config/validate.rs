@@ -576,6 +576,40 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                 "telemetry.runtime_interval",
                 d.runtime_interval,
             ),
+            task_sampling: positive(
+                &mut p,
+                &t.and_then(|t| {
+                    t.task_sampling.as_ref().map(|c| Spanned {
+                        value: c.value,
+                        referenced: c.referenced,
+                        defined: c.defined,
+                    })
+                }),
+                "telemetry.task_sampling",
+                d.task_sampling,
+            ),
+            log_level: match t.and_then(|t| t.logs.as_ref()).and_then(|l| l.level.as_ref()) {
+                None => d.log_level,
+                Some(l) => {
+                    if let Err(reason) = crate::telemetry::logs::check_level(&l.value) {
+                        p.at(pos(l), "telemetry.logs.level", reason);
+                    }
+                    l.value.clone()
+                }
+            },
+            log_format: match t.and_then(|t| t.logs.as_ref()).and_then(|l| l.format.as_ref()) {
+                None => None,
+                Some(f) if f.value == "text" => Some(crate::telemetry::logs::Format::Text),
+                Some(f) if f.value == "json" => Some(crate::telemetry::logs::Format::Json),
+                Some(f) => {
+                    p.at(
+                        pos(f),
+                        "telemetry.logs.format",
+                        format!("`{}` is not `text` or `json`", f.value),
+                    );
+                    None
+                }
+            },
         }
     };
 

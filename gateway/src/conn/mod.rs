@@ -258,9 +258,9 @@ async fn serve_io<I>(
         state: state.clone(),
         peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
     });
-    let requests = shared.monitors.requests.clone();
     let svc = hyper::service::service_fn(move |req| {
-        requests.instrument(crate::pipeline::handle(shared.clone(), info.clone(), req))
+        let handling = crate::pipeline::handle(shared.clone(), info.clone(), req);
+        shared.monitors.request(handling)
     });
     // hyper's own limits sit above the configured ones, as a backstop: the pipeline answers the
     // configured limits itself, with a problem body.

@@ -69,7 +69,7 @@ pub async fn accept_loop(
         ctx.accepted.inc();
         let _ = stream.set_nodelay(true);
         let task = conn::serve(stream, peer, ctx.clone(), shared.clone(), drain.clone(), permit);
-        tracker.spawn(shared.monitors.connections.instrument(task));
+        tracker.spawn(shared.monitors.connection(task));
     }
     tracing::info!(listener = %ctx.name, "listener closed");
 }

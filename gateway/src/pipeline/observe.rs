@@ -157,7 +157,15 @@ impl Drop for Observer {
             endpoint = self.endpoint.as_ref().map(|e| e.base.as_str()).unwrap_or(""),
             subject = self.subject.as_deref().unwrap_or(""),
             auth = ?self.auth,
-            decision = ?self.decision,
+            decision = match &self.decision {
+                Decision::Allow => "allow",
+                Decision::StepUp { .. } => "step_up",
+                Decision::Deny { .. } => "deny",
+            },
+            reasons = match &self.decision {
+                Decision::Allow => String::new(),
+                Decision::StepUp { reasons } | Decision::Deny { reasons } => reasons.join(","),
+            },
             status = self.status,
             error = self.error.unwrap_or(""),
             duration_ms = elapsed.as_secs_f64() * 1e3,

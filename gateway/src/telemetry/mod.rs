@@ -5,6 +5,7 @@
 //! tests read the values they caused. Labels come from bounded sets only: route, pool and
 //! listener names from the config, method and status classes, fixed reason sets.
 
+pub mod logs;
 pub mod names;
 pub mod runtime;
 pub mod tap;

@@ -6,6 +6,7 @@
 //! Needs tokio built with `--cfg tokio_unstable` (`.cargo/config.toml`) for poll counts and
 //! times, local and blocking queues, blocking threads and budget-forced yields.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,16 +21,29 @@ use crate::Shared;
 pub const SLOW_POLL: Duration = Duration::from_millis(1);
 
 /// The task monitors the data path instruments.
-#[derive(Debug, Clone)]
+///
+/// Timing every poll costs about a microsecond per request, so only one connection in
+/// `sample_every` and one request in `sample_every` is instrumented (`telemetry.task_sampling`;
+/// 1 instruments all). Means and ratios stay representative; counts are of the sampled tasks.
+#[derive(Debug)]
 pub struct Monitors {
-    /// Around each client connection's task.
+    /// Around sampled client connections' tasks.
     pub connections: TaskMonitor,
-    /// Around each request's handling.
+    /// Around sampled requests' handling.
     pub requests: TaskMonitor,
+    sample_every: u64,
+    connections_seen: AtomicU64,
+    requests_seen: AtomicU64,
 }
 
-impl Default for Monitors {
-    fn default() -> Self {
+/// A future, instrumented by a task monitor or not.
+pub type Sampled<F> = tokio_util::either::Either<F, tokio_metrics::Instrumented<F>>;
+
+// === impl Monitors ===
+
+impl Monitors {
+    /// Monitors instrumenting one task in `sample_every` (at least 1).
+    pub fn new(sample_every: u64) -> Monitors {
         let monitor = || {
             let mut b = TaskMonitor::builder();
             b.with_slow_poll_threshold(SLOW_POLL);
@@ -38,7 +52,28 @@ impl Default for Monitors {
         Monitors {
             connections: monitor(),
             requests: monitor(),
+            sample_every: sample_every.max(1),
+            connections_seen: AtomicU64::new(0),
+            requests_seen: AtomicU64::new(0),
         }
+    }
+
+    fn sample<F: std::future::Future>(&self, seen: &AtomicU64, monitor: &TaskMonitor, f: F) -> Sampled<F> {
+        if seen.fetch_add(1, Ordering::Relaxed) % self.sample_every == 0 {
+            tokio_util::either::Either::Right(monitor.instrument(f))
+        } else {
+            tokio_util::either::Either::Left(f)
+        }
+    }
+
+    /// A connection's task, instrumented when sampled.
+    pub fn connection<F: std::future::Future>(&self, f: F) -> Sampled<F> {
+        self.sample(&self.connections_seen, &self.connections, f)
+    }
+
+    /// A request's handling, instrumented when sampled.
+    pub fn request<F: std::future::Future>(&self, f: F) -> Sampled<F> {
+        self.sample(&self.requests_seen, &self.requests, f)
     }
 }
 
