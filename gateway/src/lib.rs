@@ -52,6 +52,8 @@ pub struct Shared {
     pub revocations: identity::Revocations,
     /// Task monitors around connection and request handling.
     pub monitors: telemetry::runtime::Monitors,
+    /// CPU profile captures (one at a time).
+    pub profiles: telemetry::profile::Profiles,
     /// Where request events and runtime samples go.
     pub tap: Arc<telemetry::tap::Tap>,
     /// Browser sessions and sign-ins in progress.
@@ -138,6 +140,7 @@ impl Gateway {
             revocations: identity::Revocations::default(),
             sessions: identity::login::Sessions::default(),
             tap,
+            profiles: telemetry::profile::Profiles::default(),
             monitors: telemetry::runtime::Monitors::new(cfg.telemetry.task_sampling),
             reload_lock: tokio::sync::Mutex::new(()),
             loaded_fingerprint: std::sync::Mutex::new(None),

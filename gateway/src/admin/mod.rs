@@ -10,7 +10,9 @@
 //! - `POST /identity/revoke?subject=S`: refuse every token of `S` issued until now and end
 //!   its browser sessions; `GET /identity/revocations` lists revoked subjects;
 //! - `POST /identity/revoke?session=H`: end one browser session by its handle;
-//!   `GET /identity/sessions` lists sessions (most recently seen first, at most 1000).
+//!   `GET /identity/sessions` lists sessions (most recently seen first, at most 1000);
+//! - `GET /debug/pprof/profile?seconds=N[&format=svg]`: a CPU profile of the next N seconds
+//!   (1..=60, default 10) as pprof protobuf or a flamegraph; 409 while another is running.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -141,6 +143,55 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                     "Give the subject or the session: POST /identity/revoke?subject=... or ?session=<handle>",
                     id,
                 ),
+            }
+        }
+        (&Method::GET, "/debug/pprof/profile") => {
+            use crate::telemetry::profile::{Format, ProfileError, MAX_SECONDS};
+            let params: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                    .into_owned()
+                    .collect();
+            let seconds = match params.get("seconds").map(|s| s.parse::<u64>()) {
+                None => Ok(10),
+                Some(Ok(n)) if (1..=MAX_SECONDS).contains(&n) => Ok(n),
+                Some(_) => Err(()),
+            };
+            let format = match params.get("format").map(String::as_str) {
+                None | Some("pprof") | Some("proto") => Ok(Format::Pprof),
+                Some("svg") | Some("flamegraph") => Ok(Format::Svg),
+                Some(_) => Err(()),
+            };
+            let (Ok(seconds), Ok(format)) = (seconds, format) else {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "Bad Request",
+                    "seconds is a whole number from 1 to 60; format is pprof (default) or svg",
+                    id,
+                );
+            };
+            match shared.profiles.capture(&shared.metrics, "admin", seconds, format).await {
+                Ok(bytes) => match format {
+                    Format::Pprof => text(StatusCode::OK, "application/octet-stream", bytes),
+                    Format::Svg => text(StatusCode::OK, "image/svg+xml", bytes),
+                },
+                Err(ProfileError::Busy) => problem(
+                    StatusCode::CONFLICT,
+                    "profile_busy",
+                    "Conflict",
+                    "A profile is already being captured; try again when it ends.",
+                    id,
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "profile capture failed");
+                    problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "profile_failed",
+                        "Internal Server Error",
+                        "The profile could not be captured.",
+                        id,
+                    )
+                }
             }
         }
         (&Method::GET, "/identity/sessions") => {

@@ -465,6 +465,27 @@ pub struct FileTelemetry {
     /// Logs.
     #[serde(default)]
     pub logs: Option<FileLogs>,
+    /// CPU profiles the gateway captures by itself (when its runtime looks abnormal).
+    #[serde(default)]
+    pub profiles: Option<FileProfiles>,
+}
+
+/// Internal profile captures.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileProfiles {
+    /// Directory for the captures (default: `gateway-profiles` in the system temp directory).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub dir: Option<Str>,
+    /// Captures kept; older ones are removed (default 10).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub keep: Option<Spanned<u64>>,
+    /// Length of a capture, e.g. `10s` (default; at most 60s).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub duration: Option<Str>,
 }
 
 /// Logs.

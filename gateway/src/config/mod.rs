@@ -332,6 +332,29 @@ pub struct TelemetryConfig {
     pub log_level: String,
     /// Log format; `None`: text unless `--log-format` says otherwise.
     pub log_format: Option<crate::telemetry::logs::Format>,
+    /// Profiles captured by the gateway itself.
+    pub profiles: ProfileConfig,
+}
+
+/// Where internal profile captures go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileConfig {
+    /// Directory of recent captures.
+    pub dir: PathBuf,
+    /// Captures kept.
+    pub keep: usize,
+    /// Length of one capture in seconds.
+    pub seconds: u64,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        Self {
+            dir: std::env::temp_dir().join("gateway-profiles"),
+            keep: 10,
+            seconds: 10,
+        }
+    }
 }
 
 impl Default for TelemetryConfig {
@@ -342,6 +365,7 @@ impl Default for TelemetryConfig {
             task_sampling: 16,
             log_level: "info".into(),
             log_format: None,
+            profiles: ProfileConfig::default(),
         }
     }
 }

@@ -597,6 +597,41 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                     l.value.clone()
                 }
             },
+            profiles: {
+                let f = t.and_then(|t| t.profiles.as_ref());
+                let dp = super::ProfileConfig::default();
+                let length = duration(
+                    &mut p,
+                    &f.and_then(|f| f.duration.clone_spanned()),
+                    "telemetry.profiles.duration",
+                    Duration::from_secs(dp.seconds),
+                );
+                if let Some(d) = f.and_then(|f| f.duration.as_ref()) {
+                    let max = Duration::from_secs(crate::telemetry::profile::MAX_SECONDS);
+                    if length < Duration::from_secs(1) || length > max {
+                        p.at(pos(d), "telemetry.profiles.duration", "a capture lasts from 1s to 60s");
+                    }
+                }
+                super::ProfileConfig {
+                    dir: f
+                        .and_then(|f| f.dir.as_ref())
+                        .map(|d| PathBuf::from(&d.value))
+                        .unwrap_or(dp.dir),
+                    keep: positive(
+                        &mut p,
+                        &f.and_then(|f| {
+                            f.keep.as_ref().map(|c| Spanned {
+                                value: c.value,
+                                referenced: c.referenced,
+                                defined: c.defined,
+                            })
+                        }),
+                        "telemetry.profiles.keep",
+                        dp.keep as u64,
+                    ) as usize,
+                    seconds: length.as_secs(),
+                }
+            },
             log_format: match t.and_then(|t| t.logs.as_ref()).and_then(|l| l.format.as_ref()) {
                 None => None,
                 Some(f) if f.value == "text" => Some(crate::telemetry::logs::Format::Text),

@@ -7,6 +7,7 @@
 
 pub mod logs;
 pub mod names;
+pub mod profile;
 pub mod runtime;
 pub mod tap;
 
@@ -181,6 +182,15 @@ pub struct TaskGroupLabels {
     pub group: &'static str,
 }
 
+/// Labels of `gateway_profiles_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProfileLabels {
+    /// `admin` or `internal`.
+    pub trigger: &'static str,
+    /// `ok`, `busy` or `failed`.
+    pub result: &'static str,
+}
+
 /// Labels of `gateway_tap_events_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TapLabels {
@@ -280,6 +290,8 @@ pub struct Metrics {
     pub step_ups: Family<StepUpLabels, Counter>,
     /// `gateway_backchannel_logouts_total`.
     pub backchannel_logouts: Family<LoginLabels, Counter>,
+    /// `gateway_profiles_total`.
+    pub profiles: Family<ProfileLabels, Counter>,
     /// `gateway_tap_events_total`.
     pub tap_events: Family<TapLabels, Counter>,
     /// `gateway_tap_capacity`.
@@ -370,6 +382,7 @@ impl Metrics {
             logins: Family::default(),
             step_ups: Family::default(),
             backchannel_logouts: Family::default(),
+            profiles: Family::default(),
             tap_events: Family::default(),
             tap_capacity: Gauge::default(),
             tap_depth: Gauge::default(),
@@ -606,6 +619,11 @@ impl Metrics {
             m.task_mean_scheduled.clone(),
         );
         r.register(
+            PROFILES,
+            "CPU profile captures by trigger (admin, internal) and result (ok, busy, failed)",
+            m.profiles.clone(),
+        );
+        r.register(
             TAP_CAPACITY,
             "Request events the tap holds at most",
             m.tap_capacity.clone(),
@@ -636,6 +654,11 @@ impl Metrics {
             ("browser", "failed"),
         ] {
             let _ = m.step_ups.get_or_create(&StepUpLabels { kind, result });
+        }
+        for trigger in ["admin", "internal"] {
+            for result in ["ok", "busy", "failed"] {
+                let _ = m.profiles.get_or_create(&ProfileLabels { trigger, result });
+            }
         }
         for group in ["connections", "requests"] {
             let g = TaskGroupLabels { group };

@@ -87,6 +87,8 @@ pub const TASK_LONG_DELAYS: &str = "task_long_delays";
 pub const TASK_MEAN_POLL: &str = "task_mean_poll_seconds";
 /// Mean scheduling delay of monitored tasks by group (gauge, seconds).
 pub const TASK_MEAN_SCHEDULED: &str = "task_mean_scheduled_seconds";
+/// CPU profile captures by trigger and result (counter).
+pub const PROFILES: &str = "profiles";
 /// Request events the tap holds at most (gauge).
 pub const TAP_CAPACITY: &str = "tap_capacity";
 /// Request events waiting in the tap (gauge).
