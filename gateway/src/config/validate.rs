@@ -87,6 +87,11 @@ fn duration(p: &mut Problems, v: &Option<Str>, field: &str, default: Duration) -
 }
 
 fn positive(p: &mut Problems, v: &Option<Spanned<u64>>, field: &str, default: u64) -> u64 {
+    positive_in(p, v.as_ref(), field, default)
+}
+
+/// [`positive`] for a value inside an optional section.
+fn positive_in(p: &mut Problems, v: Option<&Spanned<u64>>, field: &str, default: u64) -> u64 {
     match v {
         Some(s) if s.value == 0 => {
             p.at(pos(s), field, "must be greater than zero");
@@ -558,15 +563,9 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
         let t = f.telemetry.as_ref();
         let d = super::TelemetryConfig::default();
         super::TelemetryConfig {
-            tap_capacity: positive(
+            tap_capacity: positive_in(
                 &mut p,
-                &t.and_then(|t| {
-                    t.tap_capacity.as_ref().map(|c| Spanned {
-                        value: c.value,
-                        referenced: c.referenced,
-                        defined: c.defined,
-                    })
-                }),
+                t.and_then(|t| t.tap_capacity.as_ref()),
                 "telemetry.tap_capacity",
                 d.tap_capacity as u64,
             ) as usize,
@@ -576,15 +575,9 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                 "telemetry.runtime_interval",
                 d.runtime_interval,
             ),
-            task_sampling: positive(
+            task_sampling: positive_in(
                 &mut p,
-                &t.and_then(|t| {
-                    t.task_sampling.as_ref().map(|c| Spanned {
-                        value: c.value,
-                        referenced: c.referenced,
-                        defined: c.defined,
-                    })
-                }),
+                t.and_then(|t| t.task_sampling.as_ref()),
                 "telemetry.task_sampling",
                 d.task_sampling,
             ),
@@ -617,15 +610,9 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                         .and_then(|f| f.dir.as_ref())
                         .map(|d| PathBuf::from(&d.value))
                         .unwrap_or(dp.dir),
-                    keep: positive(
+                    keep: positive_in(
                         &mut p,
-                        &f.and_then(|f| {
-                            f.keep.as_ref().map(|c| Spanned {
-                                value: c.value,
-                                referenced: c.referenced,
-                                defined: c.defined,
-                            })
-                        }),
+                        f.and_then(|f| f.keep.as_ref()),
                         "telemetry.profiles.keep",
                         dp.keep as u64,
                     ) as usize,
@@ -954,15 +941,9 @@ fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> Upst
     };
     let h = u.health.as_ref();
     let health = HealthConfig {
-        consecutive_failures: positive(
+        consecutive_failures: positive_in(
             p,
-            &h.and_then(|h| {
-                h.consecutive_failures.as_ref().map(|s| Spanned {
-                    value: s.value,
-                    referenced: s.referenced,
-                    defined: s.defined,
-                })
-            }),
+            h.and_then(|h| h.consecutive_failures.as_ref()),
             &format!("{base}.health.consecutive_failures"),
             5,
         ) as u32,
