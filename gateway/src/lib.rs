@@ -226,6 +226,8 @@ impl Gateway {
         self.tracker.close();
         let drained = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
         self.background.cancel();
+        // Export the spans still buffered.
+        self.shared.snapshot.load().tracing.clone().shutdown().await;
         drained
     }
 

@@ -143,7 +143,12 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<Outcome, ReloadError> {
             })??;
         let generation = snap.generation;
         crate::telemetry::logs::apply(&snap.config.telemetry.log_level);
-        shared.snapshot.store(Arc::new(snap));
+        let new_tracing = snap.tracing.clone();
+        let old = shared.snapshot.swap(Arc::new(snap));
+        if !Arc::ptr_eq(&old.tracing, &new_tracing) {
+            // Flush what the old exporter holds, off the workers.
+            tokio::spawn(old.tracing.clone().shutdown());
+        }
         Ok::<_, ConfigErrors>(Outcome { generation, changes })
     }
     .await;

@@ -675,3 +675,194 @@ impl OidcProvider {
         Ok(json(&r)["access_token"].as_str().unwrap_or_default().to_string())
     }
 }
+
+/// An OTLP trace receiver for the tests, on the official protobuf definitions
+/// (`opentelemetry-proto`): its generated gRPC service served over HTTP/2, and HTTP/protobuf at
+/// `POST /v1/traces`, both on 127.0.0.1. (No OpenTelemetry Collector can be installed here.)
+pub struct OtlpReceiver {
+    /// The gRPC endpoint.
+    pub grpc: SocketAddr,
+    /// The HTTP endpoint.
+    pub http: SocketAddr,
+    rx: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<(&'static str, TraceRequest)>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+/// What an exporter sent.
+pub type TraceRequest = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+/// One received span with its resource's attributes and the transport it came by.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    /// `grpc` or `http`.
+    pub transport: &'static str,
+    /// Resource attributes as text.
+    pub resource: std::collections::HashMap<String, String>,
+    /// The span.
+    pub span: opentelemetry_proto::tonic::trace::v1::Span,
+}
+
+impl ReceivedSpan {
+    /// A span attribute as text.
+    pub fn attr(&self, key: &str) -> Option<String> {
+        self.span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| any_text(kv.value.as_ref()))
+    }
+}
+
+fn any_text(v: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match v?.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        Value::DoubleValue(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+#[derive(Clone)]
+struct Collector(tokio::sync::mpsc::UnboundedSender<(&'static str, TraceRequest)>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<TraceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        let _ = self.0.send(("grpc", request.into_inner()));
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl OtlpReceiver {
+    /// Starts both endpoints.
+    pub async fn start() -> anyhow::Result<Self> {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let (grpc, http) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+        let service = TraceServiceServer::new(Collector(tx.clone()));
+        let s = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (io, _) = tokio::select! {
+                    r = grpc_listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+                    _ = s.cancelled() => return,
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(service.clone());
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(io), svc)
+                        .await;
+                });
+            }
+        });
+        let s = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (io, _) = tokio::select! {
+                    r = http_listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+                    _ = s.cancelled() => return,
+                };
+                let tx = tx.clone();
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        use prost::Message;
+                        let ok = req.method() == http::Method::POST
+                            && req.uri().path() == "/v1/traces"
+                            && req
+                                .headers()
+                                .get("content-type")
+                                .is_some_and(|v| v == "application/x-protobuf");
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let status = match (ok, TraceRequest::decode(body)) {
+                            (true, Ok(r)) => {
+                                let _ = tx.send(("http", r));
+                                200
+                            }
+                            _ => 400,
+                        };
+                        let answer =
+                            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::default();
+                        Response::builder()
+                            .status(status)
+                            .header("content-type", "application/x-protobuf")
+                            .body(Full::new(Bytes::from(answer.encode_to_vec())))
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(io), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Self {
+            grpc,
+            http,
+            rx: tokio::sync::Mutex::new(rx),
+            stop,
+        })
+    }
+
+    /// The spans received so far and until `want` have arrived (or patience runs out).
+    pub async fn spans(&self, want: usize) -> Vec<ReceivedSpan> {
+        self.spans_within(want, patience()).await
+    }
+
+    /// The spans received so far and until `want` have arrived or `wait` has passed.
+    pub async fn spans_within(&self, want: usize, wait: Duration) -> Vec<ReceivedSpan> {
+        let mut out = Vec::new();
+        let mut rx = self.rx.lock().await;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Ok((transport, req)) = rx.try_recv() {
+                for rs in req.resource_spans {
+                    let resource: std::collections::HashMap<String, String> = rs
+                        .resource
+                        .map(|r| {
+                            r.attributes
+                                .iter()
+                                .filter_map(|kv| Some((kv.key.clone(), any_text(kv.value.as_ref())?)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for ss in rs.scope_spans {
+                        for span in ss.spans {
+                            out.push(ReceivedSpan {
+                                transport,
+                                resource: resource.clone(),
+                                span,
+                            });
+                        }
+                    }
+                }
+            }
+            if out.len() >= want || tokio::time::Instant::now() > deadline {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

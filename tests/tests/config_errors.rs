@@ -348,3 +348,28 @@ telemetry:
         "gw.yaml:5:39: telemetry.logs.format: `xml` is not `text` or `json`"
     );
 }
+
+#[test]
+fn trace_problems() {
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+telemetry:
+  traces: { endpoint: \"https://collector:4317\", protocol: thrift, sampling_ratio: 1.5 }
+";
+    let (code, err) = check(yaml);
+    assert_eq!(code, 64);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with("gw.yaml:3:23: telemetry.traces.endpoint: `https://collector:4317` is not an endpoint"),
+        "{err}"
+    );
+    assert_eq!(
+        lines[1],
+        "gw.yaml:3:59: telemetry.traces.protocol: `thrift` is not `grpc` or `http`"
+    );
+    assert_eq!(
+        lines[2],
+        "gw.yaml:3:83: telemetry.traces.sampling_ratio: a share from 0 to 1, e.g. 0.01"
+    );
+}

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub signer: Option<Arc<crate::identity::assertion::Signer>>,
     /// The cookie key from `identity.sessions.key_file`; `None`: the process's random key.
     pub cookie_key: Option<Arc<CookieKey>>,
+    /// Trace exporting (kept across reloads while its config is unchanged).
+    pub tracing: Arc<crate::telemetry::trace::Tracing>,
     /// Whether some route signs browsers in (the gateway then answers its own paths).
     pub login_enabled: bool,
     /// TLS server configs by listener name.
@@ -139,9 +141,25 @@ impl Snapshot {
                 }
             }
         };
-        if !errors.is_empty() {
+        let tracing = match previous.filter(|p| p.tracing.config == config.telemetry.traces) {
+            Some(p) => Some(p.tracing.clone()),
+            None => match crate::telemetry::trace::Tracing::build(&config.telemetry.traces) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(reason) => {
+                    errors.push(ConfigError {
+                        file: file.to_string(),
+                        line: 1,
+                        column: 1,
+                        field: "telemetry.traces".into(),
+                        reason,
+                    });
+                    None
+                }
+            },
+        };
+        let (Some(tracing), true) = (tracing, errors.is_empty()) else {
             return Err(ConfigErrors(errors));
-        }
+        };
         let signer = match &config.assertion {
             None => None,
             Some(a) => match previous
@@ -179,6 +197,7 @@ impl Snapshot {
             providers,
             signer,
             cookie_key,
+            tracing,
             login_enabled,
             tls,
             unrouted: Arc::new(RouteMetrics::new("none", metrics)),

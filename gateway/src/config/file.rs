@@ -468,6 +468,38 @@ pub struct FileTelemetry {
     /// CPU profiles the gateway captures by itself (when its runtime looks abnormal).
     #[serde(default)]
     pub profiles: Option<FileProfiles>,
+    /// OpenTelemetry traces.
+    #[serde(default)]
+    pub traces: Option<FileTraces>,
+}
+
+/// OpenTelemetry traces.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileTraces {
+    /// OTLP endpoint, `http://host:port` (a collector or agent; plain text). Absent: trace
+    /// context is still propagated, nothing is exported.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub endpoint: Option<Str>,
+    /// `grpc` (default, port 4317 usually) or `http` (HTTP/protobuf to `<endpoint>/v1/traces`,
+    /// port 4318 usually).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub protocol: Option<Str>,
+    /// Share of new traces recorded, 0 to 1 (default 0.01); a trusted caller's sampled flag
+    /// decides for the traces it continues.
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    pub sampling_ratio: Option<Spanned<f64>>,
+    /// `service.name` (default `gateway`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub service_name: Option<Str>,
+    /// `service.instance.id` (default: the host name).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub instance: Option<Str>,
 }
 
 /// Internal profile captures.

@@ -334,6 +334,47 @@ pub struct TelemetryConfig {
     pub log_format: Option<crate::telemetry::logs::Format>,
     /// Profiles captured by the gateway itself.
     pub profiles: ProfileConfig,
+    /// Traces.
+    pub traces: TraceConfig,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+}
+
+/// Trace settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceConfig {
+    /// OTLP endpoint (`http://host:port`); `None`: nothing is exported.
+    pub endpoint: Option<String>,
+    /// Transport.
+    pub protocol: OtlpProtocol,
+    /// Share of new traces sampled, 0..=1.
+    pub sampling_ratio: f64,
+    /// `service.name`.
+    pub service_name: String,
+    /// `service.instance.id`.
+    pub instance: String,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        Self {
+            endpoint: None,
+            protocol: OtlpProtocol::Grpc,
+            sampling_ratio: 0.01,
+            service_name: "gateway".into(),
+            instance: if host.is_empty() { "gateway".into() } else { host },
+        }
+    }
 }
 
 /// Where internal profile captures go.
@@ -366,6 +407,7 @@ impl Default for TelemetryConfig {
             log_level: "info".into(),
             log_format: None,
             profiles: ProfileConfig::default(),
+            traces: TraceConfig::default(),
         }
     }
 }

@@ -619,6 +619,61 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                     seconds: length.as_secs(),
                 }
             },
+            traces: {
+                let f = t.and_then(|t| t.traces.as_ref());
+                let dt = super::TraceConfig::default();
+                let endpoint = f.and_then(|f| f.endpoint.as_ref()).and_then(|e| {
+                    let ok = e.value.parse::<http::Uri>().is_ok_and(|u| {
+                        u.scheme_str() == Some("http") && u.host().is_some() && u.path_and_query().is_none_or(|pq| pq.as_str() == "/")
+                    });
+                    if !ok {
+                        p.at(
+                            pos(e),
+                            "telemetry.traces.endpoint",
+                            format!("`{}` is not an endpoint like http://127.0.0.1:4317 (TLS to the collector is not supported)", e.value),
+                        );
+                    }
+                    ok.then(|| e.value.trim_end_matches('/').to_string())
+                });
+                let protocol = match f.and_then(|f| f.protocol.as_ref()) {
+                    None => dt.protocol,
+                    Some(v) if v.value == "grpc" => super::OtlpProtocol::Grpc,
+                    Some(v) if v.value == "http" || v.value == "http/protobuf" => super::OtlpProtocol::Http,
+                    Some(v) => {
+                        p.at(
+                            pos(v),
+                            "telemetry.traces.protocol",
+                            format!("`{}` is not `grpc` or `http`", v.value),
+                        );
+                        dt.protocol
+                    }
+                };
+                let sampling_ratio = match f.and_then(|f| f.sampling_ratio.as_ref()) {
+                    None => dt.sampling_ratio,
+                    Some(r) if (0.0..=1.0).contains(&r.value) => r.value,
+                    Some(r) => {
+                        p.at(
+                            pos(r),
+                            "telemetry.traces.sampling_ratio",
+                            "a share from 0 to 1, e.g. 0.01",
+                        );
+                        dt.sampling_ratio
+                    }
+                };
+                super::TraceConfig {
+                    endpoint,
+                    protocol,
+                    sampling_ratio,
+                    service_name: f
+                        .and_then(|f| f.service_name.as_ref())
+                        .map(|s| s.value.clone())
+                        .unwrap_or(dt.service_name),
+                    instance: f
+                        .and_then(|f| f.instance.as_ref())
+                        .map(|s| s.value.clone())
+                        .unwrap_or(dt.instance),
+                }
+            },
             log_format: match t.and_then(|t| t.logs.as_ref()).and_then(|l| l.format.as_ref()) {
                 None => None,
                 Some(f) if f.value == "text" => Some(crate::telemetry::logs::Format::Text),

@@ -28,6 +28,7 @@ use crate::config::Snapshot;
 use crate::conn::ConnInfo;
 use crate::error::{is_caused_by, rescue, ProxyError};
 use crate::identity::provider::AuthError;
+use crate::telemetry::trace;
 use crate::telemetry::ErrorLabels;
 use crate::upstream::client::SendError;
 use crate::upstream::Failure;
@@ -35,6 +36,8 @@ use crate::Shared;
 use baseline_engine::{AuthOutcome, Decision};
 use body::{Body, BodyLimitExceeded, Limited, Observed, ProxyBody};
 use observe::Observer;
+use opentelemetry::trace::{Span as _, SpanKind};
+use opentelemetry::KeyValue;
 use route::RouteMatch;
 
 /// What every answer on the request path carries: its body with the request's observer.
@@ -47,12 +50,14 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
     let snap = shared.snapshot.load_full();
     let trusted = forward::is_trusted(&snap.config.trusted_proxies, conn.peer.ip());
     let request_id = forward::request_id(req.headers(), trusted);
+    let trace = snap.tracing.start(req.headers(), trusted);
     let mut obs = Observer::new(
         conn.clone(),
         request_id,
         &req,
         snap.unrouted.clone(),
         shared.tap.clone(),
+        trace,
     );
     let result = proxy(&shared, &snap, &conn, &mut obs, req, trusted).await;
     let resp = match result {
@@ -107,6 +112,29 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
     let (scheme, token) = v.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
+}
+
+/// Holds the caller to the route's requirements, in a `decision` span when traced.
+fn decide(
+    obs: &mut Observer,
+    claims: &crate::identity::jwt::Claims,
+    requirements: &crate::config::Requirements,
+    now: u64,
+) -> Result<(), crate::identity::Refusal> {
+    let mut span = obs.trace.child("decision", SpanKind::Internal);
+    let result = crate::identity::check(claims, requirements, now);
+    if let Some(s) = &mut span {
+        let (decision, reason) = match &result {
+            Ok(()) => ("allow", ""),
+            Err(r @ crate::identity::Refusal::StepUp { .. }) => ("step_up", r.code()),
+            Err(r) => ("deny", r.code()),
+        };
+        s.set_attributes([
+            KeyValue::new("gateway.decision", decision),
+            KeyValue::new("gateway.reasons", reason),
+        ]);
+    }
+    result
 }
 
 /// Records a refusal by identity checking in the request's observation.
@@ -211,6 +239,9 @@ async fn proxy(
     obs.route = Some(route.clone());
 
     // --- identify
+    let identity_span = (route.bearer.is_some() || route.login.is_some())
+        .then(|| obs.trace.child("identity", SpanKind::Internal))
+        .flatten();
     let now = crate::unix_now() as u64;
     let mut verified: Option<(Arc<crate::identity::jwt::Claims>, [u8; 32])> = None;
     let token = route.bearer.as_ref().and_then(|_| bearer_token(req.headers()));
@@ -226,7 +257,7 @@ async fn proxy(
                         source: crate::identity::jwt::JwtError::Claim("revoked"),
                     });
                 }
-                if let Err(refusal) = crate::identity::check(&claims, &route.requirements, now) {
+                if let Err(refusal) = decide(obs, &claims, &route.requirements, now) {
                     provider.count("denied", refusal.reason());
                     if matches!(refusal, crate::identity::Refusal::StepUp { .. }) {
                         crate::identity::login::count_step_up(&shared.metrics, "bearer", "issued");
@@ -269,7 +300,7 @@ async fn proxy(
         obs.subject = Some(Arc::from(session.subject.as_str()));
         obs.session = Some(crate::identity::session::handle(&key));
         obs.auth = AuthOutcome::Session;
-        if let Err(refusal) = crate::identity::check(&session.claims, &route.requirements, now) {
+        if let Err(refusal) = decide(obs, &session.claims, &route.requirements, now) {
             refused(obs, &refusal);
             if matches!(refusal, crate::identity::Refusal::StepUp { .. }) && navigable {
                 let origin = origin(req.headers(), conn, trusted, host_raw);
@@ -283,6 +314,9 @@ async fn proxy(
         provider.count("missing", "no_token");
         refuse(obs, AuthOutcome::Missing, "missing_token");
         return Err(ProxyError::MissingToken);
+    }
+    if let Some(mut span) = identity_span {
+        span.set_attribute(KeyValue::new("gateway.auth", format!("{:?}", obs.auth)));
     }
     if content_length(req.headers()).is_some_and(|n| n > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge {
@@ -351,6 +385,14 @@ async fn proxy(
     if !limited.is_end_stream() {
         obs.bytes_in = Some(limited.count_into());
     }
+    let mut upstream_span = obs.trace.child("upstream", SpanKind::Client);
+    if let Some(s) = &mut upstream_span {
+        s.set_attributes([
+            KeyValue::new("gateway.pool", pool.name().to_string()),
+            KeyValue::new("server.address", endpoint.base.clone()),
+        ]);
+    }
+    obs.trace.inject(&mut parts.headers, upstream_span.as_ref());
     let up_req = Request::from_parts(parts, limited);
 
     // --- exchange
@@ -358,6 +400,7 @@ async fn proxy(
     let sent_at = tokio::time::Instant::now();
     let (mut resp, loan) = match tokio::time::timeout(timeout, pool.send(&endpoint, up_req)).await {
         Err(_) => {
+            trace::fail(&mut upstream_span, "timeout");
             pool.record(&endpoint, Some(Failure::Timeout));
             return Err(ProxyError::UpstreamTimeout {
                 endpoint: endpoint.base.clone(),
@@ -365,6 +408,7 @@ async fn proxy(
             });
         }
         Ok(Err(SendError::Connect(source))) => {
+            trace::fail(&mut upstream_span, "connect");
             pool.record(&endpoint, Some(Failure::Connect));
             return Err(ProxyError::UpstreamConnect {
                 endpoint: endpoint.base.clone(),
@@ -375,6 +419,7 @@ async fn proxy(
             if is_caused_by::<BodyLimitExceeded>(&e) {
                 return Err(ProxyError::BodyTooLarge { limit });
             }
+            trace::fail(&mut upstream_span, "protocol");
             pool.record(&endpoint, Some(Failure::Protocol));
             return Err(ProxyError::UpstreamProtocol {
                 endpoint: endpoint.base.clone(),
@@ -384,6 +429,15 @@ async fn proxy(
         Ok(Ok(r)) => r,
     };
     obs.upstream = Some(sent_at.elapsed());
+    if let Some(mut s) = upstream_span {
+        s.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(resp.status().as_u16()),
+        ));
+        if resp.status().is_server_error() {
+            s.set_status(opentelemetry::trace::Status::error("5xx"));
+        }
+    }
     pool.record(&endpoint, resp.status().is_server_error().then_some(Failure::Status5xx));
 
     // --- response

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::route::{Route, RouteMetrics};
 use crate::conn::ConnInfo;
 use crate::telemetry::tap::Tap;
+use crate::telemetry::trace::{RequestTrace, TraceIdHex};
 use crate::telemetry::MethodClass;
 use crate::upstream::{Endpoint, InFlight};
 
@@ -58,6 +59,8 @@ pub struct Observer {
     pub unix_ms: u64,
     /// Where the event goes.
     pub tap: Arc<Tap>,
+    /// The request's trace.
+    pub trace: RequestTrace,
     /// Holds the endpoint's in-flight count.
     pub in_flight: Option<InFlight>,
     /// Response status.
@@ -82,6 +85,7 @@ impl Observer {
         req: &http::Request<hyper::body::Incoming>,
         unrouted: Arc<RouteMetrics>,
         tap: Arc<Tap>,
+        trace: RequestTrace,
     ) -> Self {
         conn.state.request_started();
         let user_agent = req
@@ -114,6 +118,7 @@ impl Observer {
             user_agent,
             unix_ms,
             tap,
+            trace,
             in_flight: None,
             status: 0,
             error: None,
@@ -121,6 +126,46 @@ impl Observer {
             completed: false,
             body_error: false,
         }
+    }
+}
+
+impl Observer {
+    /// Ends the request span with what is known at the end (sampled requests only).
+    fn finish_span(&mut self, outcome: Outcome) {
+        use opentelemetry::KeyValue;
+        let route = self.route.as_ref().map(|r| r.name.to_string());
+        let name = format!("{} {}", self.method, route.as_deref().unwrap_or("unrouted"));
+        let mut attrs = vec![
+            KeyValue::new("http.request.method", self.method.to_string()),
+            KeyValue::new("url.path", self.uri.path().to_string()),
+            KeyValue::new("client.address", self.conn.peer.ip().to_string()),
+            KeyValue::new("network.protocol.name", "http"),
+            KeyValue::new("gateway.listener", self.conn.listener.to_string()),
+            KeyValue::new("gateway.request_id", self.request_id.to_str().unwrap_or("").to_string()),
+            KeyValue::new("gateway.auth", format!("{:?}", self.auth)),
+            KeyValue::new("gateway.outcome", format!("{outcome:?}")),
+            KeyValue::new("http.response.body.size", self.bytes_out as i64),
+        ];
+        if let Some(r) = route {
+            attrs.push(KeyValue::new("http.route", r));
+        }
+        if let Some(h) = self.host.as_ref().and_then(|h| h.to_str().ok()) {
+            attrs.push(KeyValue::new("server.address", h.to_string()));
+        }
+        if let Some(s) = &self.subject {
+            attrs.push(KeyValue::new("enduser.id", s.to_string()));
+        }
+        let (decision, reasons) = match &self.decision {
+            Decision::Allow => ("allow", String::new()),
+            Decision::StepUp { reasons } => ("step_up", reasons.join(",")),
+            Decision::Deny { reasons } => ("deny", reasons.join(",")),
+        };
+        attrs.push(KeyValue::new("gateway.decision", decision));
+        attrs.push(KeyValue::new("gateway.reasons", reasons));
+        if let Some(e) = self.error {
+            attrs.push(KeyValue::new("error.type", e));
+        }
+        self.trace.finish(name, self.status, attrs);
     }
 }
 
@@ -147,6 +192,7 @@ impl Drop for Observer {
         tracing::info!(
             target: "gateway::access",
             request_id = self.request_id.to_str().unwrap_or(""),
+            trace_id = %TraceIdHex(self.trace.trace_id),
             listener = %self.conn.listener,
             protocol = self.conn.protocol,
             peer = %self.conn.peer,
@@ -177,6 +223,9 @@ impl Drop for Observer {
             },
             "request"
         );
+        if self.trace.sampled {
+            self.finish_span(outcome);
+        }
         let event = RequestEvent {
             unix_ms: self.unix_ms,
             route: self.route.as_ref().map(|r| r.name.clone()),

@@ -10,6 +10,7 @@ pub mod names;
 pub mod profile;
 pub mod runtime;
 pub mod tap;
+pub mod trace;
 
 use std::sync::atomic::AtomicU64;
 
