@@ -85,6 +85,24 @@ pub enum AuthOutcome {
     Unavailable,
 }
 
+// === impl AuthOutcome ===
+
+impl AuthOutcome {
+    /// Its name in logs and traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthOutcome::NotRequired => "not_required",
+            AuthOutcome::Bearer => "bearer",
+            AuthOutcome::Session => "session",
+            AuthOutcome::Missing => "missing",
+            AuthOutcome::Invalid => "invalid",
+            AuthOutcome::Refused => "refused",
+            AuthOutcome::StepUp => "step_up",
+            AuthOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// The decision taken for the request, with its reasons.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

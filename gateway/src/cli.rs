@@ -109,7 +109,9 @@ pub fn main() -> ExitCode {
                 }
             };
             init_logging(cli.log_format, &cfg.telemetry);
-            runtime(cli.worker_threads).block_on(run(cfg, path))
+            let code = runtime(cli.worker_threads).block_on(run(cfg, path));
+            crate::telemetry::logs::finish();
+            code
         }
         Command::Demo {
             https_port,
@@ -117,11 +119,13 @@ pub fn main() -> ExitCode {
             admin_port,
         } => {
             init_logging(cli.log_format, &config::TelemetryConfig::default());
-            runtime(cli.worker_threads).block_on(run_demo(demo::DemoPorts {
+            let code = runtime(cli.worker_threads).block_on(run_demo(demo::DemoPorts {
                 https: https_port,
                 http: http_port,
                 admin: admin_port,
-            }))
+            }));
+            crate::telemetry::logs::finish();
+            code
         }
     }
 }

@@ -316,7 +316,7 @@ async fn proxy(
         return Err(ProxyError::MissingToken);
     }
     if let Some(mut span) = identity_span {
-        span.set_attribute(KeyValue::new("gateway.auth", format!("{:?}", obs.auth)));
+        span.set_attribute(KeyValue::new("gateway.auth", obs.auth.name()));
     }
     if content_length(req.headers()).is_some_and(|n| n > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge {

@@ -130,6 +130,40 @@ impl Observer {
 }
 
 impl Observer {
+    /// Writes the access line.
+    fn access(&self, elapsed: std::time::Duration, outcome: Outcome) {
+        let (decision, reasons): (&str, &[&'static str]) = match &self.decision {
+            Decision::Allow => ("allow", &[]),
+            Decision::StepUp { reasons } => ("step_up", reasons),
+            Decision::Deny { reasons } => ("deny", reasons),
+        };
+        crate::telemetry::access::log(&crate::telemetry::access::Entry {
+            request_id: self.request_id.to_str().unwrap_or(""),
+            trace_id: &TraceIdHex(self.trace.trace_id).to_string(),
+            listener: &self.conn.listener,
+            protocol: self.conn.protocol,
+            peer: self.conn.peer,
+            method: self.method.as_str(),
+            host: self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""),
+            path: self.uri.path(),
+            route: self.route.as_ref().map(|r| &*r.name).unwrap_or("none"),
+            endpoint: self.endpoint.as_ref().map(|e| e.base.as_str()).unwrap_or(""),
+            subject: self.subject.as_deref().unwrap_or(""),
+            auth: self.auth.name(),
+            decision,
+            reasons,
+            status: self.status,
+            error: self.error.unwrap_or(""),
+            duration_ms: elapsed.as_secs_f64() * 1e3,
+            bytes_out: self.bytes_out,
+            outcome: match outcome {
+                Outcome::Complete => "complete",
+                Outcome::ClientGone => "client_gone",
+                Outcome::BodyError => "body_error",
+            },
+        });
+    }
+
     /// Ends the request span with what is known at the end (sampled requests only).
     fn finish_span(&mut self, outcome: Outcome) {
         use opentelemetry::KeyValue;
@@ -142,7 +176,7 @@ impl Observer {
             KeyValue::new("network.protocol.name", "http"),
             KeyValue::new("gateway.listener", self.conn.listener.to_string()),
             KeyValue::new("gateway.request_id", self.request_id.to_str().unwrap_or("").to_string()),
-            KeyValue::new("gateway.auth", format!("{:?}", self.auth)),
+            KeyValue::new("gateway.auth", self.auth.name()),
             KeyValue::new("gateway.outcome", format!("{outcome:?}")),
             KeyValue::new("http.response.body.size", self.bytes_out as i64),
         ];
@@ -189,40 +223,9 @@ impl Drop for Observer {
         } else {
             Outcome::ClientGone
         };
-        tracing::info!(
-            target: "gateway::access",
-            request_id = self.request_id.to_str().unwrap_or(""),
-            trace_id = %TraceIdHex(self.trace.trace_id),
-            listener = %self.conn.listener,
-            protocol = self.conn.protocol,
-            peer = %self.conn.peer,
-            method = %self.method,
-            host = self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""),
-            path = self.uri.path(),
-            route = self.route.as_ref().map(|r| &*r.name).unwrap_or("none"),
-            endpoint = self.endpoint.as_ref().map(|e| e.base.as_str()).unwrap_or(""),
-            subject = self.subject.as_deref().unwrap_or(""),
-            auth = ?self.auth,
-            decision = match &self.decision {
-                Decision::Allow => "allow",
-                Decision::StepUp { .. } => "step_up",
-                Decision::Deny { .. } => "deny",
-            },
-            reasons = match &self.decision {
-                Decision::Allow => String::new(),
-                Decision::StepUp { reasons } | Decision::Deny { reasons } => reasons.join(","),
-            },
-            status = self.status,
-            error = self.error.unwrap_or(""),
-            duration_ms = elapsed.as_secs_f64() * 1e3,
-            bytes_out = self.bytes_out,
-            outcome = match outcome {
-                Outcome::Complete => "complete",
-                Outcome::ClientGone => "client_gone",
-                Outcome::BodyError => "body_error",
-            },
-            "request"
-        );
+        if crate::telemetry::access::enabled() {
+            self.access(elapsed, outcome);
+        }
         if self.trace.sampled {
             self.finish_span(outcome);
         }

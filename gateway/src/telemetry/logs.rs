@@ -27,7 +27,17 @@ struct Control {
     handle: reload::Handle<EnvFilter, Registry>,
     from_env: bool,
     current: Mutex<String>,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
+    format: Format,
+    writer: tracing_appender::non_blocking::NonBlocking,
 }
+
+/// Dropping it flushes the writer thread's last lines ([`finish`]).
+static WRITER: Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> = Mutex::new(None);
+
+/// Lines the writer thread may hold; beyond it lines are dropped (and counted), never waited
+/// for.
+const BUFFERED_LINES: usize = 65_536;
 
 static CONTROL: OnceLock<Control> = OnceLock::new();
 
@@ -39,7 +49,18 @@ pub fn init(format: Format, level: &str) {
     let spec = env.unwrap_or_else(|| level.to_string());
     let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Lines are formatted where they happen and written by a thread of their own, in batches:
+    // a request never waits for stderr.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name("gateway-log-writer")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+    let dropped = writer.error_counter();
+    let lines = writer.clone();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer);
     let installed = match format {
         Format::Json => Registry::default()
             .with(filter)
@@ -52,7 +73,13 @@ pub fn init(format: Format, level: &str) {
             handle,
             from_env,
             current: Mutex::new(spec),
+            dropped,
+            format,
+            writer: lines,
         });
+        if let Ok(mut w) = WRITER.lock() {
+            *w = Some(guard);
+        }
     }
 }
 
@@ -85,6 +112,30 @@ pub fn apply(level: &str) -> bool {
     }
     *current = level.to_string();
     true
+}
+
+/// The format of the gateway's own subscriber, when it is installed.
+pub fn format() -> Option<Format> {
+    CONTROL.get().map(|c| c.format)
+}
+
+/// Queues one whole line (ending in `\n`) for the writer thread; dropped and counted if it is
+/// behind.
+pub fn write_line(line: &[u8]) {
+    if let Some(c) = CONTROL.get() {
+        let _ = std::io::Write::write_all(&mut c.writer.clone(), line);
+    }
+}
+
+/// Writes out the lines still queued; call once, as the process ends.
+pub fn finish() {
+    let guard = WRITER.lock().ok().and_then(|mut w| w.take());
+    drop(guard);
+}
+
+/// Log lines dropped so far because the writer thread was behind.
+pub fn dropped() -> u64 {
+    CONTROL.get().map(|c| c.dropped.dropped_lines() as u64).unwrap_or(0)
 }
 
 /// Whether `spec` is a valid filter (`info`, `warn,gateway::access=info`, ...).

@@ -5,6 +5,7 @@
 //! tests read the values they caused. Labels come from bounded sets only: route, pool and
 //! listener names from the config, method and status classes, fixed reason sets.
 
+pub mod access;
 pub mod logs;
 pub mod names;
 pub mod profile;
@@ -291,6 +292,8 @@ pub struct Metrics {
     pub step_ups: Family<StepUpLabels, Counter>,
     /// `gateway_backchannel_logouts_total`.
     pub backchannel_logouts: Family<LoginLabels, Counter>,
+    /// `gateway_log_lines_dropped_total`.
+    pub log_lines_dropped: Counter,
     /// `gateway_profiles_total`.
     pub profiles: Family<ProfileLabels, Counter>,
     /// `gateway_tap_events_total`.
@@ -383,6 +386,7 @@ impl Metrics {
             logins: Family::default(),
             step_ups: Family::default(),
             backchannel_logouts: Family::default(),
+            log_lines_dropped: Counter::default(),
             profiles: Family::default(),
             tap_events: Family::default(),
             tap_capacity: Gauge::default(),
@@ -618,6 +622,11 @@ impl Metrics {
             "Mean time monitored tasks waited to be polled after waking, by group",
             Unit::Seconds,
             m.task_mean_scheduled.clone(),
+        );
+        r.register(
+            LOG_LINES_DROPPED,
+            "Log lines dropped because the log writer thread was behind",
+            m.log_lines_dropped.clone(),
         );
         r.register(
             PROFILES,

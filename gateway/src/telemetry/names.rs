@@ -87,6 +87,8 @@ pub const TASK_LONG_DELAYS: &str = "task_long_delays";
 pub const TASK_MEAN_POLL: &str = "task_mean_poll_seconds";
 /// Mean scheduling delay of monitored tasks by group (gauge, seconds).
 pub const TASK_MEAN_SCHEDULED: &str = "task_mean_scheduled_seconds";
+/// Log lines dropped because the writer was behind (counter).
+pub const LOG_LINES_DROPPED: &str = "log_lines_dropped";
 /// CPU profile captures by trigger and result (counter).
 pub const PROFILES: &str = "profiles";
 /// Request events the tap holds at most (gauge).

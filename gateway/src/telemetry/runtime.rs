@@ -145,6 +145,7 @@ pub async fn sample(shared: Arc<Shared>, handle: tokio::runtime::Handle, stop: C
     let group = |g: &'static str| TaskGroupLabels { group: g };
     let mut cpu_before = process().cpu;
     let mut dropped_before = shared.tap.dropped();
+    let mut log_dropped_before = super::logs::dropped();
     loop {
         let interval = shared.snapshot.load().config.telemetry.runtime_interval;
         tokio::select! {
@@ -208,6 +209,10 @@ pub async fn sample(shared: Arc<Shared>, handle: tokio::runtime::Handle, stop: C
         m.process_cpu.inc_by(secs(sample.cpu));
         m.process_fds.set(sample.open_fds as i64);
         m.tap_depth.set(shared.tap.depth() as i64);
+        let log_dropped = super::logs::dropped();
+        m.log_lines_dropped
+            .inc_by(log_dropped.saturating_sub(log_dropped_before));
+        log_dropped_before = log_dropped;
         shared.tap.send_runtime(sample);
     }
 }
