@@ -4,10 +4,15 @@
 //! - [`RuntimeSample`]: the gateway's runtime (tokio scheduler, its monitored tasks, the
 //!   process) every sampling interval.
 //!
-//! These types depend on no HTTP crate: the gateway translates its requests into them. Learning
-//! (baselines, entity behaviour, risk) is not built yet; see the README.
+//! - [`series::Detector`]: the streaming detector for one series (level, spread, daily and
+//!   weekly seasonality, robust to outliers, causal), and [`csv::score`] to run it offline.
+//!
+//! These types depend on no HTTP crate: the gateway translates its requests into them. Entity
+//! behaviour, risk and the engine's own tasks are not built yet; see the README.
 
+pub mod csv;
 pub mod event;
+pub mod series;
 
 pub use event::{
     hash_user_agent, AuthOutcome, Decision, Method, Outcome, Protocol, RequestEvent, RuntimeSample, TaskSample,
