@@ -109,6 +109,12 @@ async fn no_secret_reaches_the_log_and_its_level_reloads() -> anyhow::Result<()>
     let out = b.get(&format!("{base}/.gateway/logout")).await?;
     let id_token = query(location(&out)?)["id_token_hint"].clone();
 
+    // The writer thread writes in batches: wait for the logout's own access line.
+    let logout_id = out.headers()["x-request-id"].to_str()?.to_string();
+    assert_eventually!(
+        std::fs::read_to_string(&log_path)?.contains(&logout_id),
+        "the access lines are written"
+    );
     let log = std::fs::read_to_string(&log_path)?;
     assert!(access_lines(&log) >= 6, "{log}");
     assert!(log.contains("\"subject\":\"alice\""));
