@@ -11,6 +11,7 @@
 //! behaviour, risk and the engine's own tasks are not built yet; see the README.
 
 pub mod csv;
+pub mod engine;
 pub mod event;
 pub mod series;
 

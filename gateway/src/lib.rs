@@ -7,6 +7,7 @@
 //! metrics. [`Gateway::start`] wires it all together.
 
 pub mod admin;
+pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -169,6 +170,9 @@ impl Gateway {
             tracing::info!(listener = %l.name, address = %listeners[&l.name], tls = l.tls.is_some(), "listening");
         }
         tokio::spawn(admin::serve(admin_sock, shared.clone(), background.clone()));
+        if cfg.engine.enabled {
+            tokio::spawn(baseline::run(shared.clone(), background.clone()));
+        }
         tokio::spawn(telemetry::runtime::sample(
             shared.clone(),
             tokio::runtime::Handle::current(),

@@ -74,7 +74,7 @@ extra: 1
             "gw.yaml:7:16: limits.max_headers: expected a whole number, found the string `many`",
             "gw.yaml:11:12: routes[0].match: expected a mapping, found a list",
             "gw.yaml:14:16: upstreams[0].endpoints: expected a list, found the string `http://x`",
-            "gw.yaml:15:1: extra: unknown field `extra`, expected one of: admin, identity, limits, listeners, reload, routes, shutdown, telemetry, trusted_proxies, upstreams",
+            "gw.yaml:15:1: extra: unknown field `extra`, expected one of: admin, engine, identity, limits, listeners, reload, routes, shutdown, telemetry, trusted_proxies, upstreams",
         ],
         "{err}"
     );

@@ -35,13 +35,18 @@ async fn metrics_match_the_docs_and_pass_promtool() -> anyhow::Result<()> {
         "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n\
          identity: {{ providers: [{{ name: idp, issuer: \"http://127.0.0.1:{idp}\", login: {{ client_id: c, client_secret: s }} }}] }}\n\
          routes:\n  - {{ name: r, upstream: up, match: {{ path_prefix: /ok }} }}\n  - {{ name: private, upstream: up, match: {{ path_prefix: /private }}, auth: {{ bearer: idp }} }}\n\
-         upstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\n",
+         upstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\ntelemetry: {{ runtime_interval: 100ms }}\n",
         up.addr()
     );
     let gw = TestGateway::start(&yaml).await?;
     assert_eq!(send(gw.addr("http"), request("x", "/ok")).await?.status(), 200);
     assert_eq!(send(gw.addr("http"), request("x", "/missing")).await?.status(), 404);
     assert_eq!(send(gw.addr("http"), request("x", "/private")).await?.status(), 401);
+    // The engine's series appear with its first tick.
+    gateway_tests::assert_eventually!(
+        gw.metrics().await?.contains("gateway_baseline_score{"),
+        "the baseline engine has ticked"
+    );
     let text = gw.metrics().await?;
     let (doc, exp) = (documented(), exported(&text));
     let undocumented: Vec<_> = exp.difference(&doc).collect();

@@ -17,6 +17,7 @@ async fn gateway(up: &Upstream, extra: &str) -> anyhow::Result<TestGateway> {
         r#"
 listeners: [{{ name: http, address: "127.0.0.1:0" }}]
 admin: {{ address: "127.0.0.1:0" }}
+engine: {{ enabled: false }}
 identity: {{ providers: [{{ name: idp, issuer: "http://127.0.0.1:{idp}" }}] }}
 routes:
   - {{ name: open, upstream: up, match: {{ path_prefix: /open }} }}

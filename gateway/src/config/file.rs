@@ -35,6 +35,9 @@ pub struct FileConfig {
     /// Identity providers that routes may require tokens from.
     #[serde(default)]
     pub identity: Option<FileIdentity>,
+    /// The embedded baseline engine.
+    #[serde(default)]
+    pub engine: Option<FileEngine>,
     /// Telemetry: the tap to the baseline engine and runtime sampling.
     #[serde(default)]
     pub telemetry: Option<FileTelemetry>,
@@ -442,6 +445,23 @@ pub struct FileHealth {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub ejection_time: Option<Str>,
+}
+
+/// The embedded baseline engine. Needs a restart to change.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileEngine {
+    /// Run it (default true). Off, the tap keeps filling and its drops are counted.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Ticks (runtime samples) each series learns before it is scored (default 60).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub warmup: Option<Spanned<u64>>,
+    /// Consecutive anomalous ticks that make a runtime anomaly (default 5).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub sustained: Option<Spanned<u64>>,
 }
 
 /// Telemetry.

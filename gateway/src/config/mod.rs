@@ -100,6 +100,8 @@ pub struct Config {
     pub sessions: SessionConfig,
     /// Telemetry.
     pub telemetry: TelemetryConfig,
+    /// The embedded baseline engine.
+    pub engine: EngineConfig,
     /// Drain deadline on SIGTERM.
     pub drain_timeout: Duration,
     /// Reload behaviour.
@@ -316,6 +318,27 @@ impl fmt::Debug for LoginClient {
             .field("client_id", &self.client_id)
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
+    }
+}
+
+/// The embedded baseline engine (static: read at start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Whether it runs (and consumes the tap).
+    pub enabled: bool,
+    /// Ticks a series learns before it is scored.
+    pub warmup: u32,
+    /// Consecutive anomalous ticks that make a runtime anomaly.
+    pub sustained: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            warmup: 60,
+            sustained: 5,
+        }
     }
 }
 

@@ -690,6 +690,29 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
         }
     };
 
+    // --- engine
+    let engine = {
+        let e = f.engine.as_ref();
+        let d = super::EngineConfig::default();
+        super::EngineConfig {
+            enabled: e.and_then(|e| e.enabled).unwrap_or(d.enabled),
+            warmup: positive_in(
+                &mut p,
+                e.and_then(|e| e.warmup.as_ref()),
+                "engine.warmup",
+                u64::from(d.warmup),
+            )
+            .min(u64::from(u32::MAX)) as u32,
+            sustained: positive_in(
+                &mut p,
+                e.and_then(|e| e.sustained.as_ref()),
+                "engine.sustained",
+                u64::from(d.sustained),
+            )
+            .min(u64::from(u32::MAX)) as u32,
+        }
+    };
+
     // --- shutdown and reload
     let drain_timeout = duration(
         &mut p,
@@ -720,6 +743,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             assertion,
             sessions,
             telemetry,
+            engine,
             drain_timeout,
             reload,
         })

@@ -193,6 +193,15 @@ pub struct ProfileLabels {
     pub result: &'static str,
 }
 
+/// Labels of the `gateway_baseline_*` series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeriesLabels {
+    /// `service`, `route:<name>` or `runtime`.
+    pub scope: String,
+    /// Signal name.
+    pub signal: &'static str,
+}
+
 /// Labels of `gateway_tap_events_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TapLabels {
@@ -292,6 +301,24 @@ pub struct Metrics {
     pub step_ups: Family<StepUpLabels, Counter>,
     /// `gateway_backchannel_logouts_total`.
     pub backchannel_logouts: Family<LoginLabels, Counter>,
+    /// `gateway_baseline_value`.
+    pub baseline_value: Family<SeriesLabels, Gauge<f64, AtomicU64>>,
+    /// `gateway_baseline_expected`.
+    pub baseline_expected: Family<SeriesLabels, Gauge<f64, AtomicU64>>,
+    /// `gateway_baseline_lower`.
+    pub baseline_lower: Family<SeriesLabels, Gauge<f64, AtomicU64>>,
+    /// `gateway_baseline_upper`.
+    pub baseline_upper: Family<SeriesLabels, Gauge<f64, AtomicU64>>,
+    /// `gateway_baseline_score`.
+    pub baseline_score: Family<SeriesLabels, Gauge<f64, AtomicU64>>,
+    /// `gateway_engine_events_total`.
+    pub engine_events: Counter,
+    /// `gateway_runtime_anomaly_score`.
+    pub runtime_anomaly_score: Gauge<f64, AtomicU64>,
+    /// `gateway_runtime_anomaly`.
+    pub runtime_anomaly: Gauge,
+    /// `gateway_runtime_anomalies_total`.
+    pub runtime_anomalies: Counter,
     /// `gateway_log_lines_dropped_total`.
     pub log_lines_dropped: Counter,
     /// `gateway_profiles_total`.
@@ -386,6 +413,15 @@ impl Metrics {
             logins: Family::default(),
             step_ups: Family::default(),
             backchannel_logouts: Family::default(),
+            baseline_value: Family::default(),
+            baseline_expected: Family::default(),
+            baseline_lower: Family::default(),
+            baseline_upper: Family::default(),
+            baseline_score: Family::default(),
+            engine_events: Counter::default(),
+            runtime_anomaly_score: Gauge::default(),
+            runtime_anomaly: Gauge::default(),
+            runtime_anomalies: Counter::default(),
             log_lines_dropped: Counter::default(),
             profiles: Family::default(),
             tap_events: Family::default(),
@@ -622,6 +658,51 @@ impl Metrics {
             "Mean time monitored tasks waited to be polled after waking, by group",
             Unit::Seconds,
             m.task_mean_scheduled.clone(),
+        );
+        r.register(
+            BASELINE_VALUE,
+            "A learned series' value over the last tick, by scope and signal",
+            m.baseline_value.clone(),
+        );
+        r.register(
+            BASELINE_EXPECTED,
+            "A learned series' expected value for the last tick",
+            m.baseline_expected.clone(),
+        );
+        r.register(
+            BASELINE_LOWER,
+            "Lower edge of a learned series' normal band",
+            m.baseline_lower.clone(),
+        );
+        r.register(
+            BASELINE_UPPER,
+            "Upper edge of a learned series' normal band",
+            m.baseline_upper.clone(),
+        );
+        r.register(
+            BASELINE_SCORE,
+            "Anomaly score of a learned series' last tick, 0 to 1",
+            m.baseline_score.clone(),
+        );
+        r.register(
+            ENGINE_EVENTS,
+            "Request events the baseline engine has taken from the tap",
+            m.engine_events.clone(),
+        );
+        r.register(
+            RUNTIME_ANOMALY_SCORE,
+            "Highest anomaly score among the runtime series at the last tick",
+            m.runtime_anomaly_score.clone(),
+        );
+        r.register(
+            RUNTIME_ANOMALY,
+            "1 while a sustained runtime anomaly lasts",
+            m.runtime_anomaly.clone(),
+        );
+        r.register(
+            RUNTIME_ANOMALIES,
+            "Sustained runtime anomalies raised",
+            m.runtime_anomalies.clone(),
         );
         r.register(
             LOG_LINES_DROPPED,

@@ -87,6 +87,24 @@ pub const TASK_LONG_DELAYS: &str = "task_long_delays";
 pub const TASK_MEAN_POLL: &str = "task_mean_poll_seconds";
 /// Mean scheduling delay of monitored tasks by group (gauge, seconds).
 pub const TASK_MEAN_SCHEDULED: &str = "task_mean_scheduled_seconds";
+/// A learned series' value, by scope and signal (gauge).
+pub const BASELINE_VALUE: &str = "baseline_value";
+/// A learned series' expected value (gauge).
+pub const BASELINE_EXPECTED: &str = "baseline_expected";
+/// Lower edge of the normal band (gauge).
+pub const BASELINE_LOWER: &str = "baseline_lower";
+/// Upper edge of the normal band (gauge).
+pub const BASELINE_UPPER: &str = "baseline_upper";
+/// Anomaly score, 0 to 1 (gauge).
+pub const BASELINE_SCORE: &str = "baseline_score";
+/// Request events taken by the engine (counter).
+pub const ENGINE_EVENTS: &str = "engine_events";
+/// Highest runtime series score (gauge).
+pub const RUNTIME_ANOMALY_SCORE: &str = "runtime_anomaly_score";
+/// 1 during a sustained runtime anomaly (gauge).
+pub const RUNTIME_ANOMALY: &str = "runtime_anomaly";
+/// Sustained runtime anomalies raised (counter).
+pub const RUNTIME_ANOMALIES: &str = "runtime_anomalies";
 /// Log lines dropped because the writer was behind (counter).
 pub const LOG_LINES_DROPPED: &str = "log_lines_dropped";
 /// CPU profile captures by trigger and result (counter).

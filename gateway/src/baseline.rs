@@ -1,0 +1,97 @@
+//! The embedded baseline engine: a task that takes the tap's receivers, counts request events
+//! into the series engine, and closes a tick with each runtime sample. Each tick's series go to
+//! `/metrics` (value, expected value, band and score, labelled by scope and signal), and a
+//! sustained runtime anomaly is logged, raised as `gateway_runtime_anomaly`, and captured as a
+//! CPU profile. The request path never waits for any of it (see the tap).
+
+use std::sync::Arc;
+
+use baseline_engine::engine::{Report, SeriesEngine};
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::SeriesLabels;
+use crate::Shared;
+
+/// A runtime series scoring at least this is anomalous.
+const ANOMALOUS: f64 = 0.9;
+/// Request events taken from the tap at a time.
+const BATCH: usize = 1024;
+
+/// Runs until `stop`; does nothing when another consumer holds the tap.
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let Some((mut requests, mut samples)) = shared.tap.take_receiver() else {
+        return;
+    };
+    let cfg = shared.snapshot.load().config.engine.clone();
+    let detector = baseline_engine::series::Config {
+        warmup: cfg.warmup,
+        ..Default::default()
+    };
+    let max_routes = shared.snapshot.load().config.routes.len() + 16;
+    let mut engine = SeriesEngine::new(detector, max_routes);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut streak = 0u32;
+    let mut raised = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            n = requests.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                for e in batch.drain(..) {
+                    engine.request(&e);
+                }
+                shared.metrics.engine_events.inc_by(n as u64);
+            }
+            sample = samples.recv() => {
+                let Some(sample) = sample else { return };
+                // Events of the tick that are still queued belong to it.
+                while let Ok(e) = requests.try_recv() {
+                    engine.request(&e);
+                    shared.metrics.engine_events.inc();
+                }
+                let reports = engine.tick(&sample);
+                export(&shared, &reports);
+                let worst = reports
+                    .iter()
+                    .filter(|r| &*r.scope == "runtime")
+                    .max_by(|a, b| a.assessment.score.total_cmp(&b.assessment.score));
+                let score = worst.map(|r| r.assessment.score).unwrap_or(0.0);
+                shared.metrics.runtime_anomaly_score.set(score);
+                streak = if score >= ANOMALOUS { streak + 1 } else { 0 };
+                if streak >= cfg.sustained && !raised {
+                    raised = true;
+                    shared.metrics.runtime_anomaly.set(1);
+                    shared.metrics.runtime_anomalies.inc();
+                    let signals: Vec<String> = reports
+                        .iter()
+                        .filter(|r| &*r.scope == "runtime" && r.assessment.score >= ANOMALOUS)
+                        .map(|r| format!("{}={:.6} (expected {:.6}..{:.6})", r.signal, r.value, r.assessment.lower.max(0.0), r.assessment.upper))
+                        .collect();
+                    tracing::warn!(ticks = streak, signals = %signals.join(", "), "runtime anomaly");
+                    crate::telemetry::profile::capture_profile(&shared, "runtime_anomaly");
+                } else if streak == 0 && raised {
+                    raised = false;
+                    shared.metrics.runtime_anomaly.set(0);
+                    tracing::info!("runtime anomaly ended");
+                }
+            }
+        }
+    }
+}
+
+fn export(shared: &Shared, reports: &[Report]) {
+    let m = &shared.metrics;
+    for r in reports {
+        let l = SeriesLabels {
+            scope: r.scope.to_string(),
+            signal: r.signal,
+        };
+        m.baseline_value.get_or_create(&l).set(r.value);
+        m.baseline_expected.get_or_create(&l).set(r.assessment.expected);
+        m.baseline_lower.get_or_create(&l).set(r.assessment.lower);
+        m.baseline_upper.get_or_create(&l).set(r.assessment.upper);
+        m.baseline_score.get_or_create(&l).set(r.assessment.score);
+    }
+}

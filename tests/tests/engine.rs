@@ -1,0 +1,112 @@
+//! The embedded baseline engine: it consumes the tap, learns the service's and the runtime's
+//! series, exports their bands, and turns a sustained runtime anomaly (blocked workers) into a
+//! log event, the `gateway_runtime_anomaly` metric and a CPU profile on disk.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_tests::{assert_eventually, metric, request, send, TestGateway, Upstream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_workers_raise_a_runtime_anomaly_and_a_profile() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let profiles = tempfile::tempdir()?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes: [{{ name: app, upstream: up }}]
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+engine: {{ warmup: 20, sustained: 3 }}
+telemetry:
+  runtime_interval: 50ms
+  task_sampling: 1
+  profiles: {{ dir: "{}", keep: 3, duration: 1s }}
+"#,
+        up.addr(),
+        profiles.path().display()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    // Some traffic while the series learn.
+    for _ in 0..30 {
+        assert_eq!(send(gw.addr("http"), request("app.test", "/x")).await?.status(), 200);
+    }
+    let m = || async { gw.metrics().await };
+    assert_eventually!(
+        metric(
+            &m().await?,
+            "gateway_baseline_score",
+            &[("scope", "runtime"), ("signal", "busy_ratio")]
+        )
+        .is_some()
+            && metric(&m().await?, "gateway_engine_events_total", &[]) >= Some(30.0),
+        "the engine consumes the tap and exports series"
+    );
+    // The tap no longer overflows: the engine reads it.
+    assert_eq!(
+        metric(&m().await?, "gateway_tap_events_total", &[("result", "dropped")]),
+        Some(0.0)
+    );
+    let text = m().await?;
+    assert!(metric(
+        &text,
+        "gateway_baseline_upper",
+        &[("scope", "service"), ("signal", "request_rate")]
+    )
+    .is_some());
+    assert!(metric(
+        &text,
+        "gateway_baseline_value",
+        &[("scope", "route:app"), ("signal", "request_rate")]
+    )
+    .is_some());
+    // Warm-up: 20 ticks of 50 ms.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        metric(&m().await?, "gateway_runtime_anomaly", &[]),
+        Some(0.0),
+        "a quiet runtime is normal"
+    );
+
+    // Block both workers in turns (tasks that hold a worker for 40 ms at a time) while clients
+    // keep calling: their requests wait for a worker.
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = gw.addr("http");
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = send(addr, request("app.test", "/x")).await;
+                }
+            })
+        })
+        .collect();
+    let blockers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(40));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    assert_eventually!(
+        metric(&m().await?, "gateway_runtime_anomaly", &[]) == Some(1.0),
+        "blocked workers make a sustained runtime anomaly"
+    );
+    assert!(metric(&m().await?, "gateway_runtime_anomaly_score", &[]).is_some_and(|s| s >= 0.9));
+    assert_eventually!(
+        std::fs::read_dir(profiles.path())?.count() >= 1,
+        "a profile is captured"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for b in blockers.into_iter().chain(clients) {
+        b.await?;
+    }
+    assert_eq!(metric(&m().await?, "gateway_runtime_anomalies_total", &[]), Some(1.0));
+    Ok(())
+}
