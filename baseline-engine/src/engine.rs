@@ -206,33 +206,16 @@ impl SeriesEngine {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
     use std::time::Duration;
 
     use super::*;
-    use crate::event::{AuthOutcome, Decision, Method, Outcome, Protocol};
 
     fn event(route: &str, status: u16, ms: u64) -> RequestEvent {
         RequestEvent {
-            unix_ms: 0,
             route: Some(Arc::from(route)),
-            method: Method::Get,
             status,
             total: Duration::from_millis(ms),
-            upstream: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            protocol: Protocol::Http1,
-            tls: None,
-            client: IpAddr::from([127, 0, 0, 1]),
-            user_agent: 0,
-            subject: None,
-            session: None,
-            auth: AuthOutcome::NotRequired,
-            decision: Decision::Allow,
-            risk: None,
-            error: None,
-            outcome: Outcome::Complete,
+            ..Default::default()
         }
     }
 

@@ -174,6 +174,33 @@ pub struct RequestEvent {
     pub outcome: Outcome,
 }
 
+impl Default for RequestEvent {
+    /// A request about which nothing is known yet: no route, status 0, from 0.0.0.0.
+    fn default() -> Self {
+        RequestEvent {
+            unix_ms: 0,
+            route: None,
+            method: Method::Get,
+            status: 0,
+            total: Duration::ZERO,
+            upstream: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            protocol: Protocol::Http1,
+            tls: None,
+            client: IpAddr::from([0, 0, 0, 0]),
+            user_agent: 0,
+            subject: None,
+            session: None,
+            auth: AuthOutcome::NotRequired,
+            decision: Decision::Allow,
+            risk: None,
+            error: None,
+            outcome: Outcome::Complete,
+        }
+    }
+}
+
 /// One monitored group of tasks over a sampling interval (tokio-metrics `TaskMonitor`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct TaskSample {

@@ -86,34 +86,12 @@ impl Tap {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
-    use std::time::Duration;
-
-    use baseline_engine::{AuthOutcome, Decision, Method, Outcome, Protocol};
-
     use super::*;
 
     fn event(status: u16) -> RequestEvent {
         RequestEvent {
-            unix_ms: 0,
-            route: None,
-            method: Method::Get,
             status,
-            total: Duration::ZERO,
-            upstream: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            protocol: Protocol::Http1,
-            tls: None,
-            client: IpAddr::from([127, 0, 0, 1]),
-            user_agent: 0,
-            subject: None,
-            session: None,
-            auth: AuthOutcome::NotRequired,
-            decision: Decision::Allow,
-            risk: None,
-            error: None,
-            outcome: Outcome::Complete,
+            ..Default::default()
         }
     }
 
