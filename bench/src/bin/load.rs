@@ -61,6 +61,10 @@ struct Args {
     /// A second gateway binary to run as an extra target in the same rounds (A/B comparison).
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// YAML appended to the --compare gateway's config (e.g. `engine: { enabled: false }`, to
+    /// compare the same binary with a feature off).
+    #[arg(long)]
+    compare_extra: Option<String>,
 }
 
 /// A child process stopped with SIGTERM (then SIGKILL) when dropped.
@@ -426,7 +430,9 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
     let (bw, bws, badmin) = (free_port()?, free_port()?, free_port()?);
     let alt = match &args.compare {
         Some(bin) => {
-            let conf = gateway_conf(SocketAddr::from(([127, 0, 0, 1], up)), bw, bws, badmin, cert, key, None);
+            let conf = gateway_conf(SocketAddr::from(([127, 0, 0, 1], up)), bw, bws, badmin, cert, key, None)
+                + args.compare_extra.as_deref().unwrap_or("")
+                + "\n";
             std::fs::write(dir.join("gateway-b.yaml"), conf)?;
             ports.push(bw);
             Some(Proc::spawn(
@@ -619,6 +625,7 @@ fn clone_args(a: &Args) -> Args {
         skip_throughput: a.skip_throughput,
         skip_memory: a.skip_memory,
         compare: a.compare.clone(),
+        compare_extra: a.compare_extra.clone(),
         plain_only: a.plain_only,
         telemetry: a.telemetry,
     }
