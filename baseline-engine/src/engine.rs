@@ -82,6 +82,70 @@ impl Window {
     }
 }
 
+/// Every signal name, so restored state maps back onto the engine's own names.
+pub const SIGNALS: [&str; 12] = [
+    "request_rate",
+    "error_ratio",
+    "latency_p95",
+    "alive_tasks",
+    "busy_ratio",
+    "mean_poll",
+    "scheduled",
+    "blocking_threads",
+    "blocking_queue",
+    "global_queue",
+    "slow_polls",
+    "tap_drops",
+];
+
+/// Version of the state file format.
+pub const STATE_VERSION: u32 = 1;
+
+/// Learned state as written to disk.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    /// Format version.
+    pub version: u32,
+    /// When it was written, Unix seconds.
+    pub saved_unix: u64,
+    /// Every series' detector.
+    pub series: Vec<SeriesState>,
+}
+
+/// One series in the state file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeriesState {
+    /// Scope.
+    pub scope: String,
+    /// Signal.
+    pub signal: String,
+    /// Its detector.
+    pub detector: Detector,
+}
+
+/// Why a state file was not restored.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StateError {
+    /// Not JSON of the expected shape (corrupt or truncated).
+    Malformed(String),
+    /// Written by another version.
+    Version(u32),
+    /// A detector holds numbers that make no sense.
+    Insane(String),
+}
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateError::Malformed(e) => write!(f, "the state is not readable: {e}"),
+            StateError::Version(v) => write!(f, "the state has version {v}, not {STATE_VERSION}"),
+            StateError::Insane(s) => write!(f, "the state of series {s} is not usable"),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
 /// The smallest spread a signal is given: differences below it are not news, however quiet the
 /// signal has been (an idle runtime's busy ratio varies by thousandths).
 pub fn floor(signal: &str) -> f64 {
@@ -202,6 +266,48 @@ impl SeriesEngine {
     pub fn series(&self) -> usize {
         self.detectors.len()
     }
+
+    /// The learned state, serialized (JSON), stamped `saved_unix`.
+    pub fn save(&self, saved_unix: u64) -> Vec<u8> {
+        let mut series: Vec<SeriesState> = self
+            .detectors
+            .iter()
+            .map(|((scope, signal), d)| SeriesState {
+                scope: scope.to_string(),
+                signal: signal.to_string(),
+                detector: d.clone(),
+            })
+            .collect();
+        series.sort_by(|a, b| (&a.scope, &a.signal).cmp(&(&b.scope, &b.signal)));
+        let state = State {
+            version: STATE_VERSION,
+            saved_unix,
+            series,
+        };
+        serde_json::to_vec(&state).unwrap_or_default()
+    }
+
+    /// Replaces the learned state with `bytes` (from [`SeriesEngine::save`]). On any error the
+    /// engine is left as it was. Returns the number of series restored.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<usize, StateError> {
+        let state: State = serde_json::from_slice(bytes).map_err(|e| StateError::Malformed(e.to_string()))?;
+        if state.version != STATE_VERSION {
+            return Err(StateError::Version(state.version));
+        }
+        let mut detectors = HashMap::new();
+        for s in state.series {
+            let Some(signal) = SIGNALS.iter().copied().find(|x| *x == s.signal) else {
+                continue; // a signal this version does not learn
+            };
+            if !s.detector.is_sane() {
+                return Err(StateError::Insane(format!("{} {}", s.scope, s.signal)));
+            }
+            detectors.insert((Arc::from(s.scope.as_str()), signal), s.detector);
+        }
+        let n = detectors.len();
+        self.detectors = detectors;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +373,44 @@ mod tests {
         }
         assert!(find(&last, "route:api", "error_ratio").assessment.score > 0.9);
         assert_eq!(find(&last, "route:api", "request_rate").assessment.score, 0.0);
+    }
+
+    #[test]
+    fn state_round_trips_and_bad_state_changes_nothing() {
+        let mut e = SeriesEngine::new(Config::default(), 10);
+        for t in 0..100u64 {
+            for _ in 0..(50 + t % 7) {
+                e.request(&event("api", 200, 3));
+            }
+            e.tick(&sample(20_000 + t));
+        }
+        let saved = e.save(123);
+        let mut fresh = SeriesEngine::new(Config::default(), 10);
+        assert_eq!(fresh.restore(&saved), Ok(e.series()));
+        // The restored engine is warm: the same next tick scores the same.
+        for _ in 0..500 {
+            e.request(&event("api", 200, 3));
+            fresh.request(&event("api", 200, 3));
+        }
+        let (a, b) = (e.tick(&sample(20_100)), fresh.tick(&sample(20_100)));
+        let rate = |r: &[Report]| find(r, "route:api", "request_rate").assessment.score;
+        assert!(rate(&a) > 0.9);
+        assert_eq!(rate(&a), rate(&b));
+        // Truncated, corrupt, foreign version, insane numbers: refused, nothing changed.
+        let before = fresh.series();
+        assert!(matches!(
+            fresh.restore(&saved[..saved.len() / 2]),
+            Err(StateError::Malformed(_))
+        ));
+        assert!(matches!(
+            fresh.restore(b"\x00\xffgarbage"),
+            Err(StateError::Malformed(_))
+        ));
+        let other = String::from_utf8_lossy(&saved).replace("\"version\":1", "\"version\":99");
+        assert_eq!(fresh.restore(other.as_bytes()), Err(StateError::Version(99)));
+        let insane = String::from_utf8_lossy(&saved).replacen("\"scale\":", "\"scale\":-1", 1);
+        assert!(matches!(fresh.restore(insane.as_bytes()), Err(StateError::Insane(_))));
+        assert_eq!(fresh.series(), before);
     }
 
     #[test]

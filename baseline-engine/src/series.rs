@@ -17,7 +17,7 @@
 //!   was denied.
 
 /// Detector settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// Weight of a new point in the level.
     pub alpha_level: f64,
@@ -79,7 +79,7 @@ pub const BAND: f64 = 3.0;
 const MAD_TO_SD: f64 = 1.2533;
 
 /// The detector's state: a few numbers and 31 seasonal offsets (about 300 bytes).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Detector {
     config: Config,
     seen: u64,
@@ -129,6 +129,14 @@ impl Detector {
     /// Points learned so far.
     pub fn seen(&self) -> u64 {
         self.seen
+    }
+
+    /// Whether the state is usable: finite numbers, a non-negative spread.
+    pub fn is_sane(&self) -> bool {
+        self.level.is_finite()
+            && self.scale.is_finite()
+            && self.scale >= 0.0
+            && self.daily.iter().chain(self.weekly.iter()).all(|x| x.is_finite())
     }
 
     /// Whether the warm-up is over.

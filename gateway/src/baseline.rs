@@ -29,6 +29,10 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     };
     let max_routes = shared.snapshot.load().config.routes.len() + 16;
     let mut engine = SeriesEngine::new(detector, max_routes);
+    if let Some(path) = &cfg.state_file {
+        restore(&shared, &mut engine, path);
+    }
+    let mut next_save = tokio::time::Instant::now() + cfg.save_every;
     let mut streak = 0u32;
     let mut raised = false;
     // The engine looks at the tap every few milliseconds instead of waiting on it: a waiting
@@ -38,8 +42,21 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                if let Some(path) = &cfg.state_file {
+                    save(&shared, &engine, path);
+                }
+                return;
+            }
             _ = every.tick() => {}
+        }
+        if let Some(path) = cfg
+            .state_file
+            .as_ref()
+            .filter(|_| tokio::time::Instant::now() >= next_save)
+        {
+            save(&shared, &engine, path);
+            next_save = tokio::time::Instant::now() + cfg.save_every;
         }
         let mut taken = 0u64;
         loop {
@@ -87,6 +104,53 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 shared.metrics.runtime_anomaly.set(0);
                 tracing::info!("runtime anomaly ended");
             }
+        }
+    }
+}
+
+fn count(shared: &Shared, op: &'static str, result: &'static str) {
+    shared
+        .metrics
+        .engine_state
+        .get_or_create(&crate::telemetry::StateLabels { op, result })
+        .inc();
+}
+
+/// Loads the learned state; a missing file means learning from scratch, a bad one is
+/// reported and learning starts from scratch too.
+fn restore(shared: &Shared, engine: &mut SeriesEngine, path: &std::path::Path) {
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            count(shared, "load", "missing");
+            tracing::info!(file = %path.display(), "no learned state yet; learning from scratch");
+        }
+        Err(e) => {
+            count(shared, "load", "failed");
+            tracing::warn!(file = %path.display(), error = %e, "learned state not readable; learning from scratch");
+        }
+        Ok(bytes) => match engine.restore(&bytes) {
+            Ok(n) => {
+                count(shared, "load", "ok");
+                tracing::info!(file = %path.display(), series = n, "learned state restored");
+            }
+            Err(e) => {
+                count(shared, "load", "corrupt");
+                tracing::warn!(file = %path.display(), error = %e, "learned state refused; learning from scratch");
+            }
+        },
+    }
+}
+
+/// Writes the learned state atomically (a temporary file renamed over the old one).
+fn save(shared: &Shared, engine: &SeriesEngine, path: &std::path::Path) {
+    let bytes = engine.save(crate::unix_now() as u64);
+    let tmp = path.with_extension("tmp");
+    let result = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, path));
+    match result {
+        Ok(()) => count(shared, "save", "ok"),
+        Err(e) => {
+            count(shared, "save", "failed");
+            tracing::warn!(file = %path.display(), error = %e, "learned state not written");
         }
     }
 }

@@ -91,6 +91,7 @@ pub struct Gateway {
     background: CancellationToken,
     listeners: HashMap<String, SocketAddr>,
     admin: SocketAddr,
+    engine: Option<tokio::task::JoinHandle<()>>,
 }
 
 // === impl Gateway ===
@@ -170,9 +171,10 @@ impl Gateway {
             tracing::info!(listener = %l.name, address = %listeners[&l.name], tls = l.tls.is_some(), "listening");
         }
         tokio::spawn(admin::serve(admin_sock, shared.clone(), background.clone()));
-        if cfg.engine.enabled {
-            tokio::spawn(baseline::run(shared.clone(), background.clone()));
-        }
+        let engine = cfg
+            .engine
+            .enabled
+            .then(|| tokio::spawn(baseline::run(shared.clone(), background.clone())));
         tokio::spawn(telemetry::runtime::sample(
             shared.clone(),
             tokio::runtime::Handle::current(),
@@ -199,6 +201,7 @@ impl Gateway {
             background,
             listeners,
             admin,
+            engine,
         })
     }
 
@@ -230,6 +233,10 @@ impl Gateway {
         self.tracker.close();
         let drained = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
         self.background.cancel();
+        // The engine writes its learned state as it stops.
+        if let Some(engine) = self.engine {
+            let _ = tokio::time::timeout(Duration::from_secs(5), engine).await;
+        }
         // Export the spans still buffered.
         self.shared.snapshot.load().tracing.clone().shutdown().await;
         drained

@@ -110,3 +110,78 @@ telemetry:
     assert_eq!(metric(&m().await?, "gateway_runtime_anomalies_total", &[]), Some(1.0));
     Ok(())
 }
+
+fn state_config(up: &Upstream, state: &std::path::Path) -> String {
+    format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes: [{{ name: app, upstream: up }}]
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+engine: {{ warmup: 5, state_file: "{}", save_every: 1h }}
+telemetry: {{ runtime_interval: 50ms }}
+"#,
+        up.addr(),
+        state.display()
+    )
+}
+
+#[tokio::test]
+async fn learned_state_survives_a_restart_and_a_bad_file_is_reported() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("engine.json");
+    let loads = |text: &str, result: &str| {
+        metric(
+            text,
+            "gateway_engine_state_total",
+            &[("op", "load"), ("result", result)],
+        )
+    };
+
+    // First run: nothing to restore; the state is written at shutdown.
+    let gw = TestGateway::start(&state_config(&up, &state)).await?;
+    assert_eq!(loads(&gw.metrics().await?, "missing"), Some(1.0));
+    for _ in 0..20 {
+        send(gw.addr("http"), request("app.test", "/x")).await?;
+    }
+    assert_eventually!(
+        metric(
+            &gw.metrics().await?,
+            "gateway_baseline_score",
+            &[("scope", "route:app"), ("signal", "request_rate")]
+        )
+        .is_some(),
+        "the route's series exists"
+    );
+    let TestGateway { gw, dir: _d1 } = gw;
+    gw.shutdown(Duration::from_secs(5)).await;
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state)?)?;
+    assert_eq!(saved["version"], 1);
+    let series = saved["series"].as_array().cloned().unwrap_or_default();
+    assert!(series
+        .iter()
+        .any(|s| s["scope"] == "route:app" && s["signal"] == "request_rate"));
+
+    // Second run: restored.
+    let gw = TestGateway::start(&state_config(&up, &state)).await?;
+    assert_eventually!(loads(&gw.metrics().await?, "ok") == Some(1.0), "the state is restored");
+    let TestGateway { gw, dir: _d2 } = gw;
+    gw.shutdown(Duration::from_secs(5)).await;
+
+    // A truncated file: reported, learning starts afresh, the gateway serves.
+    let bytes = std::fs::read(&state)?;
+    std::fs::write(&state, &bytes[..bytes.len() / 3])?;
+    let gw = TestGateway::start(&state_config(&up, &state)).await?;
+    assert_eventually!(
+        loads(&gw.metrics().await?, "corrupt") == Some(1.0),
+        "the bad file is reported"
+    );
+    assert_eq!(send(gw.addr("http"), request("app.test", "/x")).await?.status(), 200);
+    let TestGateway { gw, dir: _d3 } = gw;
+    gw.shutdown(Duration::from_secs(5)).await;
+    // And replaced by a good one at shutdown.
+    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(&state)?)?;
+    assert_eq!(again["version"], 1);
+    Ok(())
+}

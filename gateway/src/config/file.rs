@@ -462,6 +462,15 @@ pub struct FileEngine {
     #[serde(default)]
     #[schemars(with = "Option<u64>")]
     pub sustained: Option<Spanned<u64>>,
+    /// File keeping the learned state across restarts (written atomically); absent: a restart
+    /// learns again from scratch.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub state_file: Option<Str>,
+    /// How often the state is written, e.g. `60s` (default); also at shutdown.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub save_every: Option<Str>,
 }
 
 /// Telemetry.

@@ -330,6 +330,10 @@ pub struct EngineConfig {
     pub warmup: u32,
     /// Consecutive anomalous ticks that make a runtime anomaly.
     pub sustained: u32,
+    /// Where learned state is kept across restarts; `None`: not kept.
+    pub state_file: Option<PathBuf>,
+    /// How often the state is written (and once more at shutdown).
+    pub save_every: Duration,
 }
 
 impl Default for EngineConfig {
@@ -338,6 +342,8 @@ impl Default for EngineConfig {
             enabled: true,
             warmup: 60,
             sustained: 5,
+            state_file: None,
+            save_every: Duration::from_secs(60),
         }
     }
 }

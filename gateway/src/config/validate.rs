@@ -710,6 +710,13 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                 u64::from(d.sustained),
             )
             .min(u64::from(u32::MAX)) as u32,
+            state_file: e.and_then(|e| e.state_file.as_ref()).map(|f| PathBuf::from(&f.value)),
+            save_every: duration(
+                &mut p,
+                &e.and_then(|e| e.save_every.clone_spanned()),
+                "engine.save_every",
+                d.save_every,
+            ),
         }
     };
 

@@ -202,6 +202,15 @@ pub struct SeriesLabels {
     pub signal: &'static str,
 }
 
+/// Labels of `gateway_engine_state_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `load` or `save`.
+    pub op: &'static str,
+    /// `ok`, `missing`, `corrupt` or `failed`.
+    pub result: &'static str,
+}
+
 /// Labels of `gateway_tap_events_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TapLabels {
@@ -313,6 +322,8 @@ pub struct Metrics {
     pub baseline_score: Family<SeriesLabels, Gauge<f64, AtomicU64>>,
     /// `gateway_engine_events_total`.
     pub engine_events: Counter,
+    /// `gateway_engine_state_total`.
+    pub engine_state: Family<StateLabels, Counter>,
     /// `gateway_runtime_anomaly_score`.
     pub runtime_anomaly_score: Gauge<f64, AtomicU64>,
     /// `gateway_runtime_anomaly`.
@@ -419,6 +430,7 @@ impl Metrics {
             baseline_upper: Family::default(),
             baseline_score: Family::default(),
             engine_events: Counter::default(),
+            engine_state: Family::default(),
             runtime_anomaly_score: Gauge::default(),
             runtime_anomaly: Gauge::default(),
             runtime_anomalies: Counter::default(),
@@ -690,6 +702,11 @@ impl Metrics {
             m.engine_events.clone(),
         );
         r.register(
+            ENGINE_STATE,
+            "Loads and saves of the engine's learned state, by result",
+            m.engine_state.clone(),
+        );
+        r.register(
             RUNTIME_ANOMALY_SCORE,
             "Highest anomaly score among the runtime series at the last tick",
             m.runtime_anomaly_score.clone(),
@@ -745,6 +762,16 @@ impl Metrics {
             ("browser", "failed"),
         ] {
             let _ = m.step_ups.get_or_create(&StepUpLabels { kind, result });
+        }
+        for (op, result) in [
+            ("load", "ok"),
+            ("load", "missing"),
+            ("load", "corrupt"),
+            ("load", "failed"),
+            ("save", "ok"),
+            ("save", "failed"),
+        ] {
+            let _ = m.engine_state.get_or_create(&StateLabels { op, result });
         }
         for trigger in ["admin", "internal"] {
             for result in ["ok", "busy", "failed"] {

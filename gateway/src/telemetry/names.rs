@@ -99,6 +99,8 @@ pub const BASELINE_UPPER: &str = "baseline_upper";
 pub const BASELINE_SCORE: &str = "baseline_score";
 /// Request events taken by the engine (counter).
 pub const ENGINE_EVENTS: &str = "engine_events";
+/// Loads and saves of the engine's learned state (counter).
+pub const ENGINE_STATE: &str = "engine_state";
 /// Highest runtime series score (gauge).
 pub const RUNTIME_ANOMALY_SCORE: &str = "runtime_anomaly_score";
 /// 1 during a sustained runtime anomaly (gauge).
