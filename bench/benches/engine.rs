@@ -2,6 +2,7 @@
 //! second on one core, so under 1 µs each) and closing a tick.
 //!
 //! `cargo bench -p gateway-bench --bench engine`
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use std::sync::Arc;
 use std::time::Duration;
