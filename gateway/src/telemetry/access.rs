@@ -97,62 +97,67 @@ pub fn log(e: &Entry<'_>) {
     logs::write_line(&line);
 }
 
+/// A field's value: text (quoted and escaped) or a number (as is).
+enum Value<'a> {
+    Text(&'a str),
+    Number(&'a dyn std::fmt::Display),
+}
+
+/// The entry's fields in the order both formats write them.
+fn fields<'a>(e: &'a Entry<'a>, reasons: &'a str, peer: &'a str) -> [(&'static str, Value<'a>); 19] {
+    use Value::{Number, Text};
+    [
+        ("request_id", Text(e.request_id)),
+        ("trace_id", Text(e.trace_id)),
+        ("listener", Text(e.listener)),
+        ("protocol", Text(e.protocol)),
+        ("peer", Text(peer)),
+        ("method", Text(e.method)),
+        ("host", Text(e.host)),
+        ("path", Text(e.path)),
+        ("route", Text(e.route)),
+        ("endpoint", Text(e.endpoint)),
+        ("subject", Text(e.subject)),
+        ("auth", Text(e.auth)),
+        ("decision", Text(e.decision)),
+        ("reasons", Text(reasons)),
+        ("status", Number(&e.status)),
+        ("error", Text(e.error)),
+        ("duration_ms", Number(&e.duration_ms)),
+        ("bytes_out", Number(&e.bytes_out)),
+        ("outcome", Text(e.outcome)),
+    ]
+}
+
 fn json(out: &mut Vec<u8>, e: &Entry<'_>) {
-    let s = |out: &mut Vec<u8>, key: &str, v: &str| {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
-        let _ = serde_json::to_writer(&mut *out, v);
-    };
+    let (reasons, peer) = (e.reasons.join(","), e.peer.to_string());
     out.extend_from_slice(b"{\"timestamp\":\"");
     timestamp(out);
     out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
-    s(out, "request_id", e.request_id);
-    s(out, "trace_id", e.trace_id);
-    s(out, "listener", e.listener);
-    s(out, "protocol", e.protocol);
-    let _ = write!(out, ",\"peer\":\"{}\"", e.peer);
-    s(out, "method", e.method);
-    s(out, "host", e.host);
-    s(out, "path", e.path);
-    s(out, "route", e.route);
-    s(out, "endpoint", e.endpoint);
-    s(out, "subject", e.subject);
-    s(out, "auth", e.auth);
-    s(out, "decision", e.decision);
-    s(out, "reasons", &e.reasons.join(","));
-    let _ = write!(out, ",\"status\":{}", e.status);
-    s(out, "error", e.error);
-    let _ = write!(out, ",\"duration_ms\":{},\"bytes_out\":{}", e.duration_ms, e.bytes_out);
-    s(out, "outcome", e.outcome);
+    for (key, value) in fields(e, &reasons, &peer) {
+        let _ = write!(out, ",\"{key}\":");
+        match value {
+            Value::Text(t) => {
+                let _ = serde_json::to_writer(&mut *out, t);
+            }
+            Value::Number(n) => {
+                let _ = write!(out, "{n}");
+            }
+        }
+    }
     out.extend_from_slice(b",\"target\":\"gateway::access\"}\n");
 }
 
 fn text(out: &mut Vec<u8>, e: &Entry<'_>) {
+    let (reasons, peer) = (e.reasons.join(","), e.peer.to_string());
     timestamp(out);
     out.extend_from_slice(b"  INFO gateway::access: request");
-    let s = |out: &mut Vec<u8>, key: &str, v: &str| {
-        let _ = write!(out, " {key}={v:?}");
-    };
-    s(out, "request_id", e.request_id);
-    let _ = write!(
-        out,
-        " trace_id={} listener={:?} protocol={:?} peer={}",
-        e.trace_id, e.listener, e.protocol, e.peer
-    );
-    let _ = write!(out, " method={}", e.method);
-    s(out, "host", e.host);
-    s(out, "path", e.path);
-    s(out, "route", e.route);
-    s(out, "endpoint", e.endpoint);
-    s(out, "subject", e.subject);
-    s(out, "auth", e.auth);
-    s(out, "decision", e.decision);
-    s(out, "reasons", &e.reasons.join(","));
-    let _ = write!(out, " status={}", e.status);
-    s(out, "error", e.error);
-    let _ = write!(out, " duration_ms={} bytes_out={}", e.duration_ms, e.bytes_out);
-    s(out, "outcome", e.outcome);
+    for (key, value) in fields(e, &reasons, &peer) {
+        let _ = match value {
+            Value::Text(t) => write!(out, " {key}={t:?}"),
+            Value::Number(n) => write!(out, " {key}={n}"),
+        };
+    }
     out.push(b'\n');
 }
 
