@@ -12,6 +12,7 @@
 
 pub mod csv;
 pub mod engine;
+pub mod entity;
 pub mod event;
 pub mod series;
 
