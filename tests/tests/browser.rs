@@ -23,7 +23,20 @@ struct Setup {
 }
 
 impl Setup {
+    /// Starts both. The gateway's port must be known before the provider starts (the
+    /// provider registers its URLs), so it is picked free and then bound; when something else
+    /// took it in between, everything starts again on another port.
     async fn start(env: &[(&str, &str)], sessions: &str) -> anyhow::Result<Setup> {
+        let mut attempt = 0;
+        loop {
+            match Self::try_start(env, sessions).await {
+                Err(e) if attempt < 3 && is_port_race(&e) => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn try_start(env: &[(&str, &str)], sessions: &str) -> anyhow::Result<Setup> {
         let pki = TestPki::new()?;
         let (cert, key) = pki.leaf("gw", &["localhost"])?;
         let key_file = pki.dir.path().join("cookie.key");
@@ -118,6 +131,12 @@ upstreams: [{{ name: up, endpoints: ["http://{up}"] }}]
     async fn count(&self, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
         Ok(metric(&self.gw.metrics().await?, name, labels).unwrap_or(0.0))
     }
+}
+
+/// Whether starting failed because a port picked free was taken before it was bound.
+fn is_port_race(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("Address already in use") || text.contains("exited before it was ready")
 }
 
 /// Whether `url` is the provider's authorization endpoint.

@@ -54,32 +54,49 @@ async fn no_secret_reaches_the_log_and_its_level_reloads() -> anyhow::Result<()>
         pki.dir.path().join("cookie.key"),
         base64::engine::general_purpose::STANDARD.encode([9u8; 32]),
     )?;
-    let (port, admin) = (gateway_tests::free_port(), gateway_tests::free_port());
-    let base = format!("https://localhost:{port}");
-    let idp = OidcProvider::start(
-        gateway_tests::free_port(),
-        &[("REDIRECT_URI", &format!("{base}/.gateway/callback"))],
-    )
-    .await?;
     let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("gw.yaml");
     let log_path = dir.path().join("gateway.log");
-    std::fs::write(&path, config(port, admin, &pki, &idp.issuer(), &up, "debug")?)?;
-    let _gw = Process::spawn_logging(
-        &gateway_tests::gateway_bin!(),
-        &["run".as_ref(), "--config".as_ref(), path.as_os_str()],
-        &log_path,
-    )?;
-    let metrics = format!("http://127.0.0.1:{admin}/metrics");
-    assert_eventually!(
-        get(&metrics).await.is_ok_and(|r| gateway_tests::metric(
-            &String::from_utf8_lossy(r.body()),
-            "gateway_identity_provider_ready",
-            &[("provider", "idp")]
-        ) == Some(1.0)),
-        "the gateway is up with the provider's keys"
-    );
+    // The gateway's ports are picked free before the provider, which registers its URLs, and
+    // bound after it; if something took one in between, everything starts again.
+    let mut attempt = 0;
+    let (port, admin, base, idp, _gw) = loop {
+        let (port, admin) = (gateway_tests::free_port(), gateway_tests::free_port());
+        let base = format!("https://localhost:{port}");
+        let idp = OidcProvider::start(
+            gateway_tests::free_port(),
+            &[("REDIRECT_URI", &format!("{base}/.gateway/callback"))],
+        )
+        .await?;
+        std::fs::write(&path, config(port, admin, &pki, &idp.issuer(), &up, "debug")?)?;
+        let gw = Process::spawn_logging(
+            &gateway_tests::gateway_bin!(),
+            &["run".as_ref(), "--config".as_ref(), path.as_os_str()],
+            &log_path,
+        )?;
+        let metrics = format!("http://127.0.0.1:{admin}/metrics");
+        let mut bind_failed;
+        assert_eventually!(
+            {
+                bind_failed = std::fs::read_to_string(&log_path)?.contains("cannot bind");
+                bind_failed
+                    || get(&metrics).await.is_ok_and(|r| {
+                        gateway_tests::metric(
+                            &String::from_utf8_lossy(r.body()),
+                            "gateway_identity_provider_ready",
+                            &[("provider", "idp")],
+                        ) == Some(1.0)
+                    })
+            },
+            "the gateway is up with the provider's keys"
+        );
+        if !bind_failed {
+            break (port, admin, base, idp, gw);
+        }
+        attempt += 1;
+        anyhow::ensure!(attempt < 3, "no free ports after three attempts");
+    };
 
     // A browser signs in; its cookies are secrets.
     let b = Browser::new(&pki);
