@@ -412,18 +412,31 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
             .stderr(Stdio::null());
         c
     };
+    // A gateway pinned to core 0 with one worker; `log` receives its stderr; `quiet` sets
+    // RUST_LOG=warn (otherwise the config's log settings apply).
+    let gateway_cmd = |bin: &Path, conf: &str, log: Option<&str>, quiet: bool| -> anyhow::Result<Command> {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"])
+            .arg(bin)
+            .args(["--worker-threads", "1", "run", "--config"])
+            .arg(dir.join(conf))
+            .stdout(Stdio::null())
+            .stderr(match log {
+                Some(l) => Stdio::from(std::fs::File::create(dir.join(l))?),
+                None => Stdio::null(),
+            });
+        if quiet {
+            c.env("RUST_LOG", "warn");
+        } else {
+            c.env_remove("RUST_LOG");
+        }
+        Ok(c)
+    };
     let _upstream = Proc::spawn("nginx upstream", &mut nginx("upstream.conf"))?;
     let proxy = Proc::spawn("nginx proxy", &mut nginx("proxy.conf"))?;
     let gateway = Proc::spawn(
         "gateway",
-        Command::new("taskset")
-            .args(["-c", "0"])
-            .arg(&args.gateway)
-            .args(["--worker-threads", "1", "run", "--config"])
-            .arg(dir.join("gateway.yaml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("gateway.log"))?)),
+        &mut gateway_cmd(&args.gateway, "gateway.yaml", Some("gateway.log"), true)?,
     )?;
     let mut ports = vec![up, px, pxs, gw, gws];
     // Optional second binary, same config on its own ports.
@@ -437,14 +450,7 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
             ports.push(bw);
             Some(Proc::spawn(
                 "gateway b",
-                Command::new("taskset")
-                    .args(["-c", "0"])
-                    .arg(bin)
-                    .args(["--worker-threads", "1", "run", "--config"])
-                    .arg(dir.join("gateway-b.yaml"))
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
+                &mut gateway_cmd(bin, "gateway-b.yaml", None, true)?,
             )?)
         }
         None => None,
@@ -460,14 +466,7 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
         ports.push(fw);
         Some(Proc::spawn(
             "gateway full telemetry",
-            Command::new("taskset")
-                .args(["-c", "0"])
-                .arg(&args.gateway)
-                .args(["--worker-threads", "1", "run", "--config"])
-                .arg(dir.join("gateway-full.yaml"))
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(std::fs::File::create(dir.join("gateway-full.log"))?)),
+            &mut gateway_cmd(&args.gateway, "gateway-full.yaml", Some("gateway-full.log"), false)?,
         )?)
     } else {
         None

@@ -26,7 +26,6 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use super::jwt::Claims;
 use super::provider::Provider;
 use super::session::{self, CookieKey, Lifetime, Selector, Session, SessionKey, SessionStore};
 use crate::config::{Requirements, Snapshot};
@@ -556,7 +555,7 @@ async fn callback(
         last_seen: now,
         client_addr: conn.peer.ip(),
         user_agent,
-        claims: Arc::new(Claims { ..claims }),
+        claims: Arc::new(claims),
         id_token,
     };
     let secret = session::random_bytes::<32>();
