@@ -2,26 +2,40 @@
 //! of its recent requests and habits, and the sliding-window features the risk model reads.
 //!
 //! Memory is bounded: each entity keeps its last [`WINDOW`] requests in a fixed ring, a
-//! 256-bit set of the routes it has used, and a histogram of its hours of activity (680 bytes
-//! with its key, held under 1 KiB by a test); the table holds at most `cap` entities, forgets those
-//! idle longer than `idle`, and when full evicts the least recently seen.
+//! 256-bit set of the routes and a 1024-bit filter of the paths it has used, the addresses and
+//! agents it is known to use, a histogram of its hours of activity, and three [`Habit`]s (its own
+//! usual request rate, bytes per request and timing); under 1 KiB with its key, held by a test.
+//! The table holds at most `cap` entities, forgets those idle longer than `idle`, and when full
+//! evicts the least recently seen.
 //!
-//! Not built yet: scoring these features against the entity's own history and a population
-//! model, and feeding the result into risk.
+//! Learning is guarded: a request the gateway refused (deny, step-up) still counts in the
+//! recent window (it is evidence), but teaches nothing: no habit moves, no path or address
+//! becomes known. Habits move at most by a bounded amount per hour of time, so a slow ramp cannot
+//! walk them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::event::RequestEvent;
+use crate::event::{Decision, RequestEvent};
 
 /// Requests remembered per entity.
 pub const WINDOW: usize = 32;
-/// The features' time window, milliseconds.
+/// Only requests this recent (milliseconds) count in the window's features.
+pub const RECENT_MS: u64 = 10 * 60_000;
+/// The request rate's time constant, milliseconds.
 const MINUTE_MS: u64 = 60_000;
+/// Gaps the timing regularity is measured over.
+pub const TIMING_GAPS: usize = 12;
+/// Samples a habit needs before it judges.
+pub const HABIT_WARMUP: u32 = 30;
+/// Smallest spread a habit assumes (natural log units: a factor of about 1.35).
+const HABIT_SPREAD_FLOOR: f64 = 0.3;
+/// How fast a warm habit follows what it sees, per sample.
+const HABIT_ALPHA: f64 = 0.05;
 
 /// Who behaviour is kept for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntityKey {
     /// A browser session (its handle).
     Session(u64),
@@ -31,6 +45,123 @@ pub enum EntityKey {
     Client(IpAddr),
 }
 
+// === impl EntityKey ===
+
+impl EntityKey {
+    /// Its kind: `session`, `principal` or `client`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EntityKey::Session(_) => "session",
+            EntityKey::Principal(_) => "principal",
+            EntityKey::Client(_) => "client",
+        }
+    }
+
+    /// Parses `session:<handle>` (16 hex digits: the start of the session's admin handle),
+    /// `principal:<subject>` or `client:<address>`.
+    pub fn parse(text: &str) -> Option<EntityKey> {
+        let (kind, id) = text.split_once(':')?;
+        match kind {
+            "session" if id.len() == 16 => u64::from_str_radix(id, 16).ok().map(EntityKey::Session),
+            "principal" if !id.is_empty() => Some(EntityKey::Principal(Arc::from(id))),
+            "client" => id.parse().ok().map(EntityKey::Client),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntityKey::Session(s) => write!(f, "session:{s:016x}"),
+            EntityKey::Principal(p) => write!(f, "principal:{p}"),
+            EntityKey::Client(c) => write!(f, "client:{c}"),
+        }
+    }
+}
+
+/// What an entity usually does with one quantity (in natural-log units): a level and a spread
+/// learned from its own history. Past the warm-up the level moves at most `drift` per hour of
+/// time, and the spread stays between a floor and twice what the warm-up measured, so neither a
+/// slow ramp nor a run of outliers can walk the habit where an attacker wants it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Habit {
+    level: f32,
+    spread: f32,
+    n: u32,
+    /// Movement still allowed now (log units).
+    budget: f32,
+    /// Widest the spread may grow: twice what the warm-up measured.
+    widest: f32,
+    last_ms: u64,
+}
+
+// === impl Habit ===
+
+impl Habit {
+    /// Learns `x` at `now_ms`; past the warm-up the level moves by at most `drift_per_hour`
+    /// per hour of time (a token bucket holding at most one hour's movement).
+    pub fn learn(&mut self, x: f64, now_ms: u64, drift_per_hour: f64) {
+        let (level, spread) = (f64::from(self.level), f64::from(self.spread));
+        if self.n < HABIT_WARMUP {
+            self.n += 1;
+            let n = f64::from(self.n);
+            let level = level + (x - level) / n;
+            self.level = level as f32;
+            self.spread = (spread + ((x - level).abs() - spread) / n) as f32;
+            self.budget = drift_per_hour as f32;
+            self.widest = (2.0 * f64::from(self.spread)).max(HABIT_SPREAD_FLOOR) as f32;
+            self.last_ms = now_ms;
+            return;
+        }
+        let hours = now_ms.saturating_sub(self.last_ms) as f64 / 3_600_000.0;
+        let budget = (f64::from(self.budget) + hours * drift_per_hour).min(drift_per_hour);
+        let step = (HABIT_ALPHA * (x - level)).clamp(-budget, budget);
+        self.level = (level + step) as f32;
+        self.budget = (budget - step.abs()) as f32;
+        self.last_ms = now_ms;
+        let s = spread.max(HABIT_SPREAD_FLOOR);
+        let dev = (x - level).abs().min(4.0 * s);
+        self.spread = (spread + HABIT_ALPHA * (dev - spread)).min(f64::from(self.widest)) as f32;
+        self.n = self.n.saturating_add(1);
+    }
+
+    /// How many spreads `x` lies above the level; `None` before the warm-up.
+    pub fn z(&self, x: f64) -> Option<f64> {
+        (self.n >= HABIT_WARMUP).then(|| (x - f64::from(self.level)) / f64::from(self.spread).max(HABIT_SPREAD_FLOOR))
+    }
+
+    /// The usual range (level ± `k` spreads), back in the quantity's own units (`exp(x) - 1`).
+    pub fn range(&self, k: f64) -> (f64, f64) {
+        let s = f64::from(self.spread).max(HABIT_SPREAD_FLOOR);
+        let l = f64::from(self.level);
+        (((l - k * s).exp() - 1.0).max(0.0), (l + k * s).exp() - 1.0)
+    }
+
+    /// Whether it has seen enough to judge.
+    pub fn warm(&self) -> bool {
+        self.n >= HABIT_WARMUP
+    }
+}
+
+/// How fast habits may move: natural-log units per hour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drift {
+    /// Request rate (a factor of 2 in about 7 hours by default).
+    pub rate: f64,
+    /// Bytes per request (a factor of 2 a day by default).
+    pub bytes: f64,
+}
+
+impl Default for Drift {
+    fn default() -> Self {
+        Drift {
+            rate: 0.1,
+            bytes: std::f64::consts::LN_2 / 24.0,
+        }
+    }
+}
+
 /// One remembered request (16 bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Seen {
@@ -38,12 +169,21 @@ struct Seen {
     at_ms: u32,
     /// Hash of the route.
     route: u16,
+    /// Hash of the path.
+    path: u16,
     status: u16,
     /// Response bytes, saturating.
     bytes_out: u32,
-    /// The route was new to this entity.
-    new_route: bool,
+    /// [`NEW_PATH`], [`NEW_PLACE`], [`REFUSED`].
+    flags: u8,
 }
+
+/// The path was new to the entity.
+const NEW_PATH: u8 = 1;
+/// Both the address and the agent were new to the entity.
+const NEW_PLACE: u8 = 2;
+/// The gateway refused the request (deny or step-up).
+const REFUSED: u8 = 4;
 
 /// An entity's record.
 #[derive(Debug, Clone)]
@@ -54,48 +194,97 @@ pub struct Entity {
     len: u8,
     next: u8,
     routes: [u64; 4],
+    paths: [u64; 16],
     hours: [u16; 24],
     requests: u64,
     /// Requests per minute, decayed exponentially (one-minute time constant).
-    rate: f64,
-    last_client: Option<IpAddr>,
-    last_agent: u64,
+    rate: f32,
+    /// Addresses and agents it is known to use (hashes; 0 is empty).
+    clients: [u32; 4],
+    agents: [u32; 4],
+    last_client: u32,
+    last_agent: u32,
     client_changes: u16,
     agent_changes: u16,
+    /// Its usual request rate, bytes per request and timing regularity.
+    habits: Habits,
+}
+
+/// An entity's own history, learned only from requests the gateway allowed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Habits {
+    /// ln(1 + requests per minute), at each request.
+    pub rate: Habit,
+    /// ln(1 + mean response bytes per request over the recent window).
+    pub bytes: Habit,
+    /// ln(1 + coefficient of variation of the gaps between requests).
+    pub timing: Habit,
 }
 
 /// The features the risk model reads, over the entity's recent requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Features {
-    /// Requests per minute (exponentially decayed, one-minute time constant).
+    /// Remembered requests from the last [`RECENT_MS`].
+    pub recent: u32,
+    /// Requests per minute, the higher of two looks back: the last 10 seconds (times six) and
+    /// the last minute. A burst shows at once; a stopped burst cools down as time passes.
     pub rate_per_minute: f64,
-    /// Distinct routes among the remembered requests.
+    /// Distinct routes among the recent requests.
     pub distinct_routes: u32,
-    /// Share of the remembered requests that went to a route new to the entity.
-    pub new_route_share: f64,
-    /// 401 and 403 answers among the remembered requests.
+    /// Distinct paths among the recent requests.
+    pub distinct_paths: u32,
+    /// Share of the recent requests that went to a path new to the entity.
+    pub new_path_share: f64,
+    /// 401 and 403 answers among the recent requests.
     pub auth_failures: u32,
     /// Share of 4xx answers.
     pub client_error_ratio: f64,
     /// Share of 404 answers.
     pub not_found_ratio: f64,
-    /// Response bytes over the remembered requests.
-    pub bytes_out: u64,
-    /// Times the client address changed (for a session or principal).
+    /// Mean response bytes per request over the last eight requests, however old.
+    pub bytes_per_request: f64,
+    /// Recent requests that came from an address and an agent both new to the entity.
+    pub new_places: u32,
+    /// Times the client address changed (for a session or principal), in all.
     pub client_changes: u32,
-    /// Times the user agent changed.
+    /// Times the user agent changed, in all.
     pub agent_changes: u32,
     /// Share of the entity's past activity in the current hour of day (low: an unusual hour).
     pub hour_share: f64,
-    /// Coefficient of variation of the gaps between requests (near 0: machine-regular).
+    /// Coefficient of variation of the latest [`TIMING_GAPS`] gaps between recent requests
+    /// (near 0: machine-regular); 1 when there are too few to tell.
     pub gap_variation: f64,
+    /// Gaps the variation is computed over.
+    pub gaps: u32,
     /// Requests seen in all.
     pub requests: u64,
+    /// Requests the gateway refused among the recent ones.
+    pub refused: u32,
+}
+
+fn fold16(h: u64) -> u16 {
+    (h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48)) as u16
+}
+
+fn fold32(h: u64) -> u32 {
+    (h ^ (h >> 32)) as u32 | 1
 }
 
 fn route_hash(route: Option<&str>) -> u16 {
-    let h = crate::event::hash_user_agent(route.unwrap_or("").as_bytes());
-    (h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48)) as u16
+    fold16(crate::event::hash_user_agent(route.unwrap_or("").as_bytes()))
+}
+
+fn client_hash(ip: IpAddr) -> u32 {
+    let h = match ip {
+        IpAddr::V4(v4) => crate::event::hash_user_agent(&v4.octets()),
+        IpAddr::V6(v6) => crate::event::hash_user_agent(&v6.octets()),
+    };
+    fold32(h)
+}
+
+/// Whether the request was refused by the gateway's decision (and so teaches nothing).
+pub fn refused(e: &RequestEvent) -> bool {
+    !matches!(e.decision, Decision::Allow)
 }
 
 // === impl Entity ===
@@ -109,50 +298,88 @@ impl Entity {
             len: 0,
             next: 0,
             routes: [0; 4],
+            paths: [0; 16],
             hours: [0; 24],
             requests: 0,
             rate: 0.0,
-            last_client: None,
+            clients: [0; 4],
+            agents: [0; 4],
+            last_client: 0,
             last_agent: 0,
             client_changes: 0,
             agent_changes: 0,
+            habits: Habits::default(),
         }
     }
 
-    fn observe(&mut self, e: &RequestEvent) {
+    fn observe(&mut self, e: &RequestEvent, drift: &Drift) {
+        let learn = !refused(e);
         let route = route_hash(e.route.as_deref());
         let (word, bit) = ((route as usize >> 6) & 3, route & 63);
-        let new_route = self.routes[word] & (1 << bit) == 0;
-        self.routes[word] |= 1 << bit;
+        self.routes[word] |= u64::from(learn) << bit;
+        let path = fold16(e.path);
+        // Two bits per path in a 1024-bit filter.
+        let (p1, p2) = ((path & 1023) as usize, ((path >> 6) ^ (path << 4)) as usize & 1023);
+        let known_path = self.paths[p1 >> 6] & (1 << (p1 & 63)) != 0 && self.paths[p2 >> 6] & (1 << (p2 & 63)) != 0;
+        if learn {
+            self.paths[p1 >> 6] |= 1 << (p1 & 63);
+            self.paths[p2 >> 6] |= 1 << (p2 & 63);
+        }
+        let client = client_hash(e.client);
+        let agent = fold32(e.user_agent);
+        let new_place = self.requests > 0 && !self.clients.contains(&client) && !self.agents.contains(&agent);
         let at = e.unix_ms.max(self.first_unix_ms);
+        let mut flags = 0;
+        if !known_path && self.requests > 0 {
+            flags |= NEW_PATH;
+        }
+        if new_place {
+            flags |= NEW_PLACE;
+        }
+        if !learn {
+            flags |= REFUSED;
+        }
         self.ring[self.next as usize] = Seen {
             at_ms: (at - self.first_unix_ms) as u32,
             route,
+            path,
             status: e.status,
             bytes_out: e.bytes_out.min(u64::from(u32::MAX)) as u32,
-            new_route: new_route && self.requests > 0,
+            flags,
         };
         self.next = ((self.next as usize + 1) % WINDOW) as u8;
         self.len = (self.len as usize + 1).min(WINDOW) as u8;
-        let hour = ((at / 3_600_000) % 24) as usize;
-        self.hours[hour] = self.hours[hour].saturating_add(1);
-        if self.last_client.is_some_and(|c| c != e.client) {
+        if self.requests > 0 && self.last_client != client {
             self.client_changes = self.client_changes.saturating_add(1);
         }
-        if self.requests > 0 && self.last_agent != e.user_agent {
+        if self.requests > 0 && self.last_agent != agent {
             self.agent_changes = self.agent_changes.saturating_add(1);
         }
-        self.rate = self.rate_at(at) + 1.0;
-        self.last_client = Some(e.client);
-        self.last_agent = e.user_agent;
+        self.rate = (self.rate_at(at) + 1.0) as f32;
+        self.last_client = client;
+        self.last_agent = agent;
         self.last_unix_ms = self.last_unix_ms.max(at);
         self.requests += 1;
+        if learn {
+            let hour = ((at / 3_600_000) % 24) as usize;
+            self.hours[hour] = self.hours[hour].saturating_add(1);
+            remember(&mut self.clients, client);
+            remember(&mut self.agents, agent);
+            let f = self.features(at);
+            self.habits.rate.learn(f.rate_per_minute.ln_1p(), at, drift.rate);
+            if self.len >= 4 {
+                self.habits.bytes.learn(f.bytes_per_request.ln_1p(), at, drift.bytes);
+            }
+            if f.gaps >= 8 {
+                self.habits.timing.learn(f.gap_variation.ln_1p(), at, drift.rate);
+            }
+        }
     }
 
     /// The decayed rate at `unix_ms`.
     fn rate_at(&self, unix_ms: u64) -> f64 {
         let dt = unix_ms.saturating_sub(self.last_unix_ms) as f64;
-        self.rate * (-dt / MINUTE_MS as f64).exp()
+        f64::from(self.rate) * (-dt / MINUTE_MS as f64).exp()
     }
 
     fn seen(&self) -> impl Iterator<Item = &Seen> {
@@ -165,30 +392,70 @@ impl Entity {
         (0..self.len as usize).map(move |i| &self.ring[(start + i) % WINDOW])
     }
 
+    /// The entity's own history.
+    pub fn habits(&self) -> &Habits {
+        &self.habits
+    }
+
+    /// When it was last seen, Unix milliseconds.
+    pub fn last_seen(&self) -> u64 {
+        self.last_unix_ms
+    }
+
     /// The features at `now_ms` (Unix milliseconds).
     pub fn features(&self, now_ms: u64) -> Features {
-        let n = self.len as usize;
-        let mut routes: Vec<u16> = Vec::with_capacity(n);
-        let (mut new_routes, mut auth, mut client_err, mut not_found, mut bytes) = (0, 0, 0, 0, 0u64);
-        let mut times = Vec::with_capacity(n);
-        for s in self.seen() {
-            if !routes.contains(&s.route) {
-                routes.push(s.route);
+        let since = now_ms.saturating_sub(RECENT_MS).saturating_sub(self.first_unix_ms);
+        let mut routes = [0u16; WINDOW];
+        let mut paths = [0u16; WINDOW];
+        let (mut nr, mut np) = (0usize, 0usize);
+        let (mut n, mut new_paths, mut auth, mut client_err, mut not_found) = (0u32, 0, 0, 0, 0);
+        let (mut new_places, mut refused) = (0, 0);
+        let mut times = [0u32; WINDOW];
+        let (mut in10, mut in60) = (0u32, 0u32);
+        let now_rel = now_ms.saturating_sub(self.first_unix_ms);
+        for s in self.seen().filter(|s| u64::from(s.at_ms) >= since) {
+            n += 1;
+            if !routes[..nr].contains(&s.route) {
+                routes[nr] = s.route;
+                nr += 1;
             }
-            new_routes += u32::from(s.new_route);
+            if !paths[..np].contains(&s.path) {
+                paths[np] = s.path;
+                np += 1;
+            }
+            new_paths += u32::from(s.flags & NEW_PATH != 0);
+            new_places += u32::from(s.flags & NEW_PLACE != 0);
+            refused += u32::from(s.flags & REFUSED != 0);
             auth += u32::from(s.status == 401 || s.status == 403);
             client_err += u32::from((400..500).contains(&s.status));
             not_found += u32::from(s.status == 404);
-            bytes += u64::from(s.bytes_out);
-            times.push(f64::from(s.at_ms));
+            times[n as usize - 1] = s.at_ms;
+            let age = now_rel.saturating_sub(u64::from(s.at_ms));
+            in10 += u32::from(age < 10_000);
+            in60 += u32::from(age < MINUTE_MS);
         }
-        let share = |x: u32| if n == 0 { 0.0 } else { f64::from(x) / n as f64 };
-        let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
-        let gap_variation = if gaps.len() < 3 {
+        let last8 = (self.len as usize).min(8);
+        let bytes8: u64 = self
+            .seen()
+            .skip(self.len as usize - last8)
+            .map(|s| u64::from(s.bytes_out))
+            .sum();
+        let share = |x: u32| if n == 0 { 0.0 } else { f64::from(x) / f64::from(n) };
+        // Regularity over the latest gaps only, so a change of rhythm shows within a dozen
+        // requests instead of waiting for the older ones to leave the window.
+        let tail = &times[(n as usize).saturating_sub(TIMING_GAPS + 1)..n as usize];
+        let gaps = tail.len().saturating_sub(1) as u32;
+        let (mut sum, mut sum2) = (0.0f64, 0.0f64);
+        for w in tail.windows(2) {
+            let g = f64::from(w[1].wrapping_sub(w[0]));
+            sum += g;
+            sum2 += g * g;
+        }
+        let gap_variation = if gaps < 3 {
             1.0
         } else {
-            let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
-            let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+            let mean = sum / f64::from(gaps);
+            let var = (sum2 / f64::from(gaps) - mean * mean).max(0.0);
             if mean <= 0.0 {
                 0.0
             } else {
@@ -198,13 +465,16 @@ impl Entity {
         let total: u32 = self.hours.iter().map(|h| u32::from(*h)).sum();
         let hour = ((now_ms / 3_600_000) % 24) as usize;
         Features {
-            rate_per_minute: self.rate_at(now_ms),
-            distinct_routes: routes.len() as u32,
-            new_route_share: share(new_routes),
+            recent: n,
+            rate_per_minute: f64::from(in10 * 6).max(f64::from(in60)),
+            distinct_routes: nr as u32,
+            distinct_paths: np as u32,
+            new_path_share: share(new_paths),
             auth_failures: auth,
             client_error_ratio: share(client_err),
             not_found_ratio: share(not_found),
-            bytes_out: bytes,
+            bytes_per_request: if last8 == 0 { 0.0 } else { bytes8 as f64 / last8 as f64 },
+            new_places,
             client_changes: u32::from(self.client_changes),
             agent_changes: u32::from(self.agent_changes),
             hour_share: if total == 0 {
@@ -213,8 +483,20 @@ impl Entity {
                 f64::from(self.hours[hour]) / f64::from(total)
             },
             gap_variation,
+            gaps,
             requests: self.requests,
+            refused,
         }
+    }
+}
+
+/// Keeps `x` among the four most recently learned values.
+fn remember(slots: &mut [u32; 4], x: u32) {
+    if let Some(i) = slots.iter().position(|s| *s == x) {
+        slots[..=i].rotate_right(1);
+    } else {
+        slots.rotate_right(1);
+        slots[0] = x;
     }
 }
 
@@ -225,6 +507,7 @@ pub struct EntityTable {
     cap: usize,
     idle_ms: u64,
     evicted: u64,
+    drift: Drift,
 }
 
 // === impl EntityTable ===
@@ -237,40 +520,58 @@ impl EntityTable {
             cap: cap.max(1),
             idle_ms,
             evicted: 0,
+            drift: Drift::default(),
         }
+    }
+
+    /// Sets how fast habits may move.
+    pub fn with_drift(mut self, drift: Drift) -> EntityTable {
+        self.drift = drift;
+        self
+    }
+
+    /// The keys a request is recorded under: its session, principal and client.
+    pub fn keys(e: &RequestEvent) -> [Option<EntityKey>; 3] {
+        [
+            e.session.map(EntityKey::Session),
+            e.subject.clone().map(EntityKey::Principal),
+            Some(EntityKey::Client(e.client)),
+        ]
     }
 
     /// Records a request for its session, principal and client.
     pub fn observe(&mut self, e: &RequestEvent) {
-        let mut keys = [None, None, Some(EntityKey::Client(e.client))];
-        if let Some(s) = e.session {
-            keys[0] = Some(EntityKey::Session(s));
+        for key in Self::keys(e).into_iter().flatten() {
+            self.observe_as(key, e);
         }
-        if let Some(p) = &e.subject {
-            keys[1] = Some(EntityKey::Principal(p.clone()));
+    }
+
+    /// Records a request for one entity.
+    pub fn observe_as(&mut self, key: EntityKey, e: &RequestEvent) {
+        if !self.map.contains_key(&key) && self.map.len() >= self.cap {
+            self.make_room(e.unix_ms);
         }
-        for key in keys.into_iter().flatten() {
-            if !self.map.contains_key(&key) && self.map.len() >= self.cap {
-                self.make_room(e.unix_ms);
-            }
-            self.map.entry(key).or_insert_with(|| Entity::new(e.unix_ms)).observe(e);
-        }
+        let drift = self.drift;
+        self.map
+            .entry(key)
+            .or_insert_with(|| Entity::new(e.unix_ms))
+            .observe(e, &drift);
     }
 
     fn make_room(&mut self, now_ms: u64) {
         self.expire(now_ms);
-        while self.map.len() >= self.cap {
-            let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, v)| v.last_unix_ms)
-                .map(|(k, _)| k.clone())
-            else {
-                return;
-            };
-            self.map.remove(&oldest);
-            self.evicted += 1;
+        if self.map.len() < self.cap {
+            return;
         }
+        // Evict the least recently seen eighth at once, so a full table under a flood of new
+        // keys pays one scan per many insertions, not one each.
+        let mut ages: Vec<u64> = self.map.values().map(|v| v.last_unix_ms).collect();
+        let k = (self.map.len() / 8).max(1).min(ages.len() - 1);
+        let (_, cut, _) = ages.select_nth_unstable(k);
+        let cut = *cut;
+        let before = self.map.len();
+        self.map.retain(|_, v| v.last_unix_ms > cut);
+        self.evicted += (before - self.map.len()) as u64;
     }
 
     /// Forgets entities idle since before `now_ms - idle`; returns how many.
@@ -310,6 +611,7 @@ mod tests {
         RequestEvent {
             unix_ms: ms,
             route: Some(Arc::from(route)),
+            path: crate::event::hash_path(route.as_bytes()),
             status,
             bytes_out: 1000,
             client: IpAddr::from(client),
@@ -331,6 +633,29 @@ mod tests {
     }
 
     #[test]
+    fn keys_print_and_parse() {
+        for k in [
+            EntityKey::Session(42),
+            EntityKey::Principal(Arc::from("alice@example.com")),
+            EntityKey::Client(IpAddr::from([10, 0, 0, 1])),
+            EntityKey::Client("2001:db8::1".parse().expect("v6")),
+        ] {
+            assert_eq!(EntityKey::parse(&k.to_string()), Some(k));
+        }
+        for bad in [
+            "",
+            "session",
+            "session:x",
+            "session:42",
+            "principal:",
+            "client:300.1.1.1",
+            "user:bob",
+        ] {
+            assert_eq!(EntityKey::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn features_describe_recent_behaviour() {
         let mut t = EntityTable::new(100, 3_600_000);
         // A person: a few routes, irregular gaps.
@@ -341,13 +666,16 @@ mod tests {
             t.observe(&req(now, ["home", "orders", "home"][i % 3], 200, [10, 0, 0, 1], 1));
         }
         let f = t.get(&EntityKey::Session(7)).expect("session").features(now);
-        assert_eq!(f.requests, 7);
-        assert_eq!(f.distinct_routes, 2);
+        assert_eq!((f.requests, f.recent), (7, 7));
+        assert_eq!((f.distinct_routes, f.distinct_paths), (2, 2));
         assert!(f.gap_variation > 0.3, "{f:?}");
-        assert_eq!((f.auth_failures, f.client_changes, f.agent_changes), (0, 0, 0));
+        assert_eq!(
+            (f.auth_failures, f.client_changes, f.agent_changes, f.new_places),
+            (0, 0, 0, 0)
+        );
         assert!(f.hour_share > 0.99, "all activity in this hour");
 
-        // A machine: perfectly regular, breadth-first over many routes, 404s, from a new
+        // A machine: perfectly regular, breadth-first over many paths, 404s, from a new
         // address with a new agent.
         for i in 0..40u64 {
             now += 500;
@@ -355,12 +683,69 @@ mod tests {
         }
         let f = t.get(&EntityKey::Session(7)).expect("session").features(now);
         assert!(f.gap_variation < 0.05, "{f:?}");
-        assert!(f.not_found_ratio > 0.6 && f.new_route_share > 0.6, "{f:?}");
+        assert!(f.not_found_ratio > 0.6 && f.new_path_share > 0.6, "{f:?}");
+        assert_eq!(f.distinct_paths, 32);
         assert_eq!((f.client_changes, f.agent_changes), (1, 1));
         assert!(f.rate_per_minute > 30.0, "{f:?}");
         // The client entity only saw its own requests.
         let c = t.get(&EntityKey::Client(IpAddr::from([192, 0, 2, 9]))).expect("client");
         assert_eq!(c.features(now).requests, 40);
+        // Ten quiet minutes later nothing is recent any more.
+        let f = t
+            .get(&EntityKey::Session(7))
+            .expect("session")
+            .features(now + RECENT_MS + 1);
+        assert_eq!((f.recent, f.distinct_paths, f.auth_failures), (0, 0, 0));
+    }
+
+    #[test]
+    fn refused_requests_count_as_evidence_but_teach_nothing() {
+        let mut t = EntityTable::new(100, 3_600_000);
+        let mut now = T0;
+        for i in 0..60u64 {
+            now += 20_000 + (i * 7919 % 13) * 1000;
+            t.observe(&req(now, ["home", "orders"][i as usize % 2], 200, [10, 0, 0, 1], 1));
+        }
+        let key = EntityKey::Principal(Arc::from("alice"));
+        let before = *t.get(&key).expect("alice").habits();
+        assert!(before.rate.warm() && before.bytes.warm());
+        for i in 0..30u64 {
+            now += 100;
+            let mut e = req(now, &format!("secret-{i}"), 200, [192, 0, 2, 1], 9);
+            e.bytes_out = 10_000_000;
+            e.decision = Decision::Deny { reasons: vec!["risk"] };
+            t.observe(&e);
+        }
+        let entity = t.get(&key).expect("alice");
+        assert_eq!(*entity.habits(), before, "denied traffic moved a habit");
+        let f = entity.features(now);
+        assert_eq!(f.refused, 30);
+        assert!(f.bytes_per_request > 1_000_000.0);
+        // The refused paths and address did not become known: the same again is still new.
+        let mut e = req(now + 100, "secret-1", 200, [192, 0, 2, 1], 9);
+        e.decision = Decision::Deny { reasons: vec!["risk"] };
+        t.observe(&e);
+        let f = t.get(&key).expect("alice").features(now + 100);
+        assert!(f.new_path_share > 0.9 && f.new_places == 31, "{f:?}");
+    }
+
+    #[test]
+    fn habits_move_no_faster_than_their_drift() {
+        let mut h = Habit::default();
+        let mut now = T0;
+        for _ in 0..HABIT_WARMUP {
+            now += 60_000;
+            h.learn(2.0, now, 0.1);
+        }
+        assert!((f64::from(h.level) - 2.0).abs() < 1e-6);
+        // An hour of a value far above: the level moves by at most 0.1 (plus the hour's budget
+        // it started with).
+        for _ in 0..60 {
+            now += 60_000;
+            h.learn(10.0, now, 0.1);
+        }
+        assert!(f64::from(h.level) <= 2.0 + 0.2 + 1e-6, "{h:?}");
+        assert!(h.z(10.0).expect("warm") > 4.0);
     }
 
     #[test]
@@ -373,10 +758,11 @@ mod tests {
             t.observe(&e);
             assert!(t.len() <= 10);
         }
-        assert_eq!(t.evicted(), 40);
+        assert_eq!(t.evicted() as usize + t.len(), 50);
         // The newest stayed.
         assert!(t.get(&EntityKey::Client(IpAddr::from([10, 0, 0, 49]))).is_some());
-        assert_eq!(t.expire(T0 + 49_000 + 60_001), 10);
+        let n = t.len();
+        assert_eq!(t.expire(T0 + 49_000 + 60_001), n);
         assert!(t.is_empty());
     }
 }

@@ -138,6 +138,8 @@ pub struct RequestEvent {
     pub unix_ms: u64,
     /// Route name; `None` when no route matched.
     pub route: Option<Arc<str>>,
+    /// [`hash_path`] of the request path (without the query); 0 when unknown.
+    pub path: u64,
     /// Method.
     pub method: Method,
     /// Status answered.
@@ -180,6 +182,7 @@ impl Default for RequestEvent {
         RequestEvent {
             unix_ms: 0,
             route: None,
+            path: 0,
             method: Method::Get,
             status: 0,
             total: Duration::ZERO,
@@ -261,6 +264,12 @@ pub struct RuntimeSample {
     pub open_fds: u64,
     /// Events the tap dropped in the interval (channel full).
     pub tap_dropped: u64,
+}
+
+/// A stable 64-bit hash of a request path (FNV-1a, as [`hash_user_agent`]), so the engine can
+/// tell paths apart without keeping them.
+pub fn hash_path(path: &[u8]) -> u64 {
+    hash_user_agent(path)
 }
 
 /// A stable 64-bit hash of a user agent (FNV-1a), so the engine can tell agents apart without

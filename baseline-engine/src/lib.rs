@@ -10,13 +10,17 @@
 //! These types depend on no HTTP crate: the gateway translates its requests into them. Entity
 //! behaviour, risk and the engine's own tasks are not built yet; see the README.
 
+pub mod assess;
 pub mod csv;
 pub mod engine;
 pub mod entity;
 pub mod event;
+pub mod population;
+pub mod risk;
 pub mod series;
+pub mod store;
 
 pub use event::{
-    hash_user_agent, AuthOutcome, Decision, Method, Outcome, Protocol, RequestEvent, RuntimeSample, TaskSample,
-    TlsVersion,
+    hash_path, hash_user_agent, AuthOutcome, Decision, Method, Outcome, Protocol, RequestEvent, RuntimeSample,
+    TaskSample, TlsVersion,
 };

@@ -1,11 +1,14 @@
 //! The embedded baseline engine: a task that takes the tap's receivers, counts request events
-//! into the series engine, and closes a tick with each runtime sample. Each tick's series go to
-//! `/metrics` (value, expected value, band and score, labelled by scope and signal), and a
-//! sustained runtime anomaly is logged, raised as `gateway_runtime_anomaly`, and captured as a
-//! CPU profile. The request path never waits for any of it (see the tap).
+//! into the series engine and records them for their entities, and closes a tick with each
+//! runtime sample. Each tick's series go to `/metrics` (value, expected value, band and score,
+//! labelled by scope and signal), and a sustained runtime anomaly is logged, raised as
+//! `gateway_runtime_anomaly`, and captured as a CPU profile. Every drain (10 ms) the entities
+//! touched are scored and the risk view is published for the request path to read. The request
+//! path never waits for any of it (see the tap).
 
 use std::sync::Arc;
 
+use baseline_engine::assess::{AssessConfig, Assessor};
 use baseline_engine::engine::{Report, SeriesEngine};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +32,18 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     };
     let max_routes = shared.snapshot.load().config.routes.len() + 16;
     let mut engine = SeriesEngine::new(detector, max_routes);
+    let mut assessor = Assessor::new(
+        AssessConfig {
+            max_entities: cfg.max_entities,
+            idle_ms: cfg.entity_idle.as_millis() as u64,
+            population: cfg.population,
+            ..Default::default()
+        },
+        shared.risk.clone(),
+    );
+    let clock = Clock::new(cfg.time_scale);
+    let mut service_anomalous = false;
+    let mut evicted = 0u64;
     if let Some(path) = &cfg.state_file {
         restore(&shared, &mut engine, path);
     }
@@ -61,8 +76,10 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         let mut taken = 0u64;
         loop {
             match requests.try_recv() {
-                Ok(e) => {
+                Ok(mut e) => {
                     engine.request(&e);
+                    e.unix_ms = clock.engine_ms(e.unix_ms);
+                    assessor.observe(&e);
                     taken += 1;
                 }
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
@@ -70,9 +87,24 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
         shared.metrics.engine_events.inc_by(taken);
+        let wall = crate::unix_now_ms();
+        assessor.publish(wall, clock.engine_ms(wall), service_anomalous);
+        {
+            let m = &shared.metrics;
+            let view = shared.risk.load();
+            m.engine_entities.set(view.tracked as i64);
+            m.engine_risky_entities.set(view.entities.len() as i64);
+            m.engine_model_samples.set(view.model_samples.unwrap_or(0) as i64);
+            m.engine_last_publish.set(wall as f64 / 1000.0);
+            m.engine_evicted_entities.inc_by(assessor.evicted() - evicted);
+            evicted = assessor.evicted();
+        }
         while let Ok(sample) = samples.try_recv() {
             let reports = engine.tick(&sample);
             export(&shared, &reports);
+            service_anomalous = reports
+                .iter()
+                .any(|r| &*r.scope == "service" && r.assessment.score >= ANOMALOUS);
             let worst = reports
                 .iter()
                 .filter(|r| &*r.scope == "runtime")
@@ -105,6 +137,30 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 tracing::info!("runtime anomaly ended");
             }
         }
+    }
+}
+
+/// The entity clock: the wall clock, or one running `scale` times faster from the start (for
+/// simulations that compress hours into minutes).
+struct Clock {
+    start_ms: u64,
+    scale: f64,
+}
+
+impl Clock {
+    fn new(scale: f64) -> Clock {
+        Clock {
+            start_ms: crate::unix_now_ms(),
+            scale,
+        }
+    }
+
+    fn engine_ms(&self, wall_ms: u64) -> u64 {
+        if self.scale == 1.0 {
+            return wall_ms;
+        }
+        let since = wall_ms.saturating_sub(self.start_ms) as f64;
+        self.start_ms + (since * self.scale) as u64
     }
 }
 

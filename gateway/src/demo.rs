@@ -120,6 +120,25 @@ fn json(name: &str, status: StatusCode, doc: serde_json::Value) -> Response<Body
     r
 }
 
+/// `n` bytes of `x`, streamed.
+fn repeat(name: &str, n: u64) -> Response<Body> {
+    let mut r = Response::new(
+        Repeat {
+            remaining: n,
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        }
+        .boxed_unsync(),
+    );
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(name) {
+        r.headers_mut().insert("x-upstream", v);
+    }
+    r
+}
+
 async fn respond(name: &str, mut req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
@@ -146,9 +165,20 @@ async fn respond(name: &str, mut req: Request<Incoming>) -> Response<Body> {
         }
         return r;
     }
+    let size = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("size=")))
+        .and_then(|n| n.parse::<u64>().ok());
+    if let (Some(n), false) = (size, matches!(first, "status" | "delay" | "bytes" | "echo" | "drain")) {
+        return repeat(name, n.min(64 << 20));
+    }
     match first {
         "status" => {
             let code = arg
+                .split('/')
+                .next()
+                .unwrap_or("")
                 .parse::<u16>()
                 .ok()
                 .and_then(|c| StatusCode::from_u16(c).ok())
@@ -168,24 +198,7 @@ async fn respond(name: &str, mut req: Request<Incoming>) -> Response<Body> {
                 serde_json::json!({ "upstream": name, "delayed_ms": ms }),
             )
         }
-        "bytes" => {
-            let n = arg.parse::<u64>().unwrap_or(0).min(8 << 30);
-            let mut r = Response::new(
-                Repeat {
-                    remaining: n,
-                    chunk: Bytes::from(vec![b'x'; 64 * 1024]),
-                }
-                .boxed_unsync(),
-            );
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            if let Ok(v) = HeaderValue::from_str(name) {
-                r.headers_mut().insert("x-upstream", v);
-            }
-            r
-        }
+        "bytes" => repeat(name, arg.parse::<u64>().unwrap_or(0).min(8 << 30)),
         "echo" => {
             let (_, body) = req.into_parts();
             let mut r = Response::new(body.map_err(|e| Box::new(e) as crate::error::BoxError).boxed_unsync());

@@ -108,6 +108,17 @@ pub enum ProxyError {
         /// Bounded reason: `login_state`, `login_failed`, `login_exchange`, `step_up_failed`.
         reason: &'static str,
     },
+    /// The trust policy refused the request on its risk.
+    #[error("refused on risk {score:.2}: {explained}")]
+    RiskDenied {
+        /// Risk.
+        score: f32,
+        /// Reasons in words (logged, never sent to the client).
+        explained: String,
+    },
+    /// The route's trust policy fails closed and the engine's risk is unavailable.
+    #[error("risk unavailable")]
+    RiskUnavailable,
     /// The route's identity provider has no keys loaded.
     #[error("identity provider {provider} unavailable")]
     IdentityUnavailable {
@@ -247,6 +258,20 @@ impl ProxyError {
                     "login_exchange" => "The identity provider could not complete the sign-in; try again later.",
                     _ => "The sign-in could not be completed.",
                 },
+            ),
+            RiskDenied { .. } => (
+                StatusCode::FORBIDDEN,
+                "risk_denied",
+                Side::Downstream,
+                "Forbidden",
+                "The request was refused by the gateway's access policy. Authenticate again to continue.",
+            ),
+            RiskUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "risk_unavailable",
+                Side::Internal,
+                "Service Unavailable",
+                "Access cannot be assessed right now; try again later.",
             ),
             IdentityUnavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,

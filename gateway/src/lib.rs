@@ -59,6 +59,8 @@ pub struct Shared {
     pub tap: Arc<telemetry::tap::Tap>,
     /// Browser sessions and sign-ins in progress.
     pub sessions: identity::login::Sessions,
+    /// The baseline engine's risk, read on the request path without waiting.
+    pub risk: Arc<baseline_engine::store::RiskView>,
     reload_lock: tokio::sync::Mutex<()>,
     /// Fingerprint of the config file content last loaded (or rejected).
     loaded_fingerprint: std::sync::Mutex<Option<u64>>,
@@ -141,6 +143,7 @@ impl Gateway {
             config_path,
             revocations: identity::Revocations::default(),
             sessions: identity::login::Sessions::default(),
+            risk: Arc::new(baseline_engine::store::RiskView::new()),
             tap,
             profiles: telemetry::profile::Profiles::default(),
             monitors: telemetry::runtime::Monitors::new(cfg.telemetry.task_sampling),
@@ -254,4 +257,12 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// The wall clock in Unix milliseconds.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

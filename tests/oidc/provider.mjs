@@ -13,6 +13,8 @@
 //   TTL   access token lifetime in seconds (default 300)
 //   REDIRECT_URI, POST_LOGOUT_URI, BACKCHANNEL_URI   the `web` client's registered URIs
 //   ACR_MODE  see above (default honour)
+//   USERS     also this many client-credentials clients `user-0`, `user-1`, ... (secret
+//             `user-secret`): one principal each, for traffic with many subjects
 import Provider from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
 
@@ -33,6 +35,16 @@ const clients = [
     id_token_signed_response_alg: alg,
   },
 ];
+for (let i = 0; i < Number(process.env.USERS ?? 0); i++) {
+  clients.push({
+    client_id: `user-${i}`,
+    client_secret: 'user-secret',
+    grant_types: ['client_credentials'],
+    redirect_uris: [],
+    response_types: [],
+    id_token_signed_response_alg: alg,
+  });
+}
 if (process.env.REDIRECT_URI) {
   clients.push({
     client_id: 'web',

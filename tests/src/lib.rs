@@ -5,6 +5,8 @@
 //! Waiting is done with [`assert_eventually!`], whose patience comes from
 //! `GATEWAY_TEST_PATIENCE_MS` (default 10 s); no test sleeps to let something happen.
 
+pub mod traffic;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -663,10 +665,17 @@ impl OidcProvider {
 
     /// An access token for client `svc` from the client-credentials grant.
     pub async fn token(&self) -> anyhow::Result<String> {
+        self.token_for("svc", "svc-secret").await
+    }
+
+    /// An access token for client `id` (e.g. `user-7` when started with `USERS`).
+    pub async fn token_for(&self, id: &str, secret: &str) -> anyhow::Result<String> {
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
         let req = Request::post("/token")
             .header("host", format!("127.0.0.1:{}", self.port))
             .header("content-type", "application/x-www-form-urlencoded")
-            .header("authorization", "Basic c3ZjOnN2Yy1zZWNyZXQ=") // svc:svc-secret
+            .header("authorization", format!("Basic {basic}"))
             .body(Full::new(Bytes::from_static(
                 b"grant_type=client_credentials&scope=read&resource=https%3A%2F%2Fapi.test",
             )))?;

@@ -34,7 +34,7 @@ async fn metrics_match_the_docs_and_pass_promtool() -> anyhow::Result<()> {
     let yaml = format!(
         "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n\
          identity: {{ providers: [{{ name: idp, issuer: \"http://127.0.0.1:{idp}\", login: {{ client_id: c, client_secret: s }} }}] }}\n\
-         routes:\n  - {{ name: r, upstream: up, match: {{ path_prefix: /ok }} }}\n  - {{ name: private, upstream: up, match: {{ path_prefix: /private }}, auth: {{ bearer: idp }} }}\n\
+         routes:\n  - {{ name: r, upstream: up, match: {{ path_prefix: /ok }} }}\n  - {{ name: guarded, upstream: up, match: {{ path_prefix: /status }}, trust: {{}} }}\n  - {{ name: private, upstream: up, match: {{ path_prefix: /private }}, auth: {{ bearer: idp }} }}\n\
          upstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\ntelemetry: {{ runtime_interval: 100ms }}\n",
         up.addr()
     );
@@ -42,6 +42,20 @@ async fn metrics_match_the_docs_and_pass_promtool() -> anyhow::Result<()> {
     assert_eq!(send(gw.addr("http"), request("x", "/ok")).await?.status(), 200);
     assert_eq!(send(gw.addr("http"), request("x", "/missing")).await?.status(), 404);
     assert_eq!(send(gw.addr("http"), request("x", "/private")).await?.status(), 401);
+    // An enumeration of missing paths on a route with a trust policy ends in a deny, with its
+    // reasons.
+    let mut denied = false;
+    for i in 0..40 {
+        let status = send(gw.addr("http"), request("x", &format!("/status/404/probe-{i}")))
+            .await?
+            .status();
+        if status == 403 {
+            denied = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(denied, "the enumeration was never denied");
     // The engine's series appear with its first tick.
     gateway_tests::assert_eventually!(
         gw.metrics().await?.contains("gateway_baseline_score{"),

@@ -11,6 +11,9 @@
 //!   its browser sessions; `GET /identity/revocations` lists revoked subjects;
 //! - `POST /identity/revoke?session=H`: end one browser session by its handle;
 //!   `GET /identity/sessions` lists sessions (most recently seen first, at most 1000);
+//! - `GET /risk/top?limit=N`: the riskiest entities now (default 20, at most 1000), with their
+//!   reasons; `GET /risk/{entity}` (`session:<16 hex digits>`, `principal:<subject>`,
+//!   `client:<address>`, percent-encoded): one entity's risk, reasons and recent history;
 //! - `GET /debug/pprof/profile?seconds=N[&format=svg]`: a CPU profile of the next N seconds
 //!   (1..=60, default 10) as pprof protobuf or a flamegraph; 409 while another is running.
 
@@ -194,6 +197,57 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                 }
             }
         }
+        (&Method::GET, "/risk/top") => {
+            let limit = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "limit")
+                .map(|(_, v)| v.parse::<usize>());
+            let limit = match limit {
+                None => 20,
+                Some(Ok(n)) if (1..=1000).contains(&n) => n,
+                Some(_) => {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        "bad_limit",
+                        "Bad Request",
+                        "limit must be a number from 1 to 1000.",
+                        id,
+                    )
+                }
+            };
+            let view = shared.risk.load();
+            let entities: Vec<serde_json::Value> = view
+                .top(limit)
+                .into_iter()
+                .map(|(k, r)| risk_doc(&k.to_string(), Some(r), false))
+                .collect();
+            let doc = serde_json::json!({
+                "published_ms": view.published_ms,
+                "stale": view.stale(crate::unix_now_ms(), shared.snapshot.load().config.engine.stale_after.as_millis() as u64),
+                "tracked": view.tracked,
+                "risky": view.entities.len(),
+                "population_model_samples": view.model_samples,
+                "entities": entities,
+            });
+            text(StatusCode::OK, "application/json", doc.to_string())
+        }
+        (&Method::GET, p) if p.starts_with("/risk/") => {
+            let raw = &p["/risk/".len()..];
+            let Some(key) = percent_decode(raw).and_then(|t| baseline_engine::entity::EntityKey::parse(&t)) else {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "bad_entity",
+                    "Bad Request",
+                    "Name the entity as session:<16 hex digits>, principal:<subject> or client:<address>.",
+                    id,
+                );
+            };
+            let view = shared.risk.load();
+            text(
+                StatusCode::OK,
+                "application/json",
+                risk_doc(&key.to_string(), view.get(&key), true).to_string(),
+            )
+        }
         (&Method::GET, "/identity/sessions") => {
             let list = shared.sessions.store.list(1000).await.unwrap_or_default();
             let docs: Vec<serde_json::Value> = list.iter().map(|(k, s)| s.summary(k)).collect();
@@ -278,7 +332,60 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// Decodes `%XX` escapes and `+` in a query value.
+/// An entity's risk as the admin API shows it.
+fn risk_doc(entity: &str, r: Option<&Arc<baseline_engine::store::EntityRisk>>, history: bool) -> serde_json::Value {
+    let Some(r) = r else {
+        return serde_json::json!({ "entity": entity, "score": 0.0, "reasons": [], "history": [] });
+    };
+    let reasons: Vec<serde_json::Value> = r
+        .reasons
+        .iter()
+        .map(|x| {
+            serde_json::json!({
+                "signal": x.signal,
+                "observed": x.observed,
+                "expected": [x.expected.0, x.expected.1],
+                "weight": x.weight,
+                "text": x.text(),
+            })
+        })
+        .collect();
+    let mut doc = serde_json::json!({
+        "entity": entity,
+        "score": r.score,
+        "reasons": reasons,
+        "scored_at_ms": r.at_ms,
+        "requests": r.requests,
+    });
+    if history {
+        doc["history"] = r
+            .history
+            .iter()
+            .map(|(t, s)| serde_json::json!({ "at_ms": t, "score": s }))
+            .collect();
+    }
+    doc
+}
+
+/// Decodes `%XX` escapes in a path segment; `None` when one is malformed or the result is not
+/// UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// A session handle (64 hex digits) as the store key.
 fn parse_handle(h: &str) -> Option<session::SessionKey> {
     if h.len() != 64 {

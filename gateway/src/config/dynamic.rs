@@ -175,6 +175,10 @@ impl Snapshot {
             let Some(pool) = pools.get(&r.upstream) else {
                 continue; // validation guarantees the pool exists
             };
+            let route_metrics = Arc::new(RouteMetrics::new(&r.name, metrics));
+            if let Some(t) = &r.trust {
+                route_metrics.init_trust(t.fail_closed);
+            }
             routes.push(Arc::new(Route {
                 name: r.name.as_str().into(),
                 prefix: r.path_prefix.clone(),
@@ -184,7 +188,8 @@ impl Snapshot {
                 bearer: r.bearer.as_ref().and_then(|b| providers.get(b).cloned()),
                 login: r.login.as_ref().and_then(|b| providers.get(b).cloned()),
                 requirements: r.requirements.clone(),
-                metrics: Arc::new(RouteMetrics::new(&r.name, metrics)),
+                trust: r.trust.clone(),
+                metrics: route_metrics,
             }));
         }
         let login_enabled = config.routes.iter().any(|r| r.login.is_some());

@@ -157,6 +157,53 @@ pub struct FileRoute {
     /// Authentication the route requires; absent means public.
     #[serde(default)]
     pub auth: Option<FileRouteAuth>,
+    /// How the baseline engine's risk decides this route's requests; absent: risk is not
+    /// consulted.
+    #[serde(default)]
+    pub trust: Option<FileTrust>,
+}
+
+/// A route's adaptive trust policy.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileTrust {
+    /// `enforce` (default) or `shadow`: decide and record every decision, but allow.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub mode: Option<Str>,
+    /// Risk (0 to 1) at or above which the caller must authenticate again, more strongly
+    /// (default 0.5). On a route without `auth` nobody can step up, and only `deny_at` applies.
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    pub step_up_at: Option<Spanned<f64>>,
+    /// Risk at or above which the request is refused with 403 and the caller's session (or
+    /// the subject's tokens) revoked until they authenticate again (default 0.85).
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    pub deny_at: Option<Spanned<f64>>,
+    /// What a step-up asks for (default: authentication within the last 5 minutes).
+    #[serde(default)]
+    pub step_up: Option<FileStepUp>,
+    /// When the engine's risk is unavailable (engine off, or its view older than
+    /// `engine.stale_after`): `last_known` (default; decide on the last published risk) or
+    /// `fail_closed` (answer 503).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub on_unavailable: Option<Str>,
+}
+
+/// What a risk-driven step-up asks for.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileStepUp {
+    /// Accepted authentication context classes (`acr`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub acr_values: Vec<Str>,
+    /// Longest time since the user authenticated, e.g. `5m`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Str>,
 }
 
 /// A route's authentication requirement.
@@ -471,6 +518,28 @@ pub struct FileEngine {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub save_every: Option<Str>,
+    /// Risk older than this is unavailable to routes' trust policies (default `5s`); the engine
+    /// publishes every 10 ms while it keeps up.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub stale_after: Option<Str>,
+    /// Most sessions, principals and client addresses tracked at once (default 100000); beyond
+    /// it the least recently seen are forgotten. Needs a restart to change.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_entities: Option<Spanned<u64>>,
+    /// An entity idle this long is forgotten (default `1h`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub entity_idle: Option<Str>,
+    /// Train and use the population model (default true).
+    #[serde(default)]
+    pub population: Option<bool>,
+    /// How much faster than the wall clock the engine's entity clock runs (default 1). Only for
+    /// simulations that compress hours of traffic into minutes; leave it at 1 in production.
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    pub time_scale: Option<Spanned<f64>>,
 }
 
 /// Telemetry.

@@ -201,6 +201,38 @@ pub struct RouteConfig {
     pub login: Option<String>,
     /// What the token must also satisfy.
     pub requirements: Requirements,
+    /// How risk decides the route's requests; `None`: not consulted.
+    pub trust: Option<TrustConfig>,
+}
+
+/// A route's adaptive trust policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustConfig {
+    /// Decide and record, but allow.
+    pub shadow: bool,
+    /// Risk at or above which a step-up is asked.
+    pub step_up_at: f64,
+    /// Risk at or above which the request is denied.
+    pub deny_at: f64,
+    /// What a step-up asks for (only `acr_values` and `max_age` are used).
+    pub step_up: Requirements,
+    /// Answer 503 while the risk is unavailable (else decide on the last known risk).
+    pub fail_closed: bool,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            shadow: false,
+            step_up_at: 0.5,
+            deny_at: 0.85,
+            step_up: Requirements {
+                max_age: Some(Duration::from_secs(300)),
+                ..Default::default()
+            },
+            fail_closed: false,
+        }
+    }
 }
 
 /// The identity assertion for upstreams.
@@ -334,6 +366,16 @@ pub struct EngineConfig {
     pub state_file: Option<PathBuf>,
     /// How often the state is written (and once more at shutdown).
     pub save_every: Duration,
+    /// Risk older than this is unavailable.
+    pub stale_after: Duration,
+    /// Most entities tracked (static).
+    pub max_entities: usize,
+    /// An entity idle this long is forgotten.
+    pub entity_idle: Duration,
+    /// Whether the population model is trained and used.
+    pub population: bool,
+    /// How much faster than the wall clock the entity clock runs.
+    pub time_scale: f64,
 }
 
 impl Default for EngineConfig {
@@ -344,6 +386,11 @@ impl Default for EngineConfig {
             sustained: 5,
             state_file: None,
             save_every: Duration::from_secs(60),
+            stale_after: Duration::from_secs(5),
+            max_entities: 100_000,
+            entity_idle: Duration::from_secs(3600),
+            population: true,
+            time_scale: 1.0,
         }
     }
 }

@@ -545,6 +545,81 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                 }),
             },
         };
+        let trust = r.trust.as_ref().map(|t| {
+            let d = super::TrustConfig::default();
+            let share = |p: &mut Problems, v: &Option<Spanned<f64>>, field: &str, default: f64| match v {
+                None => default,
+                Some(s) if s.value > 0.0 && s.value <= 1.0 => s.value,
+                Some(s) => {
+                    p.at(
+                        pos(s),
+                        format!("{base}.trust.{field}"),
+                        "a risk from 0 (exclusive) to 1, e.g. 0.5",
+                    );
+                    default
+                }
+            };
+            let step_up_at = share(&mut p, &t.step_up_at, "step_up_at", d.step_up_at);
+            let deny_at = share(&mut p, &t.deny_at, "deny_at", d.deny_at);
+            if let (Some(s), true) = (&t.step_up_at, step_up_at >= deny_at) {
+                p.at(
+                    pos(s),
+                    format!("{base}.trust.step_up_at"),
+                    format!("must be below deny_at ({deny_at}), or no request would ever be asked to step up"),
+                );
+            }
+            let shadow = match &t.mode {
+                None => false,
+                Some(m) if m.value == "enforce" => false,
+                Some(m) if m.value == "shadow" => true,
+                Some(m) => {
+                    p.at(pos(m), format!("{base}.trust.mode"), "`enforce` or `shadow`");
+                    false
+                }
+            };
+            let fail_closed = match &t.on_unavailable {
+                None => false,
+                Some(m) if m.value == "last_known" => false,
+                Some(m) if m.value == "fail_closed" => true,
+                Some(m) => {
+                    p.at(
+                        pos(m),
+                        format!("{base}.trust.on_unavailable"),
+                        "`last_known` or `fail_closed`",
+                    );
+                    false
+                }
+            };
+            let step_up = match &t.step_up {
+                None => d.step_up,
+                Some(s) => super::Requirements {
+                    acr_values: s.acr_values.iter().map(|a| a.value.clone()).collect(),
+                    max_age: s.max_age.as_ref().map(|_| {
+                        duration(
+                            &mut p,
+                            &s.max_age.clone_spanned(),
+                            &format!("{base}.trust.step_up.max_age"),
+                            Duration::from_secs(300),
+                        )
+                    }),
+                    ..Default::default()
+                },
+            };
+            if step_up.acr_values.is_empty() && step_up.max_age.is_none() {
+                p.at(
+                    pos(&r.name),
+                    format!("{base}.trust.step_up"),
+                    "name `acr_values`, `max_age` or both: a step-up must ask for something",
+                );
+            }
+            super::TrustConfig {
+                shadow,
+                step_up_at,
+                deny_at,
+                step_up,
+                fail_closed,
+            }
+        });
         routes.push(RouteConfig {
             name: r.name.value.clone(),
             host,
@@ -555,6 +630,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             bearer,
             login,
             requirements,
+            trust,
         });
     }
 
@@ -717,6 +793,37 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                 "engine.save_every",
                 d.save_every,
             ),
+            stale_after: duration(
+                &mut p,
+                &e.and_then(|e| e.stale_after.clone_spanned()),
+                "engine.stale_after",
+                d.stale_after,
+            ),
+            max_entities: positive_in(
+                &mut p,
+                e.and_then(|e| e.max_entities.as_ref()),
+                "engine.max_entities",
+                d.max_entities as u64,
+            ) as usize,
+            entity_idle: duration(
+                &mut p,
+                &e.and_then(|e| e.entity_idle.clone_spanned()),
+                "engine.entity_idle",
+                d.entity_idle,
+            ),
+            population: e.and_then(|e| e.population).unwrap_or(d.population),
+            time_scale: match e.and_then(|e| e.time_scale.as_ref()) {
+                None => d.time_scale,
+                Some(s) if s.value >= 1.0 && s.value <= 100_000.0 => s.value,
+                Some(s) => {
+                    p.at(
+                        pos(s),
+                        "engine.time_scale",
+                        "a factor from 1 to 100000 (1 in production)",
+                    );
+                    d.time_scale
+                }
+            },
         }
     };
 

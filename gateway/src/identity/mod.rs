@@ -42,6 +42,7 @@ impl Refusal {
     pub fn code(&self) -> &'static str {
         match self {
             Refusal::StepUp { description, .. } if *description == STEP_UP_ACR => "acr",
+            Refusal::StepUp { description, .. } if *description == STEP_UP_RISK => "risk",
             Refusal::StepUp { .. } => "max_age",
             other => other.reason(),
         }
@@ -61,6 +62,8 @@ impl Refusal {
 pub const STEP_UP_ACR: &str = "A different authentication level is required";
 /// RFC 9470's description when the authentication is too old.
 pub const STEP_UP_AGE: &str = "More recent authentication is required";
+/// The step-up description when the request's risk asks for it.
+pub const STEP_UP_RISK: &str = "Unusual activity: authenticate again to continue";
 
 fn claim_matches(value: &serde_json::Value, want: &str) -> bool {
     match value {

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! head checks (URI length, header size/count) → route (host, prefix, method)
-//!   → identify (bearer token or browser session; route requirements) → body limit
+//!   → screen (a client address the engine marks for deny is refused at once)
+//!   → identify (bearer token or browser session; route requirements)
+//!   → trust (risk from the engine + identity assurance → allow, step up or deny) → body limit
 //!   → pick endpoint (balance, passive health) → forward (hop-by-hop, X-Forwarded-*, request id)
 //!   → upstream exchange (timeout) → response (hop-by-hop, request id, upgrade bridge) → observe
 //! ```
@@ -15,6 +17,7 @@ pub mod body;
 pub mod forward;
 pub mod observe;
 pub mod route;
+pub mod trust;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -158,6 +161,110 @@ fn refused(obs: &mut Observer, refusal: &crate::identity::Refusal) {
     }
 }
 
+/// What a browser needs to be sent to step up.
+struct BrowserStepUp<'a> {
+    provider: &'a Arc<crate::identity::provider::Provider>,
+    origin: crate::identity::login::Origin,
+    return_to: String,
+    key: crate::identity::session::SessionKey,
+}
+
+/// What a deny revokes.
+struct Revoke {
+    session: Option<crate::identity::session::SessionKey>,
+    subject: Option<Arc<str>>,
+}
+
+/// Applies a trust assessment: records it (observation, metrics, span, log) and, unless the
+/// route is in shadow mode, answers a step-up or deny. `Ok(None)`: go on.
+async fn enforce(
+    shared: &Shared,
+    obs: &mut Observer,
+    route: &route::Route,
+    policy: &crate::config::TrustConfig,
+    a: trust::Assessment,
+    caller: Option<(Revoke, Option<BrowserStepUp<'_>>)>,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    let decision = a.verdict.name();
+    obs.risk = Some(a.score);
+    route.metrics.decided(decision, policy.shadow, a.score);
+    if let Some(mut span) = obs.trace.child("trust", SpanKind::Internal) {
+        span.set_attributes([
+            KeyValue::new("gateway.risk", f64::from(a.score)),
+            KeyValue::new("gateway.decision", decision),
+            KeyValue::new("gateway.reasons", a.signals().join(",")),
+            KeyValue::new("gateway.trust.mode", if policy.shadow { "shadow" } else { "enforce" }),
+        ]);
+    }
+    if a.verdict == trust::Verdict::Allow {
+        return Ok(None);
+    }
+    let signals = a.signals();
+    route.metrics.reasons(decision, &signals);
+    let rid = obs.request_id.to_str().unwrap_or("").to_string();
+    let explained = a.explain();
+    if policy.shadow {
+        obs.shadow = Some(decision);
+        tracing::info!(request_id = %rid, route = %route.name, decision, mode = "shadow", risk = a.score, reasons = %explained, "trust decision (not enforced)");
+        return Ok(None);
+    }
+    tracing::warn!(request_id = %rid, route = %route.name, decision, risk = a.score, reasons = %explained, "trust decision");
+    let (revoke, browser) = caller.unzip();
+    if a.verdict == trust::Verdict::Deny {
+        obs.decision = Decision::Deny { reasons: signals };
+        let revoke = revoke.unwrap_or(Revoke {
+            session: None,
+            subject: None,
+        });
+        if let Some(key) = revoke.session {
+            let n = shared
+                .sessions
+                .revoke(&shared.metrics, crate::identity::session::Selector::Key(key), "revoked")
+                .await;
+            if n > 0 {
+                count_revocation(shared, "session");
+            }
+        } else if let Some(subject) = &revoke.subject {
+            shared.revocations.revoke(subject, crate::unix_now() as u64);
+            count_revocation(shared, "subject");
+            tracing::warn!(request_id = %rid, subject = %subject, "subject's tokens revoked on risk");
+        }
+        return Err(ProxyError::RiskDenied {
+            score: a.score,
+            explained,
+        });
+    }
+    obs.decision = Decision::StepUp { reasons: signals };
+    let refusal = crate::identity::Refusal::StepUp {
+        acr_values: (!policy.step_up.acr_values.is_empty()).then(|| policy.step_up.acr_values.join(" ")),
+        max_age: policy.step_up.max_age.map(|m| m.as_secs()),
+        description: crate::identity::STEP_UP_RISK,
+    };
+    if let Some(b) = browser.flatten() {
+        let step_up = Some((&policy.step_up).into());
+        return crate::identity::login::begin(
+            shared,
+            &shared.snapshot.load(),
+            b.provider,
+            &b.origin,
+            &b.return_to,
+            step_up,
+            Some(b.key),
+        )
+        .map(Some);
+    }
+    crate::identity::login::count_step_up(&shared.metrics, "bearer", "issued");
+    Err(ProxyError::Refused { refusal })
+}
+
+fn count_revocation(shared: &Shared, kind: &'static str) {
+    let _ = shared
+        .metrics
+        .trust_revocations
+        .get_or_create(&crate::telemetry::RevocationLabels { kind })
+        .inc();
+}
+
 /// Where the browser is: the scheme it used (HTTPS, or what a trusted proxy says) and the host.
 fn origin(headers: &http::HeaderMap, conn: &ConnInfo, trusted: bool, host: &str) -> crate::identity::login::Origin {
     let forwarded_https = trusted
@@ -237,6 +344,16 @@ async fn proxy(
         }
     };
     obs.route = Some(route.clone());
+    let stale_ms = snap.config.engine.stale_after.as_millis() as u64;
+
+    // --- screen
+    if let Some(policy) = &route.trust {
+        if let Some(a) = trust::screen(shared, stale_ms, policy, conn.peer.ip()) {
+            if let Some(early) = enforce(shared, obs, &route, policy, a, None).await? {
+                return Ok(early);
+            }
+        }
+    }
 
     // --- identify
     let identity_span = (route.bearer.is_some() || route.login.is_some())
@@ -317,6 +434,52 @@ async fn proxy(
     }
     if let Some(mut span) = identity_span {
         span.set_attribute(KeyValue::new("gateway.auth", obs.auth.name()));
+    }
+
+    // --- trust
+    if let Some(policy) = &route.trust {
+        let ctx = trust::Context {
+            session: obs.session,
+            subject: obs.subject.as_ref(),
+            client: conn.peer.ip(),
+            claims: verified.as_ref().map(|(c, _)| &**c),
+            can_step_up: route.bearer.is_some() || route.login.is_some(),
+        };
+        let assessment = match trust::assess(shared, stale_ms, &route, policy, &ctx, now) {
+            Ok(a) => a,
+            Err(trust::Unavailable) => {
+                obs.decision = Decision::Deny {
+                    reasons: vec!["risk_unavailable"],
+                };
+                return Err(ProxyError::RiskUnavailable);
+            }
+        };
+        let browser = match (&route.login, &verified) {
+            (Some(provider), Some((_, key)))
+                if obs.session.is_some() && matches!(*req.method(), http::Method::GET | http::Method::HEAD) =>
+            {
+                Some(BrowserStepUp {
+                    provider,
+                    origin: origin(req.headers(), conn, trusted, host_raw),
+                    return_to: req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
+                        .to_string(),
+                    key: *key,
+                })
+            }
+            _ => None,
+        };
+        let session_key = obs.session.and(verified.as_ref().map(|(_, k)| *k));
+        let revoke = Revoke {
+            session: session_key,
+            subject: obs.subject.clone(),
+        };
+        if let Some(early) = enforce(shared, obs, &route, policy, assessment, Some((revoke, browser))).await? {
+            return Ok(early);
+        }
     }
     if content_length(req.headers()).is_some_and(|n| n > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge {

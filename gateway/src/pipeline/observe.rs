@@ -49,6 +49,10 @@ pub struct Observer {
     pub auth: AuthOutcome,
     /// Decision and its reasons.
     pub decision: Decision,
+    /// Risk the decision used, when a trust policy consulted it.
+    pub risk: Option<f32>,
+    /// In shadow mode, the decision that would have been taken.
+    pub shadow: Option<&'static str>,
     /// Time from sending upstream to the response head.
     pub upstream: Option<Duration>,
     /// Request body bytes read, when the request has a body.
@@ -93,10 +97,7 @@ impl Observer {
             .get(http::header::USER_AGENT)
             .map(|v| baseline_engine::hash_user_agent(v.as_bytes()))
             .unwrap_or(0);
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let unix_ms = crate::unix_now_ms();
         let method = req.method().clone();
         let uri = req.uri().clone();
         Self {
@@ -113,6 +114,8 @@ impl Observer {
             session: None,
             auth: AuthOutcome::NotRequired,
             decision: Decision::Allow,
+            risk: None,
+            shadow: None,
             upstream: None,
             bytes_in: None,
             user_agent,
@@ -152,6 +155,8 @@ impl Observer {
             auth: self.auth.name(),
             decision,
             reasons,
+            risk: &self.risk.map(|r| format!("{r:.2}")).unwrap_or_default(),
+            shadow: self.shadow.unwrap_or(""),
             status: self.status,
             error: self.error.unwrap_or(""),
             duration_ms: elapsed.as_secs_f64() * 1e3,
@@ -196,6 +201,12 @@ impl Observer {
         };
         attrs.push(KeyValue::new("gateway.decision", decision));
         attrs.push(KeyValue::new("gateway.reasons", reasons));
+        if let Some(r) = self.risk {
+            attrs.push(KeyValue::new("gateway.risk", f64::from(r)));
+        }
+        if let Some(s) = self.shadow {
+            attrs.push(KeyValue::new("gateway.shadow_decision", s));
+        }
         if let Some(e) = self.error {
             attrs.push(KeyValue::new("error.type", e));
         }
@@ -232,6 +243,7 @@ impl Drop for Observer {
         let event = RequestEvent {
             unix_ms: self.unix_ms,
             route: self.route.as_ref().map(|r| r.name.clone()),
+            path: baseline_engine::hash_path(self.uri.path().as_bytes()),
             method: Method::from_name(self.method.as_str()),
             status: self.status,
             total: elapsed,
@@ -250,7 +262,7 @@ impl Drop for Observer {
             session: self.session,
             auth: self.auth,
             decision: std::mem::replace(&mut self.decision, Decision::Allow),
-            risk: None,
+            risk: self.risk,
             error: self.error,
             outcome,
         };

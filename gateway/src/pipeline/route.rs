@@ -36,6 +36,8 @@ pub struct Route {
     pub login: Option<Arc<crate::identity::provider::Provider>>,
     /// What an authenticated caller must also satisfy.
     pub requirements: crate::config::Requirements,
+    /// How risk decides its requests.
+    pub trust: Option<crate::config::TrustConfig>,
     /// Metric handles.
     pub metrics: Arc<RouteMetrics>,
 }
@@ -47,6 +49,9 @@ pub struct RouteMetrics {
     family: Metrics,
     requests: [[OnceLock<Counter>; 5]; 8],
     duration: OnceLock<Histogram>,
+    /// Trust decisions by [decision][mode].
+    decisions: [[OnceLock<Counter>; 2]; 3],
+    risk: OnceLock<Histogram>,
 }
 
 // === impl RouteMetrics ===
@@ -59,7 +64,94 @@ impl RouteMetrics {
             family: metrics.clone(),
             requests: Default::default(),
             duration: OnceLock::new(),
+            decisions: Default::default(),
+            risk: OnceLock::new(),
         }
+    }
+
+    /// Creates the route's trust series at zero, so they exist before the first decision.
+    pub fn init_trust(&self, fail_closed: bool) {
+        for decision in ["allow", "step_up", "deny"] {
+            for mode in ["enforce", "shadow"] {
+                let _ = self
+                    .family
+                    .trust_decisions
+                    .get_or_create(&crate::telemetry::TrustLabels {
+                        route: self.name.clone(),
+                        decision,
+                        mode,
+                    });
+            }
+        }
+        let _ = self
+            .family
+            .trust_unavailable
+            .get_or_create(&crate::telemetry::UnavailableLabels {
+                route: self.name.clone(),
+                policy: if fail_closed { "fail_closed" } else { "last_known" },
+            });
+        let _ = self.family.risk_score.get_or_create(&RouteLabels {
+            route: self.name.clone(),
+        });
+    }
+
+    /// Counts a trust decision (`allow`, `step_up`, `deny`) and the risk it used.
+    pub fn decided(&self, decision: &'static str, shadow: bool, risk: f32) {
+        let d = match decision {
+            "allow" => 0,
+            "step_up" => 1,
+            _ => 2,
+        };
+        let mode = if shadow { "shadow" } else { "enforce" };
+        self.decisions[d][usize::from(shadow)]
+            .get_or_init(|| {
+                self.family
+                    .trust_decisions
+                    .get_or_create(&crate::telemetry::TrustLabels {
+                        route: self.name.clone(),
+                        decision,
+                        mode,
+                    })
+                    .clone()
+            })
+            .inc();
+        self.risk
+            .get_or_init(|| {
+                self.family
+                    .risk_score
+                    .get_or_create(&RouteLabels {
+                        route: self.name.clone(),
+                    })
+                    .clone()
+            })
+            .observe(f64::from(risk));
+    }
+
+    /// Counts the reasons of a step-up or deny.
+    pub fn reasons(&self, decision: &'static str, reasons: &[&'static str]) {
+        for &reason in reasons {
+            let _ = self
+                .family
+                .trust_reasons
+                .get_or_create(&crate::telemetry::TrustReasonLabels {
+                    route: self.name.clone(),
+                    decision,
+                    reason,
+                })
+                .inc();
+        }
+    }
+
+    /// Counts a request decided while the risk view was unavailable.
+    pub fn unavailable(&self, fail_closed: bool) {
+        let _ = self
+            .family
+            .trust_unavailable
+            .get_or_create(&crate::telemetry::UnavailableLabels {
+                route: self.name.clone(),
+                policy: if fail_closed { "fail_closed" } else { "last_known" },
+            })
+            .inc();
     }
 
     /// Records a request's duration in seconds.

@@ -43,6 +43,10 @@ pub struct Entry<'a> {
     pub decision: &'a str,
     /// Reason codes.
     pub reasons: &'a [&'static str],
+    /// Risk the decision used, two decimals; empty when not consulted.
+    pub risk: &'a str,
+    /// In shadow mode, the decision that would have been taken (`step_up`, `deny`); else empty.
+    pub shadow: &'a str,
     /// Status.
     pub status: u16,
     /// Error reason of a gateway-made answer, or empty.
@@ -80,6 +84,8 @@ pub fn log(e: &Entry<'_>) {
             auth = e.auth,
             decision = e.decision,
             reasons,
+            risk = e.risk,
+            shadow = e.shadow,
             status = e.status,
             error = e.error,
             duration_ms = e.duration_ms,
@@ -104,7 +110,7 @@ enum Value<'a> {
 }
 
 /// The entry's fields in the order both formats write them.
-fn fields<'a>(e: &'a Entry<'a>, reasons: &'a str, peer: &'a str) -> [(&'static str, Value<'a>); 19] {
+fn fields<'a>(e: &'a Entry<'a>, reasons: &'a str, peer: &'a str) -> [(&'static str, Value<'a>); 21] {
     use Value::{Number, Text};
     [
         ("request_id", Text(e.request_id)),
@@ -121,6 +127,8 @@ fn fields<'a>(e: &'a Entry<'a>, reasons: &'a str, peer: &'a str) -> [(&'static s
         ("auth", Text(e.auth)),
         ("decision", Text(e.decision)),
         ("reasons", Text(reasons)),
+        ("risk", Text(e.risk)),
+        ("shadow", Text(e.shadow)),
         ("status", Number(&e.status)),
         ("error", Text(e.error)),
         ("duration_ms", Number(&e.duration_ms)),
@@ -214,6 +222,8 @@ mod tests {
             auth: "bearer",
             decision: "deny",
             reasons: &["acr", "max_age"],
+            risk: "0.42",
+            shadow: "",
             status: 401,
             error: "step_up",
             duration_ms: 1.5,

@@ -202,6 +202,44 @@ pub struct SeriesLabels {
     pub signal: &'static str,
 }
 
+/// Labels of `gateway_trust_decisions_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrustLabels {
+    /// Route.
+    pub route: String,
+    /// `allow`, `step_up` or `deny`.
+    pub decision: &'static str,
+    /// `enforce` or `shadow`.
+    pub mode: &'static str,
+}
+
+/// Labels of `gateway_trust_reasons_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrustReasonLabels {
+    /// Route.
+    pub route: String,
+    /// `step_up` or `deny`.
+    pub decision: &'static str,
+    /// One of the engine's signal names.
+    pub reason: &'static str,
+}
+
+/// Labels of `gateway_trust_unavailable_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnavailableLabels {
+    /// Route.
+    pub route: String,
+    /// `last_known` or `fail_closed`.
+    pub policy: &'static str,
+}
+
+/// Labels of `gateway_trust_revocations_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevocationLabels {
+    /// `session` or `subject`.
+    pub kind: &'static str,
+}
+
 /// Labels of `gateway_engine_state_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
@@ -324,6 +362,26 @@ pub struct Metrics {
     pub engine_events: Counter,
     /// `gateway_engine_state_total`.
     pub engine_state: Family<StateLabels, Counter>,
+    /// `gateway_trust_decisions_total`.
+    pub trust_decisions: Family<TrustLabels, Counter>,
+    /// `gateway_trust_reasons_total`.
+    pub trust_reasons: Family<TrustReasonLabels, Counter>,
+    /// `gateway_trust_unavailable_total`.
+    pub trust_unavailable: Family<UnavailableLabels, Counter>,
+    /// `gateway_trust_revocations_total`.
+    pub trust_revocations: Family<RevocationLabels, Counter>,
+    /// `gateway_risk_score`.
+    pub risk_score: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// `gateway_engine_entities`.
+    pub engine_entities: Gauge,
+    /// `gateway_engine_risky_entities`.
+    pub engine_risky_entities: Gauge,
+    /// `gateway_engine_evicted_entities_total`.
+    pub engine_evicted_entities: Counter,
+    /// `gateway_engine_model_samples`.
+    pub engine_model_samples: Gauge,
+    /// `gateway_engine_last_publish_timestamp_seconds`.
+    pub engine_last_publish: Gauge<f64, AtomicU64>,
     /// `gateway_runtime_anomaly_score`.
     pub runtime_anomaly_score: Gauge<f64, AtomicU64>,
     /// `gateway_runtime_anomaly`.
@@ -384,6 +442,10 @@ pub struct Metrics {
     pub build_info: Family<BuildLabels, Gauge>,
 }
 
+fn risk_histogram() -> Histogram {
+    Histogram::new([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 0.95, 1.0])
+}
+
 fn duration_histogram() -> Histogram {
     // 0.5 ms .. ~65 s
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -431,6 +493,16 @@ impl Metrics {
             baseline_score: Family::default(),
             engine_events: Counter::default(),
             engine_state: Family::default(),
+            trust_decisions: Family::default(),
+            trust_reasons: Family::default(),
+            trust_unavailable: Family::default(),
+            trust_revocations: Family::default(),
+            risk_score: Family::new_with_constructor(risk_histogram as fn() -> Histogram),
+            engine_entities: Gauge::default(),
+            engine_risky_entities: Gauge::default(),
+            engine_evicted_entities: Counter::default(),
+            engine_model_samples: Gauge::default(),
+            engine_last_publish: Gauge::default(),
             runtime_anomaly_score: Gauge::default(),
             runtime_anomaly: Gauge::default(),
             runtime_anomalies: Counter::default(),
@@ -705,6 +777,60 @@ impl Metrics {
             ENGINE_STATE,
             "Loads and saves of the engine's learned state, by result",
             m.engine_state.clone(),
+        );
+        r.register(
+            TRUST_DECISIONS,
+            "Trust decisions on routes with a trust policy, by route, decision and mode",
+            m.trust_decisions.clone(),
+        );
+        r.register(
+            TRUST_REASONS,
+            "Reasons of step-up and deny trust decisions, by route, decision and reason",
+            m.trust_reasons.clone(),
+        );
+        r.register(
+            TRUST_UNAVAILABLE,
+            "Requests decided while the risk view was unavailable, by route and policy",
+            m.trust_unavailable.clone(),
+        );
+        for kind in ["session", "subject"] {
+            let _ = m.trust_revocations.get_or_create(&RevocationLabels { kind });
+        }
+        r.register(
+            TRUST_REVOCATIONS,
+            "Sessions and subjects revoked by a trust deny",
+            m.trust_revocations.clone(),
+        );
+        r.register(
+            RISK_SCORE,
+            "Risk the trust policy used per request, by route",
+            m.risk_score.clone(),
+        );
+        r.register(
+            ENGINE_ENTITIES,
+            "Sessions, principals and client addresses the engine tracks",
+            m.engine_entities.clone(),
+        );
+        r.register(
+            ENGINE_RISKY_ENTITIES,
+            "Entities with some risk in the published risk view",
+            m.engine_risky_entities.clone(),
+        );
+        r.register(
+            ENGINE_EVICTED_ENTITIES,
+            "Entities forgotten because the table was full",
+            m.engine_evicted_entities.clone(),
+        );
+        r.register(
+            ENGINE_MODEL_SAMPLES,
+            "Samples the population model was trained on; 0 without a model",
+            m.engine_model_samples.clone(),
+        );
+        r.register_with_unit(
+            ENGINE_LAST_PUBLISH,
+            "Unix time of the engine's last risk view publication",
+            Unit::Seconds,
+            m.engine_last_publish.clone(),
         );
         r.register(
             RUNTIME_ANOMALY_SCORE,

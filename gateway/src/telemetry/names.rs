@@ -101,6 +101,26 @@ pub const BASELINE_SCORE: &str = "baseline_score";
 pub const ENGINE_EVENTS: &str = "engine_events";
 /// Loads and saves of the engine's learned state (counter).
 pub const ENGINE_STATE: &str = "engine_state";
+/// Trust decisions by route, decision and mode (counter).
+pub const TRUST_DECISIONS: &str = "trust_decisions";
+/// Reasons of step-up and deny decisions by route, decision and reason (counter).
+pub const TRUST_REASONS: &str = "trust_reasons";
+/// Requests decided while the risk view was unavailable, by route and policy (counter).
+pub const TRUST_UNAVAILABLE: &str = "trust_unavailable";
+/// Sessions and subjects revoked by a deny (counter).
+pub const TRUST_REVOCATIONS: &str = "trust_revocations";
+/// Risk a trust policy used, by route (histogram).
+pub const RISK_SCORE: &str = "risk_score";
+/// Entities the engine tracks (gauge).
+pub const ENGINE_ENTITIES: &str = "engine_entities";
+/// Entities with some risk (gauge).
+pub const ENGINE_RISKY_ENTITIES: &str = "engine_risky_entities";
+/// Entities evicted from a full table (counter).
+pub const ENGINE_EVICTED_ENTITIES: &str = "engine_evicted_entities";
+/// Samples the population model was trained on; 0 without a model (gauge).
+pub const ENGINE_MODEL_SAMPLES: &str = "engine_model_samples";
+/// Unix time of the engine's last risk view publication (gauge, seconds).
+pub const ENGINE_LAST_PUBLISH: &str = "engine_last_publish_timestamp";
 /// Highest runtime series score (gauge).
 pub const RUNTIME_ANOMALY_SCORE: &str = "runtime_anomaly_score";
 /// 1 during a sustained runtime anomaly (gauge).
