@@ -6,14 +6,14 @@
 //! The population model is retrained on a background thread from a bounded reservoir of
 //! allowed, warmed-up entities; scoring uses the last model that finished.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{mpsc, Arc};
 
 use crate::entity::{refused, Drift, EntityKey, EntityTable};
 use crate::event::RequestEvent;
 use crate::population::{self, Population, Reservoir};
 use crate::risk::{self, ENTITY_WARMUP, RISK_HOLDS_MS};
-use crate::store::{EntityRisk, RiskSnapshot, RiskView, HISTORY};
+use crate::store::{EntityRisk, Map, RiskSnapshot, RiskView, HISTORY};
 
 /// Entities with a risk below this are not published.
 const PUBLISH_FLOOR: f32 = 0.05;
@@ -35,8 +35,10 @@ pub struct AssessConfig {
     pub sample_every: u64,
     /// Samples in the training reservoir.
     pub reservoir: usize,
-    /// Retrain after this many new samples.
+    /// Retrain after this many new samples,
     pub retrain_after: u64,
+    /// and no sooner than this long after the last training began (engine milliseconds).
+    pub retrain_every_ms: u64,
     /// Seed for sampling and training.
     pub seed: u64,
 }
@@ -52,6 +54,7 @@ impl Default for AssessConfig {
             sample_every: 4,
             reservoir: 4096,
             retrain_after: 2048,
+            retrain_every_ms: 10 * 60_000,
             seed: 0x5eed,
         }
     }
@@ -62,9 +65,9 @@ impl Default for AssessConfig {
 pub struct Assessor {
     cfg: AssessConfig,
     table: EntityTable,
-    touched: HashSet<EntityKey>,
-    risky: HashMap<EntityKey, Arc<EntityRisk>>,
-    published: Arc<HashMap<EntityKey, Arc<EntityRisk>>>,
+    touched: HashSet<EntityKey, ahash::RandomState>,
+    risky: Map<EntityKey, Arc<EntityRisk>>,
+    published: Arc<Map<EntityKey, Arc<EntityRisk>>>,
     changed: bool,
     reservoir: Reservoir,
     offered: u64,
@@ -72,6 +75,10 @@ pub struct Assessor {
     model: Option<Arc<Population>>,
     training: Option<mpsc::Receiver<Option<Population>>>,
     view: Arc<RiskView>,
+    /// Engine time of the next sweep for idle entities.
+    next_expiry: u64,
+    /// Engine time the last training began.
+    trained_ms: u64,
 }
 
 // === impl Assessor ===
@@ -81,8 +88,8 @@ impl Assessor {
     pub fn new(cfg: AssessConfig, view: Arc<RiskView>) -> Assessor {
         Assessor {
             table: EntityTable::new(cfg.max_entities, cfg.idle_ms).with_drift(cfg.drift),
-            touched: HashSet::new(),
-            risky: HashMap::new(),
+            touched: HashSet::default(),
+            risky: Map::default(),
             published: Arc::default(),
             changed: false,
             reservoir: Reservoir::new(cfg.reservoir, cfg.seed),
@@ -91,6 +98,8 @@ impl Assessor {
             model: None,
             training: None,
             view,
+            next_expiry: 0,
+            trained_ms: 0,
             cfg,
         }
     }
@@ -130,7 +139,7 @@ impl Assessor {
             }
             _ => None,
         };
-        let (score, reasons) = risk::entity(key, &f, entity.habits(), novelty).finish();
+        let (score, reasons) = risk::entity(key, &f, entity.habits(), novelty).finish(risk::SIGNALS.len());
         Some((score, reasons, f.requests))
     }
 
@@ -183,7 +192,10 @@ impl Assessor {
             self.published = Arc::new(self.risky.clone());
             self.changed = false;
         }
-        self.table.expire(engine_ms);
+        if engine_ms >= self.next_expiry {
+            self.table.expire(engine_ms);
+            self.next_expiry = engine_ms + 1000;
+        }
         self.view.publish(RiskSnapshot {
             published_ms: wall_ms,
             engine_ms,
@@ -192,7 +204,7 @@ impl Assessor {
             tracked: self.table.len(),
             model_samples: self.model.as_ref().map(|m| m.samples),
         });
-        self.maybe_train();
+        self.maybe_train(engine_ms);
     }
 
     fn collect_model(&mut self) {
@@ -210,8 +222,10 @@ impl Assessor {
         }
     }
 
-    fn maybe_train(&mut self) {
-        let due = self.model.is_none() || self.since_training >= self.cfg.retrain_after;
+    fn maybe_train(&mut self, now_ms: u64) {
+        let due = self.model.is_none()
+            || (self.since_training >= self.cfg.retrain_after
+                && now_ms >= self.trained_ms.saturating_add(self.cfg.retrain_every_ms));
         if !self.cfg.population
             || self.training.is_some()
             || !due
@@ -220,6 +234,7 @@ impl Assessor {
             return;
         }
         self.since_training = 0;
+        self.trained_ms = now_ms;
         let samples = self.reservoir.items().to_vec();
         let seed = self.cfg.seed ^ self.reservoir.seen();
         let (tx, rx) = mpsc::channel();
@@ -245,6 +260,16 @@ impl Assessor {
             }
             None => false,
         }
+    }
+
+    /// What to keep of the entities across a restart.
+    pub fn save(&self) -> Vec<crate::entity::EntityState> {
+        self.table.save()
+    }
+
+    /// Takes back saved entities; returns how many.
+    pub fn restore(&mut self, states: Vec<crate::entity::EntityState>) -> usize {
+        self.table.restore(states)
     }
 
     /// Entities tracked.

@@ -110,6 +110,18 @@ pub struct State {
     pub saved_unix: u64,
     /// Every series' detector.
     pub series: Vec<SeriesState>,
+    /// Every tracked entity's habits (absent in files from before entities were kept).
+    #[serde(default)]
+    pub entities: Vec<crate::entity::EntityState>,
+}
+
+/// What a restore brought back.
+#[derive(Debug, Default, PartialEq)]
+pub struct Restored {
+    /// Series restored into the engine.
+    pub series: usize,
+    /// Entities for the entity table (all sane).
+    pub entities: Vec<crate::entity::EntityState>,
 }
 
 /// One series in the state file.
@@ -139,7 +151,7 @@ impl std::fmt::Display for StateError {
         match self {
             StateError::Malformed(e) => write!(f, "the state is not readable: {e}"),
             StateError::Version(v) => write!(f, "the state has version {v}, not {STATE_VERSION}"),
-            StateError::Insane(s) => write!(f, "the state of series {s} is not usable"),
+            StateError::Insane(s) => write!(f, "the state of {s} is not usable"),
         }
     }
 }
@@ -267,8 +279,13 @@ impl SeriesEngine {
         self.detectors.len()
     }
 
-    /// The learned state, serialized (JSON), stamped `saved_unix`.
-    pub fn save(&self, saved_unix: u64) -> Vec<u8> {
+    /// The learned state, serialized (JSON), stamped `saved_unix`, with `entities`.
+    pub fn save(&self, saved_unix: u64, entities: Vec<crate::entity::EntityState>) -> Vec<u8> {
+        serde_json::to_vec(&self.state(saved_unix, entities)).unwrap_or_default()
+    }
+
+    /// The learned state, stamped `saved_unix`, with `entities` (to serialize elsewhere).
+    pub fn state(&self, saved_unix: u64, entities: Vec<crate::entity::EntityState>) -> State {
         let mut series: Vec<SeriesState> = self
             .detectors
             .iter()
@@ -279,17 +296,18 @@ impl SeriesEngine {
             })
             .collect();
         series.sort_by(|a, b| (&a.scope, &a.signal).cmp(&(&b.scope, &b.signal)));
-        let state = State {
+        State {
             version: STATE_VERSION,
             saved_unix,
             series,
-        };
-        serde_json::to_vec(&state).unwrap_or_default()
+            entities,
+        }
     }
 
     /// Replaces the learned state with `bytes` (from [`SeriesEngine::save`]). On any error the
-    /// engine is left as it was. Returns the number of series restored.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<usize, StateError> {
+    /// engine is left as it was. Returns the number of series restored and the entities to
+    /// hand to the entity table.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<Restored, StateError> {
         let state: State = serde_json::from_slice(bytes).map_err(|e| StateError::Malformed(e.to_string()))?;
         if state.version != STATE_VERSION {
             return Err(StateError::Version(state.version));
@@ -300,13 +318,19 @@ impl SeriesEngine {
                 continue; // a signal this version does not learn
             };
             if !s.detector.is_sane() {
-                return Err(StateError::Insane(format!("{} {}", s.scope, s.signal)));
+                return Err(StateError::Insane(format!("series {} {}", s.scope, s.signal)));
             }
             detectors.insert((Arc::from(s.scope.as_str()), signal), s.detector);
         }
+        if let Some(bad) = state.entities.iter().find(|e| !e.is_sane()) {
+            return Err(StateError::Insane(format!("entity {}", bad.key)));
+        }
         let n = detectors.len();
         self.detectors = detectors;
-        Ok(n)
+        Ok(Restored {
+            series: n,
+            entities: state.entities,
+        })
     }
 }
 
@@ -384,9 +408,9 @@ mod tests {
             }
             e.tick(&sample(20_000 + t));
         }
-        let saved = e.save(123);
+        let saved = e.save(123, Vec::new());
         let mut fresh = SeriesEngine::new(Config::default(), 10);
-        assert_eq!(fresh.restore(&saved), Ok(e.series()));
+        assert_eq!(fresh.restore(&saved).map(|r| r.series), Ok(e.series()));
         // The restored engine is warm: the same next tick scores the same.
         for _ in 0..500 {
             e.request(&event("api", 200, 3));

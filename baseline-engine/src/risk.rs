@@ -11,7 +11,7 @@ use crate::entity::{EntityKey, Features, Habits, RECENT_MS};
 
 /// Components below this are not reasons.
 const NOTABLE: f64 = 0.05;
-/// Reasons kept per risk.
+/// Reasons a request's risk reports (an entity's risk keeps all of its own).
 pub const MAX_REASONS: usize = 3;
 /// Requests a principal or session needs before its own history judges it.
 pub const ENTITY_WARMUP: u64 = 30;
@@ -74,7 +74,7 @@ fn describe(signal: &str) -> (&'static str, &'static str) {
     match signal {
         "auth_failures" => ("authentication failures in the last 10 minutes", ""),
         "not_found" => ("404 answers", " of recent requests"),
-        "scraping" => ("distinct paths among recent requests, at speed", ""),
+        "scraping" => ("distinct new paths among recent requests, at speed", ""),
         "regular_timing" => ("variation of the gaps between requests", " (machine-regular)"),
         "request_rate" => ("requests per minute", ""),
         "bytes_out" => ("response bytes per request", ""),
@@ -96,11 +96,14 @@ pub fn ramp(x: f64, lo: f64, hi: f64) -> f64 {
     ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
 }
 
-/// Components gathered into a score and its top reasons.
+/// Components gathered into a score and its reasons. A signal counts once, with its heaviest
+/// weight: the same behaviour seen through two entities (a principal and its address) is one
+/// piece of evidence, not two.
 #[derive(Debug, Default, Clone)]
 pub struct Evidence {
-    keep: f64,
     reasons: Vec<Reason>,
+    /// The service's state: a signal and the factor it raises the score by.
+    stricter: Option<(&'static str, f64)>,
 }
 
 // === impl Evidence ===
@@ -108,10 +111,7 @@ pub struct Evidence {
 impl Evidence {
     /// Nothing against it yet.
     pub fn new() -> Evidence {
-        Evidence {
-            keep: 1.0,
-            reasons: Vec::new(),
-        }
+        Evidence::default()
     }
 
     /// Adds a component of weight `w` (ignored below [`NOTABLE`]).
@@ -120,47 +120,59 @@ impl Evidence {
         if w < NOTABLE {
             return;
         }
-        self.keep *= 1.0 - w;
-        self.reasons.push(Reason {
+        let reason = Reason {
             signal,
             observed,
             expected,
             weight: w,
-        });
-    }
-
-    /// Adds the score and reasons of another risk as one piece of evidence each.
-    pub fn absorb(&mut self, score: f64, reasons: &[Reason]) {
-        self.keep *= 1.0 - score.clamp(0.0, 1.0);
-        self.reasons.extend(reasons.iter().cloned());
-    }
-
-    /// Scales the risk so far up by `factor` (the service's state), as one more reason.
-    pub fn stricter(&mut self, signal: &'static str, factor: f64) {
-        let score = self.score();
-        if score < NOTABLE {
-            return;
+        };
+        match self.reasons.iter_mut().find(|r| r.signal == signal) {
+            Some(r) if r.weight < w => *r = reason,
+            Some(_) => {}
+            None => self.reasons.push(reason),
         }
-        let raised = (score * factor).min(1.0);
-        self.keep = 1.0 - raised;
-        self.reasons.push(Reason {
-            signal,
-            observed: factor,
-            expected: (1.0, 1.0),
-            weight: raised - score,
-        });
+    }
+
+    /// Adds another risk's reasons.
+    pub fn absorb(&mut self, reasons: &[Reason]) {
+        for r in reasons {
+            self.add(r.signal, r.weight, r.observed, r.expected);
+        }
+    }
+
+    /// Raises the score by `factor` (the service's state), as one more reason; nothing when
+    /// there is no risk to raise.
+    pub fn stricter(&mut self, signal: &'static str, factor: f64) {
+        self.stricter = Some((signal, factor));
+    }
+
+    fn base(&self) -> f64 {
+        1.0 - self.reasons.iter().map(|r| 1.0 - r.weight).product::<f64>()
     }
 
     /// The score in [0,1].
     pub fn score(&self) -> f64 {
-        1.0 - self.keep
+        let base = self.base();
+        match self.stricter {
+            Some((_, f)) if base >= NOTABLE => (base * f).min(1.0),
+            _ => base,
+        }
     }
 
-    /// The score and the top reasons, heaviest first.
-    pub fn finish(mut self) -> (f64, Vec<Reason>) {
+    /// The score and the `limit` heaviest reasons.
+    pub fn finish(mut self, limit: usize) -> (f64, Vec<Reason>) {
+        let (base, score) = (self.base(), self.score());
+        if let Some((signal, factor)) = self.stricter.filter(|_| score > base) {
+            self.reasons.push(Reason {
+                signal,
+                observed: factor,
+                expected: (1.0, 1.0),
+                weight: score - base,
+            });
+        }
         self.reasons.sort_by(|a, b| b.weight.total_cmp(&a.weight));
-        self.reasons.truncate(MAX_REASONS);
-        (self.score(), self.reasons)
+        self.reasons.truncate(limit);
+        (score, self.reasons)
     }
 }
 
@@ -187,10 +199,17 @@ pub fn entity(key: &EntityKey, f: &Features, habits: &Habits, novelty: Novelty) 
             (0.0, 0.25),
         );
     }
+    // Breadth at speed: for an entity with a history, only the paths new to it count (a power
+    // user going through their usual pages quickly is not scraping).
+    let breadth = if f.requests >= ENTITY_WARMUP {
+        f.distinct_new_paths
+    } else {
+        f.distinct_paths
+    };
     ev.add(
         "scraping",
-        0.9 * ramp(f64::from(f.distinct_paths), 10.0, 20.0) * ramp(f.rate_per_minute, 15.0, 45.0),
-        f64::from(f.distinct_paths),
+        0.9 * ramp(f64::from(breadth), 10.0, 20.0) * ramp(f.rate_per_minute, 15.0, 45.0),
+        f64::from(breadth),
         (0.0, 10.0),
     );
     ev.add(
@@ -199,12 +218,19 @@ pub fn entity(key: &EntityKey, f: &Features, habits: &Habits, novelty: Novelty) 
         f64::from(f.refused),
         (0.0, 1.0),
     );
-    // Machine-regular timing is a reason only for an entity that was not regular before.
-    let used_to_be_regular = habits.timing.z(0.0).is_some_and(|z| z > -2.0);
-    if f.gaps as usize >= crate::entity::TIMING_GAPS && f.rate_per_minute >= 2.0 && !used_to_be_regular {
+    // Machine-regular timing: strong evidence from an entity whose own timing was human, weak
+    // from one without a timing habit yet, none from one that was always regular (a scheduled
+    // integration).
+    let usual_variation = habits.timing.warm().then(|| habits.timing.range(0.0).0);
+    let weight = match usual_variation {
+        Some(v) if v < 0.25 => 0.0,
+        Some(_) => 0.6,
+        None => 0.3,
+    };
+    if f.gaps as usize >= crate::entity::TIMING_GAPS && f.rate_per_minute >= 1.0 {
         ev.add(
             "regular_timing",
-            0.6 * ramp(0.15 - f.gap_variation, 0.0, 0.1),
+            weight * ramp(0.15 - f.gap_variation, 0.0, 0.1),
             f.gap_variation,
             (0.3, 3.0),
         );
@@ -253,7 +279,7 @@ pub fn entity(key: &EntityKey, f: &Features, habits: &Habits, novelty: Novelty) 
         }
     }
     if let Some(d) = novelty {
-        ev.add("population", 0.5 * ramp(d, 1.5, 3.0), d, (0.0, 1.0));
+        ev.add("population", 0.35 * ramp(d, 1.5, 3.0), d, (0.0, 1.0));
     }
     ev
 }
@@ -303,7 +329,9 @@ mod tests {
         assert!((ev.score() - 0.75).abs() < 1e-9);
         ev.add("auth_failures", 0.2, 5.0, (0.0, 3.0));
         ev.add("population", 0.1, 2.0, (0.0, 1.0));
-        let (score, reasons) = ev.finish();
+        // The same signal again counts once, at its heaviest.
+        ev.add("scraping", 0.3, 20.0, (0.0, 12.0));
+        let (score, reasons) = ev.finish(MAX_REASONS);
         assert!((score - (1.0 - 0.5 * 0.5 * 0.8 * 0.9)).abs() < 1e-9);
         let names: Vec<_> = reasons.iter().map(|r| r.signal).collect();
         assert_eq!(names, ["not_found", "scraping", "auth_failures"]);
@@ -330,7 +358,9 @@ mod tests {
         ev.stricter("service_anomaly", 1.5);
         assert_eq!(ev.score(), 0.0);
         ev.add("no_identity", 0.4, 0.0, (1.0, 1.0));
-        ev.stricter("service_anomaly", 1.5);
         assert!((ev.score() - 0.6).abs() < 1e-9);
+        let (score, reasons) = ev.finish(MAX_REASONS);
+        assert!((score - 0.6).abs() < 1e-9);
+        assert_eq!(reasons[1].signal, "service_anomaly");
     }
 }

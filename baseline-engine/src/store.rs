@@ -11,6 +11,10 @@ use arc_swap::ArcSwap;
 use crate::entity::EntityKey;
 use crate::risk::Reason;
 
+/// The engine's maps: `ahash` with keys drawn at random per process. Faster than the standard
+/// SipHash on these short keys, and still resistant to a client choosing colliding keys.
+pub type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
 /// Most points of history kept per entity.
 pub const HISTORY: usize = 16;
 
@@ -19,7 +23,7 @@ pub const HISTORY: usize = 16;
 pub struct EntityRisk {
     /// Score in [0,1].
     pub score: f32,
-    /// Top reasons, heaviest first.
+    /// Every reason, heaviest first.
     pub reasons: Vec<Reason>,
     /// When it was scored (engine time, Unix milliseconds).
     pub at_ms: u64,
@@ -38,7 +42,7 @@ pub struct RiskSnapshot {
     /// clock in simulations).
     pub engine_ms: u64,
     /// Entities with some risk.
-    pub entities: Arc<HashMap<EntityKey, Arc<EntityRisk>>>,
+    pub entities: Arc<Map<EntityKey, Arc<EntityRisk>>>,
     /// Whether the service's traffic is anomalous now.
     pub service_anomalous: bool,
     /// Entities tracked in all.

@@ -8,13 +8,12 @@
 //! `cargo bench -p gateway-bench --bench trust`
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use baseline_engine::entity::EntityKey;
 use baseline_engine::risk::Reason;
-use baseline_engine::store::{EntityRisk, RiskSnapshot, RiskView};
+use baseline_engine::store::{EntityRisk, Map, RiskSnapshot, RiskView};
 use criterion::{criterion_group, criterion_main, Criterion};
 use gateway::config::TrustConfig;
 use gateway::identity::jwt::Claims;
@@ -23,7 +22,7 @@ use gateway::pipeline::trust::{decide, Context, Verdict};
 const NOW: u64 = 1_800_000_000;
 
 fn view() -> RiskView {
-    let mut entities = HashMap::new();
+    let mut entities = Map::default();
     for i in 0..10_000u32 {
         let key = match i % 3 {
             0 => EntityKey::Principal(Arc::from(format!("risky-{i}"))),

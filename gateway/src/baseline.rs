@@ -45,7 +45,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut service_anomalous = false;
     let mut evicted = 0u64;
     if let Some(path) = &cfg.state_file {
-        restore(&shared, &mut engine, path);
+        restore(&shared, &mut engine, &mut assessor, path);
     }
     let mut next_save = tokio::time::Instant::now() + cfg.save_every;
     let mut streak = 0u32;
@@ -59,7 +59,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => {
                 if let Some(path) = &cfg.state_file {
-                    save(&shared, &engine, path);
+                    save(&shared, engine.state(crate::unix_now() as u64, assessor.save()), path).await;
                 }
                 return;
             }
@@ -70,7 +70,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             .as_ref()
             .filter(|_| tokio::time::Instant::now() >= next_save)
         {
-            save(&shared, &engine, path);
+            save(&shared, engine.state(crate::unix_now() as u64, assessor.save()), path).await;
             next_save = tokio::time::Instant::now() + cfg.save_every;
         }
         let mut taken = 0u64;
@@ -174,7 +174,7 @@ fn count(shared: &Shared, op: &'static str, result: &'static str) {
 
 /// Loads the learned state; a missing file means learning from scratch, a bad one is
 /// reported and learning starts from scratch too.
-fn restore(shared: &Shared, engine: &mut SeriesEngine, path: &std::path::Path) {
+fn restore(shared: &Shared, engine: &mut SeriesEngine, assessor: &mut Assessor, path: &std::path::Path) {
     match std::fs::read(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             count(shared, "load", "missing");
@@ -185,9 +185,10 @@ fn restore(shared: &Shared, engine: &mut SeriesEngine, path: &std::path::Path) {
             tracing::warn!(file = %path.display(), error = %e, "learned state not readable; learning from scratch");
         }
         Ok(bytes) => match engine.restore(&bytes) {
-            Ok(n) => {
+            Ok(restored) => {
                 count(shared, "load", "ok");
-                tracing::info!(file = %path.display(), series = n, "learned state restored");
+                let entities = assessor.restore(restored.entities);
+                tracing::info!(file = %path.display(), series = restored.series, entities, "learned state restored");
             }
             Err(e) => {
                 count(shared, "load", "corrupt");
@@ -197,11 +198,17 @@ fn restore(shared: &Shared, engine: &mut SeriesEngine, path: &std::path::Path) {
     }
 }
 
-/// Writes the learned state atomically (a temporary file renamed over the old one).
-fn save(shared: &Shared, engine: &SeriesEngine, path: &std::path::Path) {
-    let bytes = engine.save(crate::unix_now() as u64);
-    let tmp = path.with_extension("tmp");
-    let result = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, path));
+/// Writes the learned state atomically (a temporary file renamed over the old one). The
+/// serializing and writing happen on a blocking thread: a state with many entities takes a
+/// while, and a runtime worker must not spend it.
+async fn save(shared: &Shared, state: baseline_engine::engine::State, path: &std::path::Path) {
+    let (file, tmp) = (path.to_path_buf(), path.with_extension("tmp"));
+    let written = tokio::task::spawn_blocking(move || {
+        let bytes = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &file))
+    })
+    .await;
+    let result = written.unwrap_or_else(|e| Err(std::io::Error::other(e)));
     match result {
         Ok(()) => count(shared, "save", "ok"),
         Err(e) => {

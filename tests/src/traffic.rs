@@ -142,11 +142,13 @@ fn addr(group: u8, n: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, group, (n / 250) as u8, (n % 250 + 1) as u8)
 }
 
-/// How a person uses the service.
+/// How a person (or an integration) uses the service.
 struct Habit {
     pages: Vec<usize>,
     mean_gap_ms: f64,
     size: u64,
+    /// Requests per page view at most (power users open many at once).
+    burst: usize,
 }
 
 fn habit(rng: &mut fastrand::Rng) -> Habit {
@@ -158,7 +160,28 @@ fn habit(rng: &mut fastrand::Rng) -> Habit {
         pages,
         mean_gap_ms: rng.f64() * 150_000.0 + 45_000.0,
         size: rng.u64(1_000..30_000),
+        burst: 3,
     }
+}
+
+/// A scheduled integration: the same few calls at a fixed period, from the start.
+fn integration(rng: &mut fastrand::Rng, h: &Habit, p: usize, ip: Ipv4Addr, until: u64) -> Vec<Step> {
+    let period = rng.u64(20_000..60_000);
+    let mut t = rng.u64(0..period);
+    let mut steps = Vec::new();
+    let mut i = 0;
+    while t < until {
+        steps.push(Step {
+            at_ms: t,
+            target: format!("{}?size={}", page(h.pages[i % h.pages.len()]), h.size),
+            cred: Cred::Principal(p),
+            ip,
+            attack: false,
+        });
+        i += 1;
+        t += period;
+    }
+    steps
 }
 
 fn exp_gap(rng: &mut fastrand::Rng, mean: f64) -> u64 {
@@ -176,8 +199,8 @@ fn human(rng: &mut fastrand::Rng, h: &Habit, p: usize, ip: Ipv4Addr, from: u64, 
             Some((at, other)) if t >= at => other,
             _ => ip,
         };
-        // A page view: one to three requests within seconds.
-        let burst = if rng.u8(..) < 50 { rng.usize(2..=3) } else { 1 };
+        // A page view: one to a few requests within seconds.
+        let burst = if rng.u8(..) < 50 { rng.usize(2..=h.burst) } else { 1 };
         for b in 0..burst {
             let roll = rng.u8(..);
             let target = if roll < 3 {
@@ -212,13 +235,33 @@ pub fn plan(shape: Shape) -> Plan {
         principals += 1;
         principals - 1
     };
-    for _ in 0..shape.benign {
+    for b in 0..shape.benign {
         let p = next_principal();
-        let h = habit(&mut rng);
+        let mut h = habit(&mut rng);
+        // One in twenty is a scheduled integration; one in ten a power user who opens many
+        // pages at once and browses more of the catalogue.
+        let (agent, steps) = match b % 20 {
+            0 => (
+                format!("integration/{p}"),
+                integration(&mut rng, &h, p, addr(10, p), end),
+            ),
+            1 | 2 => {
+                h.burst = 10;
+                h.pages = (0..CATALOG).filter(|i| i % 3 == p % 3).collect();
+                (
+                    format!("Mozilla/5.0 (X11; Linux x86_64) sim/{}", p % 7),
+                    human(&mut rng, &h, p, addr(10, p), 0, end),
+                )
+            }
+            _ => (
+                format!("Mozilla/5.0 (X11; Linux x86_64) sim/{}", p % 7),
+                human(&mut rng, &h, p, addr(10, p), 0, end),
+            ),
+        };
         actors.push(Actor {
             kind: Kind::Benign,
-            agent: format!("Mozilla/5.0 (X11; Linux x86_64) sim/{}", p % 7),
-            steps: human(&mut rng, &h, p, addr(10, p), 0, end),
+            agent,
+            steps,
         });
     }
     for (s, kind) in Kind::ATTACKS.into_iter().enumerate() {
@@ -345,6 +388,10 @@ pub enum Answer {
 pub struct Outcome {
     /// The actor's kind.
     pub kind: Kind,
+    /// Its user agent.
+    pub agent: String,
+    /// The principal whose token it used first, if any.
+    pub principal: Option<usize>,
     /// Answers, in step order.
     pub answers: Vec<Answer>,
     /// Which steps were attacks.
@@ -440,6 +487,11 @@ pub async fn drive(plan: &Plan, gateway: SocketAddr, host: &str, tokens: Arc<Vec
             }
             Outcome {
                 kind: actor.kind,
+                agent: actor.agent.clone(),
+                principal: actor.steps.iter().find_map(|s| match s.cred {
+                    Cred::Principal(p) => Some(p),
+                    Cred::Garbage(_) => None,
+                }),
                 answers,
                 attack: actor.steps.iter().map(|s| s.attack).collect(),
             }
@@ -622,6 +674,8 @@ mod tests {
     fn outcomes_count_from_the_attack_start() {
         let o = Outcome {
             kind: Kind::Scraping,
+            agent: "curl/8.5.0".into(),
+            principal: Some(0),
             answers: vec![Answer::Allowed, Answer::Allowed, Answer::Allowed, Answer::StepUp],
             attack: vec![false, true, true, true],
         };

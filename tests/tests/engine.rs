@@ -162,10 +162,22 @@ async fn learned_state_survives_a_restart_and_a_bad_file_is_reported() -> anyhow
     assert!(series
         .iter()
         .any(|s| s["scope"] == "route:app" && s["signal"] == "request_rate"));
+    // The client's entity (its habits and what it uses) is kept too.
+    let entities = saved["entities"].as_array().cloned().unwrap_or_default();
+    assert!(
+        entities
+            .iter()
+            .any(|e| e["key"] == "client:127.0.0.1" && e["requests"] == 20),
+        "{entities:?}"
+    );
 
-    // Second run: restored.
+    // Second run: restored, entities included.
     let gw = TestGateway::start(&state_config(&up, &state)).await?;
     assert_eventually!(loads(&gw.metrics().await?, "ok") == Some(1.0), "the state is restored");
+    assert_eventually!(
+        metric(&gw.metrics().await?, "gateway_engine_entities", &[]) == Some(1.0),
+        "the entity is back"
+    );
     let TestGateway { gw, dir: _d2 } = gw;
     gw.shutdown(Duration::from_secs(5)).await;
 

@@ -90,7 +90,12 @@ fn scraping_enumeration_and_stuffing_are_risky_within_twenty_requests() {
     let mut first = None;
     for i in 0..30u64 {
         now += 1_000;
-        a.observe(&ev(now, "", [198, 51, 100, 3], 6, "/login", 401, 50));
+        let mut e = ev(now, "", [198, 51, 100, 3], 6, "/login", 401, 50);
+        e.auth = crate::event::AuthOutcome::Invalid;
+        e.decision = Decision::Deny {
+            reasons: vec!["invalid_token"],
+        };
+        a.observe(&e);
         a.publish(now, now, false);
         if first.is_none() && risk_of(&view, &stuffer) >= 0.85 {
             first = Some(i + 1);

@@ -42,6 +42,9 @@ struct Args {
     /// Use the population model (`on` or `off`).
     #[arg(long, default_value = "on")]
     population: String,
+    /// Write the gateway's log (warnings: every step-up and deny with its reasons) here.
+    #[arg(long)]
+    gateway_log: Option<PathBuf>,
 }
 
 struct Gateway(std::process::Child);
@@ -106,7 +109,10 @@ async fn main() -> anyhow::Result<()> {
             .arg(&config)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match &args.gateway_log {
+                Some(f) => Stdio::from(std::fs::File::create(f)?),
+                None => Stdio::null(),
+            })
             .spawn()
             .with_context(|| format!("starting {}", args.gateway.display()))?,
     );
@@ -146,5 +152,21 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!("{report}");
+    for o in outcomes
+        .iter()
+        .filter(|o| o.kind == traffic::Kind::Benign && o.challenged_while_benign())
+    {
+        let first = o
+            .answers
+            .iter()
+            .position(|a| matches!(a, traffic::Answer::StepUp | traffic::Answer::Denied));
+        println!(
+            "benign challenged: user-{} ({}), first at request {} of {}",
+            o.principal.unwrap_or(usize::MAX),
+            o.agent,
+            first.map(|i| i + 1).unwrap_or(0),
+            o.answers.len()
+        );
+    }
     Ok(())
 }

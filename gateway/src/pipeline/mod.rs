@@ -203,12 +203,14 @@ async fn enforce(
     route.metrics.reasons(decision, &signals);
     let rid = obs.request_id.to_str().unwrap_or("").to_string();
     let explained = a.explain();
+    let subject = obs.subject.as_deref().unwrap_or("");
+    let client = obs.conn.peer.ip();
     if policy.shadow {
         obs.shadow = Some(decision);
-        tracing::info!(request_id = %rid, route = %route.name, decision, mode = "shadow", risk = a.score, reasons = %explained, "trust decision (not enforced)");
+        tracing::info!(request_id = %rid, route = %route.name, subject, %client, decision, mode = "shadow", risk = a.score, reasons = %explained, "trust decision (not enforced)");
         return Ok(None);
     }
-    tracing::warn!(request_id = %rid, route = %route.name, decision, risk = a.score, reasons = %explained, "trust decision");
+    tracing::warn!(request_id = %rid, route = %route.name, subject, %client, decision, risk = a.score, reasons = %explained, "trust decision");
     let (revoke, browser) = caller.unzip();
     if a.verdict == trust::Verdict::Deny {
         obs.decision = Decision::Deny { reasons: signals };

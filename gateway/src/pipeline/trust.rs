@@ -153,7 +153,7 @@ pub fn decide(
     ];
     for key in keys.iter().flatten() {
         if let Some(r) = view.get(key) {
-            ev.absorb(f64::from(r.score), &r.reasons);
+            ev.absorb(&r.reasons);
         }
     }
     let stepped_up = ctx
@@ -178,7 +178,7 @@ pub fn decide(
     if view.service_anomalous && !stepped_up {
         ev.stricter("service_anomaly", SERVICE_ANOMALY_FACTOR);
     }
-    let (score, reasons) = ev.finish();
+    let (score, reasons) = ev.finish(risk::MAX_REASONS);
     let verdict = if score >= trust.deny_at {
         Verdict::Deny
     } else if score >= trust.step_up_at && ctx.can_step_up && !stepped_up {
