@@ -237,9 +237,11 @@ pub fn entity(key: &EntityKey, f: &Features, habits: &Habits, novelty: Novelty) 
     }
     // Against its own history.
     if let Some(z) = habits.rate.z(f.rate_per_minute.ln_1p()) {
+        // A faster pace than usual alone is a burst, not an attack: it adds to other evidence
+        // but never decides alone.
         ev.add(
             "request_rate",
-            0.7 * ramp(z, 4.0, 8.0),
+            0.35 * ramp(z, 4.0, 8.0),
             f.rate_per_minute,
             habits.rate.range(3.0),
         );

@@ -210,7 +210,8 @@ async fn run_demo(ports: demo::DemoPorts) -> ExitCode {
         }
     };
     let token = issuer.token("alice", "read", "urn:demo:pwd", std::time::Duration::from_secs(3600));
-    println!("{}", demo::banner(ports, &dir, &token));
+    let mallory = issuer.token("mallory", "read", "urn:demo:pwd", std::time::Duration::from_secs(3600));
+    println!("{}", demo::banner(ports, &dir, &token, &mallory));
     let code = serve_until_signal(gw).await;
     upstream.stop();
     issuer.stop();

@@ -330,6 +330,10 @@ routes:
     upstream: demo
     auth:
       bearer: demo
+    trust:                      # decide on the baseline engine's risk
+      step_up_at: 0.5
+      deny_at: 0.85
+      step_up: {{ acr_values: [urn:demo:mfa] }}
   - name: api-admin
     match:
       path_prefix: /api/admin
@@ -357,6 +361,8 @@ upstreams:
       ejection_time: 10s
   - name: nowhere
     endpoints: [http://127.0.0.1:9]
+engine:
+  warmup: 10                    # series score after 10 samples (default 60)
 reload:
   poll_interval: 1s
 "#,
@@ -370,8 +376,8 @@ reload:
     )
 }
 
-/// What a newcomer should try, printed at start.
-pub fn banner(ports: DemoPorts, dir: &Path, token: &str) -> String {
+/// What a newcomer should try, printed at start; `token` is alice's, `mallory` the scraper's.
+pub fn banner(ports: DemoPorts, dir: &Path, token: &str, mallory: &str) -> String {
     let DemoPorts { https, http, admin } = ports;
     format!(
         r#"
@@ -396,6 +402,17 @@ Bearer tokens (the demo issuer signed this one for alice: scope read, acr urn:de
   curl -i -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{http}/api/orders       # allowed; see x-auth-subject upstream
   curl -i -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{http}/api/admin        # 403, scope admin needed
   curl -i -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{http}/api/payments     # 401, RFC 9470 step-up challenge
+
+Adaptive trust (/api has a trust policy; the engine learns from every request):
+  MALLORY={mallory}
+  # A scraper from 127.0.0.3: 25 new paths at once. Allowed at first, then 401 with a step-up challenge:
+  for i in $(seq 25); do curl -s -o /dev/null -w '%{{http_code}} ' --interface 127.0.0.3 -H "Authorization: Bearer $MALLORY" http://127.0.0.1:{http}/api/items/$i; done; echo
+  # Credential stuffing from 127.0.0.2: 401 for each bad token, then 403 for anything from that address:
+  for i in $(seq 15); do curl -s -o /dev/null -w '%{{http_code}} ' --interface 127.0.0.2 -H "Authorization: Bearer bad-$i" http://127.0.0.1:{http}/api/orders; done; echo
+  # Why: the riskiest entities now, with their reasons (and one of them with its history)
+  curl -s http://127.0.0.1:{admin}/risk/top
+  curl -s http://127.0.0.1:{admin}/risk/principal:mallory
+  curl -s http://127.0.0.1:{admin}/metrics | grep gateway_trust_decisions_total
 
 Press Ctrl-C to stop (in-flight requests are drained).
 "#,

@@ -80,6 +80,7 @@ routes:
   - {{ name: staff, upstream: up, match: {{ path_prefix: /staff }}, auth: {{ login: idp, claims: {{ groups: staff }} }} }}
   - {{ name: ops, upstream: up, match: {{ path_prefix: /ops }}, auth: {{ login: idp, claims: {{ groups: ops }} }} }}
   - {{ name: admin, upstream: up, match: {{ path_prefix: /admin }}, auth: {{ login: idp, acr_values: [urn:mfa] }} }}
+  - {{ name: catalog, upstream: up, match: {{ path_prefix: /catalog }}, auth: {{ login: idp }}, trust: {{ step_up: {{ acr_values: [urn:mfa] }} }} }}
   - {{ name: public, upstream: up }}
 upstreams: [{{ name: up, endpoints: ["http://{up}"] }}]
 "#,
@@ -298,6 +299,55 @@ async fn step_up_round_trip_with_a_higher_acr() -> anyhow::Result<()> {
         )
         .await?,
         1.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn risk_sends_the_browser_to_step_up_and_a_satisfied_step_up_is_not_asked_again() -> anyhow::Result<()> {
+    let s = Setup::start(&[("ACR_MODE", "honour")], "").await?;
+    let b = s.browser();
+    assert_eq!(b.follow(&s.url("/app")).await?.0.status(), 200);
+    // Breadth-first through the catalogue, fast (ten pages a second; the engine publishes
+    // every 10 ms): at some point the gateway sends the browser to the provider for urn:mfa
+    // instead of answering.
+    let mut redirect = None;
+    for i in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let r = b.get(&s.url(&format!("/catalog/item-{i}"))).await?;
+        if r.status() == 302 {
+            redirect = Some((i, location(&r)?.to_string()));
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    let (n, to) = redirect.expect("the scraping browser was asked to step up");
+    assert!((5..=25).contains(&n), "stepped up after {n} pages");
+    assert!(at_authorize(&s.idp, &to));
+    assert_eq!(query(&to)["acr_values"], "urn:mfa");
+    let (r, visited) = b.follow(&to).await?;
+    assert_eq!(r.status(), 200, "{visited:?}");
+    assert_eq!(json(&r)["path"], format!("/catalog/item-{n}"));
+    assert_eq!(s.sessions().await?["sessions"][0]["acr"], "urn:mfa");
+    // The stronger session carries on; the risk is still there, but it is met.
+    assert_eq!(b.get(&s.url("/catalog/item-0")).await?.status(), 200);
+    let m = s.gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_trust_decisions_total",
+            &[("route", "catalog"), ("decision", "step_up"), ("mode", "enforce")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &m,
+            "gateway_trust_reasons_total",
+            &[("route", "catalog"), ("decision", "step_up"), ("reason", "scraping")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{m}"
     );
     Ok(())
 }

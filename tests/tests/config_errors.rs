@@ -16,6 +16,13 @@ fn check(yaml: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// The problems `check-config` lists for `yaml`, one per line (it must exit 64).
+fn problems(yaml: &str) -> Vec<String> {
+    let (code, err) = check(yaml);
+    assert_eq!(code, 64, "{err}");
+    err.lines().map(str::to_string).collect()
+}
+
 #[test]
 fn unknown_field() {
     let (code, err) = check("listeners:\n  - name: a\n    address: 127.0.0.1:1\n    colour: blue\n");
@@ -61,11 +68,8 @@ upstreams:
     endpoints: http://x
 extra: 1
 ";
-    let (code, err) = check(yaml);
-    assert_eq!(code, 64);
-    let lines: Vec<&str> = err.lines().collect();
     assert_eq!(
-        lines,
+        problems(yaml),
         vec![
             "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, tls",
             "gw.yaml:5:5: listeners[1].adress: unknown field `adress`, expected one of: address, name, tls",
@@ -75,8 +79,7 @@ extra: 1
             "gw.yaml:11:12: routes[0].match: expected a mapping, found a list",
             "gw.yaml:14:16: upstreams[0].endpoints: expected a list, found the string `http://x`",
             "gw.yaml:15:1: extra: unknown field `extra`, expected one of: admin, engine, identity, limits, listeners, reload, routes, shutdown, telemetry, trusted_proxies, upstreams",
-        ],
-        "{err}"
+        ]
     );
 }
 
@@ -108,18 +111,14 @@ upstreams:
     endpoints: [ftp://x]
     connect_timeout: 5
 ";
-    let (code, err) = check(yaml);
-    assert_eq!(code, 64);
-    let lines: Vec<&str> = err.lines().collect();
     assert_eq!(
-        lines,
+        problems(yaml),
         vec![
             "gw.yaml:6:15: routes[0].upstream: no upstream named `nope` (defined: u)",
             "gw.yaml:7:27: routes[0].match.path_prefix: `api` must start with '/'",
             "gw.yaml:10:17: upstreams[0].endpoints[0]: `ftp://x` is not an endpoint like http://10.0.0.1:8080 or https://api.internal",
             "gw.yaml:11:22: upstreams[0].connect_timeout: `5` has no unit: write it like 500ms, 10s, 5m or 1h",
-        ],
-        "{err}"
+        ]
     );
 }
 
@@ -301,8 +300,7 @@ upstreams: [{{ name: u, endpoints: [http://127.0.0.1:2] }}]
             "gw.yaml:12:20: identity.sessions.callback_path: a path like /.gateway/callback is required",
             "gw.yaml:14:44: routes[0].auth.login: identity provider `api` has no `login` client for browser sign-in",
             "gw.yaml:15:13: routes[1].auth: name a provider in `bearer`, `login` or both (leave `auth` out for a public route)",
-        ],
-        "{err}"
+        ]
     );
     // The key file is read with the rest of the files the config names.
     let fixed = yaml
@@ -371,5 +369,38 @@ telemetry:
     assert_eq!(
         lines[2],
         "gw.yaml:3:83: telemetry.traces.sampling_ratio: a share from 0 to 1, e.g. 0.01"
+    );
+}
+
+#[test]
+fn trust_policies_and_engine_settings_are_checked() {
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+upstreams: [{ name: u, endpoints: [http://127.0.0.1:2] }]
+routes:
+  - name: r
+    upstream: u
+    trust:
+      mode: watch
+      step_up_at: 0.9
+      deny_at: 0.8
+      on_unavailable: maybe
+  - name: s
+    upstream: u
+    match: { path_prefix: /s }
+    trust: { deny_at: 1.5, step_up: { acr_values: [] } }
+engine: { time_scale: 0.5, stale_after: 0s }
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "gw.yaml:7:13: routes[0].trust.mode: `enforce` or `shadow`",
+            "gw.yaml:8:19: routes[0].trust.step_up_at: must be below deny_at (0.8), or no request would ever be asked to step up",
+            "gw.yaml:10:23: routes[0].trust.on_unavailable: `last_known` or `fail_closed`",
+            "gw.yaml:11:11: routes[1].trust.step_up: name `acr_values`, `max_age` or both: a step-up must ask for something",
+            "gw.yaml:14:23: routes[1].trust.deny_at: a risk from 0 (exclusive) to 1, e.g. 0.5",
+            "gw.yaml:15:23: engine.time_scale: a factor from 1 to 100000 (1 in production)",
+            "gw.yaml:15:41: engine.stale_after: must be greater than zero",
+        ]
     );
 }

@@ -1,8 +1,12 @@
 //! `gateway demo` starts with nothing else installed, serves through the proxy over HTTPS and
-//! HTTP, prints how to use it (with a ready bearer token from its own issuer), and `/metrics`
-//! shows the requests.
+//! HTTP, prints how to use it (with ready bearer tokens from its own issuer), `/metrics` shows
+//! the requests, and the adaptive-trust lines it prints do what they say.
 
 use bytes::Bytes;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use gateway_tests::traffic::{self, Kind};
 use gateway_tests::{assert_eventually, get, json, metric, send, Process, TlsConn};
 use http_body_util::Full;
 use tokio::io::AsyncBufReadExt;
@@ -35,16 +39,20 @@ async fn demo_serves_and_counts() -> anyhow::Result<()> {
     // The banner, read while the demo runs: URLs, curl lines and a ready token.
     let mut lines = tokio::io::BufReader::new(p.stdout().expect("stdout")).lines();
     let mut out = String::new();
-    let token = loop {
+    let (mut token, mut mallory) = (String::new(), String::new());
+    while mallory.is_empty() {
         let line = tokio::time::timeout(gateway_tests::patience(), lines.next_line())
             .await??
             .unwrap_or_default();
         out.push_str(&line);
         out.push('\n');
         if let Some(t) = line.trim().strip_prefix("TOKEN=") {
-            break t.to_string();
+            token = t.to_string();
         }
-    };
+        if let Some(t) = line.trim().strip_prefix("MALLORY=") {
+            mallory = t.to_string();
+        }
+    }
     assert!(out.contains(&format!("https://localhost:{https}/")), "{out}");
     assert!(out.contains("curl"), "the demo prints what to try: {out}");
 
@@ -107,6 +115,79 @@ async fn demo_serves_and_counts() -> anyhow::Result<()> {
         ),
         Some(1.0)
     );
+
+    // The adaptive-trust lines: a scraper is asked to step up, a stuffer is denied, and the
+    // admin API says why.
+    let step = |i: u64, target: String, cred, ip| traffic::Step {
+        at_ms: i * 20,
+        target,
+        cred,
+        ip,
+        attack: true,
+    };
+    let scraper = traffic::Actor {
+        kind: Kind::Scraping,
+        agent: "curl/8.5.0".into(),
+        steps: (0..25)
+            .map(|i| {
+                step(
+                    i,
+                    format!("/api/items/{i}"),
+                    traffic::Cred::Principal(0),
+                    Ipv4Addr::new(127, 0, 0, 3),
+                )
+            })
+            .collect(),
+    };
+    let stuffer = traffic::Actor {
+        kind: Kind::Stuffing,
+        agent: "curl/8.5.0".into(),
+        steps: (0..15)
+            .map(|i| {
+                step(
+                    i,
+                    "/api/orders".into(),
+                    traffic::Cred::Garbage(i as u32),
+                    Ipv4Addr::new(127, 0, 0, 2),
+                )
+            })
+            .collect(),
+    };
+    for (actor, expected) in [(scraper, traffic::Answer::StepUp), (stuffer, traffic::Answer::Denied)] {
+        let plan = traffic::Plan {
+            actors: vec![actor],
+            principals: 1,
+            length_ms: 500,
+        };
+        let seen = traffic::drive(
+            &plan,
+            addr,
+            &format!("127.0.0.1:{http}"),
+            Arc::new(vec![mallory.clone()]),
+            1.0,
+        )
+        .await;
+        assert!(seen[0].answers.contains(&expected), "{:?}", seen[0].answers);
+        assert_eq!(
+            seen[0].answers[0],
+            if expected == traffic::Answer::StepUp {
+                traffic::Answer::Allowed
+            } else {
+                traffic::Answer::Refused
+            }
+        );
+    }
+    let top = json(&get(&format!("http://127.0.0.1:{admin}/risk/top")).await?);
+    let entities: Vec<String> = top["entities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["entity"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(entities.contains(&"client:127.0.0.2".to_string()), "{top}");
+    assert!(entities.contains(&"principal:mallory".to_string()), "{top}");
+    // Alice, from her own address, is left alone.
+    assert_eq!(send(addr, api("/api/orders", true)).await?.status(), 200);
 
     p.signal("INT")?;
     assert_eq!(p.wait_exit().await?, Some(0));

@@ -45,6 +45,7 @@ async fn ready(gw: &TestGateway) -> anyhow::Result<()> {
 struct Run {
     gw: TestGateway,
     outcomes: Vec<traffic::Outcome>,
+    tokens: Arc<Vec<String>>,
     _idp: OidcProvider,
     _up: Upstream,
 }
@@ -57,10 +58,11 @@ async fn run(plan: &traffic::Plan, trust: &str) -> anyhow::Result<Run> {
     let gw = TestGateway::start(&yaml).await?;
     ready(&gw).await?;
     let tokens = tokens(&idp, plan.principals).await?;
-    let outcomes = traffic::drive(plan, gw.addr("http"), "app.test", tokens, SCALE).await;
+    let outcomes = traffic::drive(plan, gw.addr("http"), "app.test", tokens.clone(), SCALE).await;
     Ok(Run {
         gw,
         outcomes,
+        tokens,
         _idp: idp,
         _up: up,
     })
@@ -79,6 +81,7 @@ async fn every_attack_is_stepped_up_or_denied_and_benign_users_are_left_alone() 
     let Run {
         gw,
         outcomes,
+        tokens,
         _idp,
         _up,
     } = run(&plan, "step_up_at: 0.5, deny_at: 0.85").await?;
@@ -95,6 +98,36 @@ async fn every_attack_is_stepped_up_or_denied_and_benign_users_are_left_alone() 
     }
     assert_eq!(report.benign_challenged, 0, "{report}");
     assert_eq!(report.benign_denied, 0, "{report}");
+
+    // A denied principal's token is revoked: refused from anywhere until it gets a new one.
+    let denied = outcomes
+        .iter()
+        .find(|o| {
+            // Denied after identity (a stuffer's address is refused before it).
+            matches!(
+                o.kind,
+                Kind::Scraping | Kind::Enumeration | Kind::Exfiltration | Kind::Scripted
+            ) && o.answers.contains(&traffic::Answer::Denied)
+        })
+        .and_then(|o| o.principal)
+        .expect("an authenticated attacker was denied");
+    let again = traffic::Plan {
+        actors: vec![traffic::Actor {
+            kind: Kind::Benign,
+            agent: "Mozilla/5.0 (X11; Linux x86_64) sim/0".into(),
+            steps: vec![traffic::Step {
+                at_ms: 0,
+                target: "/app/home-0".into(),
+                cred: traffic::Cred::Principal(denied),
+                ip: std::net::Ipv4Addr::new(127, 99, 0, 1),
+                attack: false,
+            }],
+        }],
+        principals: plan.principals,
+        length_ms: 0,
+    };
+    let seen = traffic::drive(&again, gw.addr("http"), "app.test", tokens, SCALE).await;
+    assert_eq!(seen[0].answers, vec![traffic::Answer::Refused]);
 
     // The decisions and their reasons are on /metrics and in the admin API.
     let m = gw.metrics().await?;
@@ -124,8 +157,8 @@ async fn every_attack_is_stepped_up_or_denied_and_benign_users_are_left_alone() 
         "{m}"
     );
     gateway_tests::assert_eventually!(
-        metric(&gw.metrics().await?, "gateway_engine_events_total", &[]) == Some(report.requests as f64),
-        "every request reaches the engine"
+        metric(&gw.metrics().await?, "gateway_engine_events_total", &[]) == Some(report.requests as f64 + 1.0),
+        "every request (the plan's and the revoked token's) reaches the engine"
     );
 
     // A stuffer now: the riskiest entity, explained.
@@ -187,6 +220,7 @@ async fn shadow_mode_decides_and_records_but_allows() -> anyhow::Result<()> {
         outcomes,
         _idp,
         _up,
+        ..
     } = run(&plan, "mode: shadow").await?;
     for o in &outcomes {
         assert!(

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! head checks (URI length, header size/count) → route (host, prefix, method)
-//!   → screen (a client address the engine marks for deny is refused at once)
-//!   → identify (bearer token or browser session; route requirements)
+//!   → identify (bearer token or browser session; route requirements; failed credentials from
+//!     a client address the engine marks for deny are denied instead)
 //!   → trust (risk from the engine + identity assurance → allow, step up or deny) → body limit
 //!   → pick endpoint (balance, passive health) → forward (hop-by-hop, X-Forwarded-*, request id)
 //!   → upstream exchange (timeout) → response (hop-by-hop, request id, upgrade bridge) → observe
@@ -159,6 +159,25 @@ fn refused(obs: &mut Observer, refusal: &crate::identity::Refusal) {
             reasons: vec![refusal.code()],
         };
     }
+}
+
+/// A request whose credentials failed: denied instead when its client address alone is risky
+/// enough (credential stuffing, enumeration), else refused with `err`.
+async fn screened(
+    shared: &Shared,
+    obs: &mut Observer,
+    route: &route::Route,
+    stale_ms: u64,
+    err: ProxyError,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if let Some(policy) = &route.trust {
+        if let Some(a) = trust::screen(shared, stale_ms, policy, obs.conn.peer.ip()) {
+            if let Some(resp) = enforce(shared, obs, route, policy, a, None).await? {
+                return Ok(resp);
+            }
+        }
+    }
+    Err(err)
 }
 
 /// What a browser needs to be sent to step up.
@@ -348,15 +367,6 @@ async fn proxy(
     obs.route = Some(route.clone());
     let stale_ms = snap.config.engine.stale_after.as_millis() as u64;
 
-    // --- screen
-    if let Some(policy) = &route.trust {
-        if let Some(a) = trust::screen(shared, stale_ms, policy, conn.peer.ip()) {
-            if let Some(early) = enforce(shared, obs, &route, policy, a, None).await? {
-                return Ok(early);
-            }
-        }
-    }
-
     // --- identify
     let identity_span = (route.bearer.is_some() || route.login.is_some())
         .then(|| obs.trace.child("identity", SpanKind::Internal))
@@ -372,9 +382,10 @@ async fn proxy(
                 if shared.revocations.is_revoked(&claims) {
                     provider.count("invalid", "revoked");
                     refuse(obs, AuthOutcome::Invalid, "revoked");
-                    return Err(ProxyError::InvalidToken {
+                    let err = ProxyError::InvalidToken {
                         source: crate::identity::jwt::JwtError::Claim("revoked"),
-                    });
+                    };
+                    return screened(shared, obs, &route, stale_ms, err).await;
                 }
                 if let Err(refusal) = decide(obs, &claims, &route.requirements, now) {
                     provider.count("denied", refusal.reason());
@@ -392,7 +403,8 @@ async fn proxy(
             }
             Err(AuthError::Invalid(source)) => {
                 refuse(obs, AuthOutcome::Invalid, source.reason());
-                return Err(ProxyError::InvalidToken { source });
+                let err = ProxyError::InvalidToken { source };
+                return screened(shared, obs, &route, stale_ms, err).await;
             }
         }
     } else if let Some(provider) = &route.login {
@@ -411,7 +423,7 @@ async fn proxy(
         let Some((key, session)) = session else {
             refuse(obs, AuthOutcome::Missing, "login_required");
             if !navigable {
-                return Err(ProxyError::LoginRequired);
+                return screened(shared, obs, &route, stale_ms, ProxyError::LoginRequired).await;
             }
             let origin = origin(req.headers(), conn, trusted, host_raw);
             return crate::identity::login::begin(shared, snap, provider, &origin, &return_to, None, None);
@@ -432,7 +444,7 @@ async fn proxy(
     } else if let Some(provider) = &route.bearer {
         provider.count("missing", "no_token");
         refuse(obs, AuthOutcome::Missing, "missing_token");
-        return Err(ProxyError::MissingToken);
+        return screened(shared, obs, &route, stale_ms, ProxyError::MissingToken).await;
     }
     if let Some(mut span) = identity_span {
         span.set_attribute(KeyValue::new("gateway.auth", obs.auth.name()));

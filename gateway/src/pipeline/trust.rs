@@ -104,9 +104,9 @@ fn unavailable(
     stale
 }
 
-/// Before identity: whether the client address alone is risky enough to deny (credential
-/// stuffing, enumeration from one address). A stale view does not deny here; the full
-/// assessment after identity applies `on_unavailable`.
+/// When credentials failed: whether the client address alone is risky enough to deny
+/// (credential stuffing, enumeration from one address). A stale view does not deny here. (With
+/// credentials that verify, [`assess`] weighs the address with the rest, and a deny revokes.)
 pub fn screen(shared: &Shared, stale_ms: u64, trust: &TrustConfig, client: IpAddr) -> Option<Assessment> {
     let view = shared.risk.load();
     if view.stale(crate::unix_now_ms(), stale_ms) {
