@@ -54,6 +54,18 @@ enum Command {
     },
     /// Print the JSON Schema of the config file.
     ConfigSchema,
+    /// Write Prometheus recording and burn-rate alerting rules for the config's `slos`
+    /// (exit 64 when the config is invalid).
+    SloRules {
+        /// The YAML config file.
+        file: PathBuf,
+        /// Where to write the rules (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Prefix of the alerts' runbook URLs.
+        #[arg(long, default_value = "docs/runbooks/")]
+        runbooks: String,
+    },
     /// Run a self-contained demo: built-in upstream, self-signed certificate, sample config.
     Demo {
         /// HTTPS port.
@@ -92,6 +104,30 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::SloRules { file, output, runbooks } => {
+            let cfg = match config::check(&file) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let name = file.display().to_string();
+            let text = crate::slo::rules(&cfg.slos, &name, &runbooks);
+            match output {
+                None => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Some(out) => match std::fs::write(&out, text) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("cannot write {}: {e}", out.display());
+                        ExitCode::from(EXIT_RUNTIME)
+                    }
+                },
+            }
+        }
         Command::ConfigSchema => {
             println!(
                 "{}",

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod listen;
 pub mod pipeline;
 pub mod reload;
+pub mod slo;
 pub mod telemetry;
 pub mod upstream;
 

@@ -78,7 +78,7 @@ extra: 1
             "gw.yaml:7:16: limits.max_headers: expected a whole number, found the string `many`",
             "gw.yaml:11:12: routes[0].match: expected a mapping, found a list",
             "gw.yaml:14:16: upstreams[0].endpoints: expected a list, found the string `http://x`",
-            "gw.yaml:15:1: extra: unknown field `extra`, expected one of: admin, engine, identity, limits, listeners, reload, routes, shutdown, telemetry, trusted_proxies, upstreams",
+            "gw.yaml:15:1: extra: unknown field `extra`, expected one of: admin, engine, identity, limits, listeners, reload, routes, shutdown, slos, telemetry, trusted_proxies, upstreams",
         ]
     );
 }
@@ -402,5 +402,32 @@ engine: { time_scale: 0.5, stale_after: 0s }
             "gw.yaml:15:23: engine.time_scale: a factor from 1 to 100000 (1 in production)",
             "gw.yaml:15:41: engine.stale_after: must be greater than zero",
         ]
+    );
+}
+
+#[test]
+fn service_level_objectives_are_checked() {
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+upstreams: [{ name: u, endpoints: [http://127.0.0.1:2] }]
+routes: [{ name: r, upstream: u }]
+slos:
+  - { name: r, routes: [r, nope], window: 7d, availability: 100 }
+  - { name: r, routes: [r], latency: { threshold: 300ms, objective: 99 } }
+";
+    let lines = problems(yaml);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines[0], "gw.yaml:5:28: slos[0].routes[1]: no route named `nope`");
+    assert_eq!(lines[1], "gw.yaml:5:43: slos[0].window: `28d` or `30d`");
+    assert_eq!(
+        lines[2],
+        "gw.yaml:5:61: slos[0].availability: a percentage above 0 and below 100, e.g. 99.9"
+    );
+    assert_eq!(lines[3], "gw.yaml:6:13: slos[1].name: another objective is named `r`");
+    assert!(
+        lines[4].starts_with("gw.yaml:6:51: slos[1].latency.threshold: must be a bound of the duration histogram's buckets: one of 1ms, 2ms,")
+            && lines[4].contains("256ms, 512ms"),
+        "{}",
+        lines[4]
     );
 }

@@ -47,6 +47,45 @@ pub struct FileConfig {
     /// Config reload behaviour.
     #[serde(default)]
     pub reload: Option<FileReload>,
+    /// Service level objectives, for `gateway slo-rules` (Prometheus recording and alerting
+    /// rules); the gateway itself does not act on them.
+    #[serde(default)]
+    pub slos: Vec<FileSlo>,
+}
+
+/// A service level objective over one or more routes.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSlo {
+    /// Name (the `slo` label of the generated series and alerts).
+    #[schemars(with = "String")]
+    pub name: Str,
+    /// Routes it covers (names from `routes`).
+    #[schemars(with = "Vec<String>")]
+    pub routes: Vec<Str>,
+    /// Rolling window: `28d` or `30d` (default).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub window: Option<Str>,
+    /// Percent of requests not answered 5xx, e.g. 99.9.
+    #[serde(default)]
+    #[schemars(with = "Option<f64>")]
+    pub availability: Option<Spanned<f64>>,
+    /// Percent of requests answered within a threshold.
+    #[serde(default)]
+    pub latency: Option<FileLatencySlo>,
+}
+
+/// A latency objective.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileLatencySlo {
+    /// The threshold, one of the duration histogram's bucket bounds (e.g. `256ms`, `512ms`).
+    #[schemars(with = "String")]
+    pub threshold: Str,
+    /// Percent of requests under it, e.g. 99.
+    #[schemars(with = "f64")]
+    pub objective: Spanned<f64>,
 }
 
 /// One listening socket.

@@ -106,6 +106,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Reload behaviour.
     pub reload: ReloadConfig,
+    /// Service level objectives.
+    pub slos: Vec<SloConfig>,
 }
 
 /// A listener.
@@ -203,6 +205,21 @@ pub struct RouteConfig {
     pub requirements: Requirements,
     /// How risk decides the route's requests; `None`: not consulted.
     pub trust: Option<TrustConfig>,
+}
+
+/// A service level objective (for `gateway slo-rules`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloConfig {
+    /// Name.
+    pub name: String,
+    /// Routes covered.
+    pub routes: Vec<String>,
+    /// Rolling window, days.
+    pub window_days: u32,
+    /// Share of requests not answered 5xx (e.g. 0.999).
+    pub availability: Option<f64>,
+    /// Latency threshold in seconds (a bucket bound) and the share of requests under it.
+    pub latency: Option<(f64, f64)>,
 }
 
 /// A route's adaptive trust policy.

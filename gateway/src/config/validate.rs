@@ -844,6 +844,108 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
         ),
     };
 
+    // --- service level objectives
+    let mut slos: Vec<super::SloConfig> = Vec::new();
+    for (i, o) in f.slos.iter().enumerate() {
+        let base = format!("slos[{i}]");
+        let name = o.name.value.clone();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            p.at(
+                pos(&o.name),
+                format!("{base}.name"),
+                "letters, digits, `-` and `_` only",
+            );
+        } else if slos.iter().any(|s| s.name == name) {
+            p.at(
+                pos(&o.name),
+                format!("{base}.name"),
+                format!("another objective is named `{name}`"),
+            );
+        }
+        if o.routes.is_empty() {
+            p.at(pos(&o.name), format!("{base}.routes"), "name at least one route");
+        }
+        for (j, r) in o.routes.iter().enumerate() {
+            if !routes.iter().any(|x| x.name == r.value) {
+                p.at(
+                    pos(r),
+                    format!("{base}.routes[{j}]"),
+                    format!("no route named `{}`", r.value),
+                );
+            }
+        }
+        let window_days = match &o.window {
+            None => 30,
+            Some(w) if w.value == "30d" => 30,
+            Some(w) if w.value == "28d" => 28,
+            Some(w) => {
+                p.at(pos(w), format!("{base}.window"), "`28d` or `30d`");
+                30
+            }
+        };
+        let percent = |p: &mut Problems, v: &Spanned<f64>, field: &str| {
+            if v.value > 0.0 && v.value < 100.0 {
+                Some(v.value / 100.0)
+            } else {
+                p.at(
+                    pos(v),
+                    format!("{base}.{field}"),
+                    "a percentage above 0 and below 100, e.g. 99.9",
+                );
+                None
+            }
+        };
+        let availability = o.availability.as_ref().and_then(|a| percent(&mut p, a, "availability"));
+        let latency = o.latency.as_ref().and_then(|l| {
+            let objective = percent(&mut p, &l.objective, "latency.objective");
+            let bounds: Vec<f64> = crate::telemetry::duration_bounds().collect();
+            let threshold = match parse_duration(&l.threshold.value) {
+                Ok(d) => {
+                    let secs = d.as_secs_f64();
+                    match bounds.iter().find(|b| (**b - secs).abs() < 1e-9) {
+                        Some(b) => Some(*b),
+                        None => {
+                            let list: Vec<String> = bounds
+                                .iter()
+                                .map(|b| b * 1000.0)
+                                .filter(|ms| ms.fract() == 0.0)
+                                .map(|ms| format!("{ms}ms"))
+                                .collect();
+                            p.at(
+                                pos(&l.threshold),
+                                format!("{base}.latency.threshold"),
+                                format!(
+                                    "must be a bound of the duration histogram's buckets: one of {}",
+                                    list.join(", ")
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+                Err(e) => {
+                    p.at(pos(&l.threshold), format!("{base}.latency.threshold"), e);
+                    None
+                }
+            };
+            Some((threshold?, objective?))
+        });
+        if o.availability.is_none() && o.latency.is_none() {
+            p.at(pos(&o.name), base.clone(), "give `availability`, `latency` or both");
+        }
+        slos.push(super::SloConfig {
+            name,
+            routes: o.routes.iter().map(|r| r.value.clone()).collect(),
+            window_days,
+            availability,
+            latency,
+        });
+    }
+
     if p.list.is_empty() {
         Ok(Config {
             listeners,
@@ -860,6 +962,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             engine,
             drain_timeout,
             reload,
+            slos,
         })
     } else {
         Err(p.list)

@@ -446,11 +446,13 @@ fn risk_histogram() -> Histogram {
     Histogram::new([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 0.95, 1.0])
 }
 
+/// The bucket bounds of `gateway_request_duration_seconds`: 0.5 ms doubling to about 65 s.
+pub fn duration_bounds() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 18)
+}
+
 fn duration_histogram() -> Histogram {
-    // 0.5 ms .. ~65 s
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.0005, 2.0, 18,
-    ))
+    Histogram::new(duration_bounds())
 }
 
 // === impl Metrics ===
