@@ -182,6 +182,8 @@ async fn screened(
 
 /// What a browser needs to be sent to step up.
 struct BrowserStepUp<'a> {
+    /// The request's config snapshot.
+    snap: &'a Snapshot,
     provider: &'a Arc<crate::identity::provider::Provider>,
     origin: crate::identity::login::Origin,
     return_to: String,
@@ -265,7 +267,7 @@ async fn enforce(
         let step_up = Some((&policy.step_up).into());
         return crate::identity::login::begin(
             shared,
-            &shared.snapshot.load(),
+            b.snap,
             b.provider,
             &b.origin,
             &b.return_to,
@@ -473,6 +475,7 @@ async fn proxy(
                 if obs.session.is_some() && matches!(*req.method(), http::Method::GET | http::Method::HEAD) =>
             {
                 Some(BrowserStepUp {
+                    snap,
                     provider,
                     origin: origin(req.headers(), conn, trusted, host_raw),
                     return_to: req
