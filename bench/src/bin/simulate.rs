@@ -56,10 +56,6 @@ impl Drop for Gateway {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -80,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         plan.length_ms as f64 / 1000.0 / args.scale
     );
     let idp = OidcProvider::start(
-        free_port()?,
+        gateway_tests::free_port(),
         &[("USERS", &plan.principals.to_string()), ("TTL", "7200")],
     )
     .await?;
@@ -89,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         tokens.push(idp.token_for(&format!("user-{i}"), "user-secret").await?);
     }
     let upstream = Upstream::start("app", "127.0.0.1:0".parse()?).await?;
-    let (port, admin) = (free_port()?, free_port()?);
+    let (port, admin) = (gateway_tests::free_port(), gateway_tests::free_port());
     let population = if args.population == "off" { "false" } else { "true" };
     let yaml = traffic::gateway_config(
         &format!("127.0.0.1:{port}"),
