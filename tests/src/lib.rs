@@ -276,6 +276,46 @@ pub fn json(r: &Collected) -> serde_json::Value {
     serde_json::from_slice(r.body()).unwrap_or(serde_json::Value::Null)
 }
 
+/// The metric families `docs/metrics.md` defines (its table's first column).
+pub fn documented_metrics() -> std::collections::BTreeSet<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md")).expect("docs/metrics.md");
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|n| n.starts_with("gateway_") || n.starts_with("process_"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The metric families a rule file or dashboard reads: every `gateway_…` or `process_…` name
+/// in `text`, with a histogram's `_bucket`, `_sum` and `_count` series folded into their family.
+/// Recording rules (`gateway:…`) are not families and are not returned.
+pub fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    for prefix in ["gateway_", "process_"] {
+        let mut from = 0;
+        while let Some(i) = text[from..].find(prefix).map(|i| i + from) {
+            let starts_word =
+                i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] == b':');
+            let end = text[i..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(text.len(), |e| e + i);
+            if starts_word {
+                let name = &text[i..end];
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                names.insert(family.to_string());
+            }
+            from = end.max(i + 1);
+        }
+    }
+    names
+}
+
 /// A free TCP port on 127.0.0.1 (for processes that take fixed ports).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

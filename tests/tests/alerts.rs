@@ -2,7 +2,9 @@
 //! `alerts/slo-config.yaml` (regenerated here; any difference fails); every alert has a
 //! severity, a summary, a description and a runbook that exists; `promtool check rules` finds
 //! every file clean, and `promtool test rules` passes the unit tests in `alerts/tests/`
-//! (Prometheus from Debian, installed by `scripts/test.sh`).
+//! (Prometheus from Debian, installed by `scripts/test.sh`); every metric a rule reads is in
+//! `docs/metrics.md`; `alerts/alertmanager.yml` passes `amtool check-config` and sends each
+//! severity to its receiver.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -92,4 +94,70 @@ fn promtool_finds_the_rules_clean_and_their_tests_pass() {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
+}
+
+#[test]
+fn every_metric_the_rules_read_is_documented() {
+    let documented = gateway_tests::documented_metrics();
+    let mut read = std::collections::BTreeSet::new();
+    for f in rule_files() {
+        let text = std::fs::read_to_string(root().join(&f)).expect("rules");
+        for name in gateway_tests::metric_names_in(&text) {
+            read.insert(name.clone());
+            assert!(
+                documented.contains(&name),
+                "{f} reads {name}, which docs/metrics.md does not define"
+            );
+        }
+    }
+    assert!(read.len() >= 12, "the rules read only {read:?}");
+}
+
+#[test]
+fn the_alertmanager_example_is_valid_and_routes_each_severity() {
+    let check = Command::new("amtool")
+        .current_dir(root())
+        .args(["check-config", "alerts/alertmanager.yml"])
+        .output()
+        .expect("amtool (scripts/test.sh installs prometheus-alertmanager)");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut severities = std::collections::BTreeSet::new();
+    for f in rule_files() {
+        let text = std::fs::read_to_string(root().join(&f)).expect("rules");
+        for block in text.split("- alert: ").skip(1) {
+            let name = block.lines().next().unwrap_or("").trim().to_string();
+            let severity = block
+                .split("severity: ")
+                .nth(1)
+                .and_then(|r| r.split([',', ' ', '}', '\n']).next())
+                .unwrap_or("")
+                .to_string();
+            severities.insert((name, severity));
+        }
+    }
+    for (name, severity) in &severities {
+        let receiver = match severity.as_str() {
+            "page" => "pager",
+            "ticket" => "tickets",
+            other => panic!("{name}: severity {other} has no route in alerts/alertmanager.yml"),
+        };
+        let out = Command::new("amtool")
+            .current_dir(root())
+            .args(["config", "routes", "test", "--config.file=alerts/alertmanager.yml"])
+            .arg(format!("--verify.receivers={receiver}"))
+            .arg(format!("alertname={name}"))
+            .arg(format!("severity={severity}"))
+            .output()
+            .expect("amtool");
+        assert!(
+            out.status.success(),
+            "{name} ({severity}) does not reach {receiver}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }

@@ -7,17 +7,6 @@ use std::io::Write;
 
 use gateway_tests::{get, request, send, TestGateway, Upstream};
 
-fn documented() -> BTreeSet<String> {
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md")).expect("docs/metrics.md");
-    doc.lines()
-        .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split('`').next())
-        .filter(|n| n.starts_with("gateway_") || n.starts_with("process_"))
-        .map(str::to_string)
-        .collect()
-}
-
 fn exported(text: &str) -> BTreeSet<String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -31,11 +20,16 @@ async fn metrics_match_the_docs_and_pass_promtool() -> anyhow::Result<()> {
     let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
     // An identity provider that never answers, and a route needing it, so its families exist.
     let idp = gateway_tests::free_port();
+    // A TLS listener, so the certificate families exist.
+    let pki = gateway_tests::TestPki::new()?;
+    let (cert, key) = pki.leaf("leaf", &["localhost"])?;
     let yaml = format!(
-        "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n\
+        "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}, {{ name: https, address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n\
          identity: {{ providers: [{{ name: idp, issuer: \"http://127.0.0.1:{idp}\", login: {{ client_id: c, client_secret: s }} }}] }}\n\
          routes:\n  - {{ name: r, upstream: up, match: {{ path_prefix: /ok }} }}\n  - {{ name: guarded, upstream: up, match: {{ path_prefix: /status }}, trust: {{}} }}\n  - {{ name: private, upstream: up, match: {{ path_prefix: /private }}, auth: {{ bearer: idp }} }}\n\
          upstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\ntelemetry: {{ runtime_interval: 100ms }}\n",
+        cert.display(),
+        key.display(),
         up.addr()
     );
     let gw = TestGateway::start(&yaml).await?;
@@ -62,7 +56,14 @@ async fn metrics_match_the_docs_and_pass_promtool() -> anyhow::Result<()> {
         "the baseline engine has ticked"
     );
     let text = gw.metrics().await?;
-    let (doc, exp) = (documented(), exported(&text));
+    // rcgen's default validity ends on 4096-01-01.
+    let expiry = gateway_tests::metric(
+        &text,
+        "gateway_tls_certificate_expiry_timestamp_seconds",
+        &[("listener", "https"), ("certificate", &cert.display().to_string())],
+    );
+    assert_eq!(expiry, Some(67_090_118_400.0), "{text}");
+    let (doc, exp) = (gateway_tests::documented_metrics(), exported(&text));
     let undocumented: Vec<_> = exp.difference(&doc).collect();
     let missing: Vec<_> = doc.difference(&exp).collect();
     assert!(

@@ -12,7 +12,7 @@ use super::{Config, ConfigError, ConfigErrors};
 use crate::identity::provider::Provider;
 use crate::identity::session::CookieKey;
 use crate::pipeline::route::{Route, RouteMetrics, Router};
-use crate::telemetry::Metrics;
+use crate::telemetry::{CertificateLabels, Metrics};
 use crate::upstream::Pool;
 
 /// Everything a request needs from the config.
@@ -58,8 +58,8 @@ impl Snapshot {
         for l in &config.listeners {
             if let Some(t) = &l.tls {
                 match crate::listen::tls::server_config(file, t) {
-                    Ok(sc) => {
-                        tls.insert(l.name.clone(), sc);
+                    Ok(lt) => {
+                        tls.insert(l.name.clone(), lt);
                     }
                     Err(e) => errors.extend(e),
                 }
@@ -193,6 +193,20 @@ impl Snapshot {
             }));
         }
         let login_enabled = config.routes.iter().any(|r| r.login.is_some());
+        metrics.tls_certificate_expiry.clear();
+        let tls = tls
+            .into_iter()
+            .map(|(listener, lt)| {
+                for (certificate, t) in &lt.expiries {
+                    let labels = CertificateLabels {
+                        listener: listener.clone(),
+                        certificate: certificate.clone(),
+                    };
+                    metrics.tls_certificate_expiry.get_or_create(&labels).set(*t);
+                }
+                (listener, lt.config)
+            })
+            .collect();
         let router = Router::new(&config.routes, routes);
         Ok(Snapshot {
             generation: previous.map(|p| p.generation + 1).unwrap_or(1),

@@ -102,8 +102,16 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// A listener's rustls config and the expiry of each certificate it serves.
+pub struct ListenerTls {
+    /// The server config handed to new connections.
+    pub config: Arc<rustls::ServerConfig>,
+    /// Each certificate's file (as configured) and its leaf's `notAfter` in Unix seconds.
+    pub expiries: Vec<(String, i64)>,
+}
+
 /// Builds the rustls server config for a listener; errors name the certificate's config position.
-pub fn server_config(file: &str, tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Vec<ConfigError>> {
+pub fn server_config(file: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigError>> {
     let provider = provider();
     let mut errors = Vec::new();
     let err = |at: Pos, field: String, reason: String| ConfigError {
@@ -119,6 +127,7 @@ pub fn server_config(file: &str, tls: &TlsConfig) -> Result<Arc<rustls::ServerCo
         implicit: Vec::new(),
         entries: Vec::new(),
     };
+    let mut expiries = Vec::new();
     for c in &tls.certificates {
         let certs = read_certs(&c.cert).map_err(|r| err(c.cert_at, format!("{}.cert", c.field), r));
         let key = read_key(&c.key).map_err(|r| err(c.key_at, format!("{}.key", c.field), r));
@@ -131,6 +140,17 @@ pub fn server_config(file: &str, tls: &TlsConfig) -> Result<Arc<rustls::ServerCo
             }
         };
         let leaf = certs[0].clone();
+        match not_after(&leaf) {
+            Some(t) => expiries.push((c.cert.display().to_string(), t)),
+            None => errors.push(err(
+                c.cert_at,
+                format!("{}.cert", c.field),
+                format!(
+                    "{}: the first certificate has no readable validity period",
+                    c.cert.display()
+                ),
+            )),
+        }
         let ck = match CertifiedKey::from_der(certs, key, &provider) {
             Ok(ck) => ck,
             Err(e) => {
@@ -175,5 +195,116 @@ pub fn server_config(file: &str, tls: &TlsConfig) -> Result<Arc<rustls::ServerCo
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok(ListenerTls {
+        config: Arc::new(cfg),
+        expiries,
+    })
+}
+
+/// One DER element: its tag and contents, and what follows it.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The leaf certificate's `notAfter` (RFC 5280 §4.1.2.5) in Unix seconds.
+///
+/// Walks the DER just far enough: Certificate → tbsCertificate → [version] serial signature
+/// issuer validity. rustls has already accepted the certificate; this only reads its date.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    let (0x30, certificate, _) = der_element(cert.as_ref())? else {
+        return None;
+    };
+    let (0x30, mut tbs, _) = der_element(certificate)? else {
+        return None;
+    };
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs)?.2; // explicit version
+    }
+    for _ in 0..3 {
+        tbs = der_element(tbs)?.2; // serial, signature algorithm, issuer
+    }
+    let (0x30, validity, _) = der_element(tbs)? else {
+        return None;
+    };
+    let (_, _, validity) = der_element(validity)?; // notBefore
+    let (tag, time, _) = der_element(validity)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let (year, rest) = match tag {
+        0x17 if text.len() == 13 => {
+            let yy: i64 = text[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        0x18 if text.len() == 15 => (text[..4].parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    if !rest.ends_with('Z') || !rest[..10].bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let field = |i: usize| -> i64 { rest[i..i + 2].parse().unwrap_or(0) };
+    let (month, day) = (field(0), field(2));
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + field(4) * 3600 + field(6) * 60 + field(8))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_until(year: i32, month: u8, day: u8) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["example.test".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn not_after_reads_utc_time_and_generalized_time() {
+        // 2031-05-17T00:00:00Z and 2051-02-28T00:00:00Z (after 2049 RFC 5280 uses GeneralizedTime).
+        assert_eq!(not_after(&cert_until(2031, 5, 17)), Some(1_936_742_400));
+        assert_eq!(not_after(&cert_until(2051, 2, 28)), Some(2_561_155_200));
+        assert_eq!(not_after(&cert_until(2000, 3, 1)), Some(951_868_800));
+    }
+
+    #[test]
+    fn not_after_refuses_what_is_not_a_certificate() {
+        let good = cert_until(2031, 5, 17);
+        let bytes = good.as_ref();
+        for cut in [0, 1, 2, 10, bytes.len() / 2] {
+            assert_eq!(
+                not_after(&CertificateDer::from(bytes[..cut].to_vec())),
+                None,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(
+            not_after(&CertificateDer::from(vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff])),
+            None
+        );
+        assert_eq!(not_after(&CertificateDer::from(b"not der at all".to_vec())), None);
+    }
 }

@@ -125,6 +125,15 @@ pub struct ListenerLabels {
     pub listener: String,
 }
 
+/// Labels of `gateway_tls_certificate_expiry_timestamp_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The certificate's file, as configured.
+    pub certificate: String,
+}
+
 /// Labels of `gateway_connection_timeouts_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TimeoutLabels {
@@ -324,6 +333,8 @@ pub struct Metrics {
     pub connection_timeouts: Family<TimeoutLabels, Counter>,
     /// `gateway_tls_handshake_errors_total`.
     pub tls_handshake_errors: Family<ListenerLabels, Counter>,
+    /// `gateway_tls_certificate_expiry_timestamp_seconds`.
+    pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
     /// `gateway_config_reloads_total`.
     pub config_reloads: Family<ResultLabels, Counter>,
     /// `gateway_auth_outcomes_total`.
@@ -476,6 +487,7 @@ impl Metrics {
             connections_parked: Family::default(),
             connection_timeouts: Family::default(),
             tls_handshake_errors: Family::default(),
+            tls_certificate_expiry: Family::default(),
             config_reloads: Family::default(),
             auth_outcomes: Family::default(),
             key_refreshes: Family::default(),
@@ -620,6 +632,11 @@ impl Metrics {
             TLS_HANDSHAKE_ERRORS,
             "Failed TLS handshakes, by listener",
             m.tls_handshake_errors.clone(),
+        );
+        r.register(
+            TLS_CERTIFICATE_EXPIRY,
+            "Unix time the certificate stops being valid (its notAfter), by listener and certificate file",
+            m.tls_certificate_expiry.clone(),
         );
         r.register(CONFIG_RELOADS, "Config reloads by result", m.config_reloads.clone());
         r.register(

@@ -31,6 +31,8 @@ pub const CONNECTIONS_PARKED: &str = "connections_parked";
 pub const CONNECTION_TIMEOUTS: &str = "connection_timeouts";
 /// Failed TLS handshakes, by listener (counter).
 pub const TLS_HANDSHAKE_ERRORS: &str = "tls_handshake_errors";
+/// Unix time a listener's certificate expires, by listener and certificate file (gauge).
+pub const TLS_CERTIFICATE_EXPIRY: &str = "tls_certificate_expiry_timestamp_seconds";
 /// Bearer authentication outcomes, by provider, outcome and reason (counter).
 pub const AUTH_OUTCOMES: &str = "auth_outcomes";
 /// Key set loads by provider and result (counter).
