@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine or a developer's: installs what the tests use
-# (Prometheus' promtool, from Debian), then checks formatting and lints, then runs every test.
+# (Prometheus and Alertmanager, from Debian), then checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -17,6 +18,8 @@ fi
 # A real OpenID provider for the identity tests (npm's oidc-provider, pinned by the lockfile).
 command -v npm >/dev/null 2>&1 || { echo "npm is needed (Node.js 20 or later)"; exit 1; }
 npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+# Grafana's dashboard types and TypeScript, pinned, for the dashboard check.
+npm ci --prefix dashboards/check --no-audit --no-fund --loglevel=error
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -12,7 +12,9 @@
 //! For each objective (availability: share of requests not answered 5xx; latency: share
 //! answered within a bucket bound of `gateway_request_duration_seconds`) it records the error
 //! ratio over every window the alerts use and over the objective's own window, and the error
-//! budget remaining (1 = untouched, 0 = spent, below 0 = overspent).
+//! budget remaining (1 = untouched, 0 = spent, below 0 = overspent) and the budget itself (the error
+//! ratio the objective allows, so that a burn rate is `gateway:slo_errors:ratio_rate1h / on (slo,
+//! objective) gateway:slo_error_budget:ratio`).
 
 use std::fmt::Write as _;
 
@@ -98,6 +100,11 @@ pub fn rules(slos: &[SloConfig], source: &str, runbooks: &str) -> String {
                     slo.name,
                     budget(*objective)
                 ))
+            );
+            let _ = writeln!(
+                out,
+                "      - record: gateway:slo_error_budget:ratio\n        expr: {}\n        labels: {{ {labels}, window: {budget_window} }}",
+                quoted(&format!("vector({})", budget(*objective)))
             );
         }
         let _ = writeln!(out, "  - name: slo:{}:alerts\n    rules:", slo.name);
