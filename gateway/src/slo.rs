@@ -43,14 +43,15 @@ fn regex_literal(name: &str) -> String {
     out
 }
 
-/// One objective's error ratio over `window`, as PromQL.
+/// One objective's error ratio over `window`, as PromQL. Without a single 5xx answer there is no 5xx
+/// series, so the count of errors falls back to 0 (`or vector(0)`) rather than to no data.
 fn error_ratio(kind: &str, routes: &str, latency: Option<f64>, window: &str) -> String {
     match (kind, latency) {
         ("latency", Some(le)) => format!(
             "1 - (sum(rate(gateway_request_duration_seconds_bucket{{route=~\"{routes}\",le=\"{le}\"}}[{window}])) / sum(rate(gateway_request_duration_seconds_count{{route=~\"{routes}\"}}[{window}])))"
         ),
         _ => format!(
-            "sum(rate(gateway_requests_total{{route=~\"{routes}\",status_class=\"5xx\"}}[{window}])) / sum(rate(gateway_requests_total{{route=~\"{routes}\"}}[{window}]))"
+            "(sum(rate(gateway_requests_total{{route=~\"{routes}\",status_class=\"5xx\"}}[{window}])) or vector(0)) / sum(rate(gateway_requests_total{{route=~\"{routes}\"}}[{window}]))"
         ),
     }
 }

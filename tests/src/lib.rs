@@ -5,6 +5,7 @@
 //! Waiting is done with [`assert_eventually!`], whose patience comes from
 //! `GATEWAY_TEST_PATIENCE_MS` (default 10 s); no test sleeps to let something happen.
 
+pub mod monitoring;
 pub mod traffic;
 
 use std::net::SocketAddr;
@@ -136,7 +137,12 @@ impl TestGateway {
         self.dir.path().join("gateway.yaml")
     }
 
-    /// The current `/metrics` text.
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.gw.admin_addr()
+    }
+
+    /// The admin listener's `/metrics` text.
     pub async fn metrics(&self) -> anyhow::Result<String> {
         let r = get(&format!("http://{}/metrics", self.gw.admin_addr())).await?;
         Ok(String::from_utf8_lossy(r.body()).to_string())
