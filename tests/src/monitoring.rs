@@ -220,14 +220,14 @@ impl Webhook {
                         let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                         let at = Instant::now();
                         for a in doc["alerts"].as_array().into_iter().flatten() {
-                            seen.lock().unwrap().push(Delivered {
+                            seen.lock().expect("webhook log").push(Delivered {
                                 at,
                                 path: path.clone(),
                                 status: a["status"].as_str().unwrap_or("").to_string(),
                                 labels: a["labels"].clone(),
                             });
                         }
-                        raw.lock().unwrap().push((path, doc));
+                        raw.lock().expect("webhook log").push((path, doc));
                         Response::builder().status(200).body(Full::new(Bytes::new()))
                     }
                 });
@@ -243,12 +243,12 @@ impl Webhook {
 
     /// Every alert delivered so far.
     pub fn delivered(&self) -> Vec<Delivered> {
-        self.seen.lock().unwrap().clone()
+        self.seen.lock().expect("webhook log").clone()
     }
 
     /// Every request body received so far, with its path.
     pub fn bodies(&self) -> Vec<(String, serde_json::Value)> {
-        self.raw.lock().unwrap().clone()
+        self.raw.lock().expect("webhook log").clone()
     }
 
     /// Waits up to `wait` for a delivered alert that `want` accepts.

@@ -5,6 +5,8 @@
 //! files match them. Their queries run against a real Prometheus in `tests/tests/observability.rs`.
 
 use std::path::PathBuf;
+
+use anyhow::Context;
 use std::process::Command;
 
 fn root() -> PathBuf {
@@ -20,7 +22,7 @@ fn dashboards() -> Vec<(String, serde_json::Value)> {
         .map(|p| {
             let text = std::fs::read_to_string(&p).expect("dashboard");
             let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (p.file_name().unwrap().to_string_lossy().to_string(), json)
+            (p.file_name().unwrap_or_default().to_string_lossy().to_string(), json)
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -58,29 +60,23 @@ fn the_dashboards_type_check_and_lint_clean() {
 }
 
 #[test]
-fn the_check_catches_a_broken_dashboard() {
+fn the_check_catches_a_broken_dashboard() -> anyhow::Result<()> {
     let (_, mut d) = dashboards()
         .into_iter()
         .find(|(n, _)| n == "overview.json")
-        .expect("overview");
+        .context("overview")?;
     let panel = d["panels"]
         .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|p| p["type"] == "timeseries")
-        .unwrap();
+        .and_then(|ps| ps.iter_mut().find(|p| p["type"] == "timeseries"))
+        .context("a time series panel")?;
     panel["colour"] = "red".into(); // not a panel field
     panel["options"]["legend"]["placement"] = "middle".into(); // not a legend placement
     panel["targets"][0]["expr"] = "sum(gateway_requests_total{instance=~\"$instance\"})".into();
-    panel.as_object_mut().unwrap().remove("description");
+    panel.as_object_mut().context("panel")?.remove("description");
     d["graphTooltip"] = 7.into(); // not a cursor sync mode
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("broken.json"), serde_json::to_vec_pretty(&d).unwrap()).unwrap();
-    std::fs::write(
-        dir.path().join("broken-too.json"),
-        serde_json::to_vec_pretty(&d).unwrap(),
-    )
-    .unwrap();
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("broken.json"), serde_json::to_vec_pretty(&d)?)?;
+    std::fs::write(dir.path().join("broken-too.json"), serde_json::to_vec_pretty(&d)?)?;
     let out = check(dir.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -98,6 +94,7 @@ fn the_check_catches_a_broken_dashboard() {
         err.contains("broken.json: line "),
         "problems name file and line:\n{err}"
     );
+    Ok(())
 }
 
 #[test]
@@ -117,13 +114,13 @@ fn every_metric_the_dashboards_read_is_documented() {
 }
 
 #[test]
-fn the_provisioning_files_match_the_dashboards() {
-    let ds = std::fs::read_to_string(root().join("dashboards/provisioning/datasources/prometheus.yml")).unwrap();
+fn the_provisioning_files_match_the_dashboards() -> anyhow::Result<()> {
+    let ds = std::fs::read_to_string(root().join("dashboards/provisioning/datasources/prometheus.yml"))?;
     assert!(
         ds.contains("type: prometheus") && ds.contains("uid: prometheus"),
         "{ds}"
     );
-    let provider = std::fs::read_to_string(root().join("dashboards/provisioning/dashboards/gateway.yml")).unwrap();
+    let provider = std::fs::read_to_string(root().join("dashboards/provisioning/dashboards/gateway.yml"))?;
     assert!(
         provider.contains("type: file") && provider.contains("folder: Gateway"),
         "{provider}"
@@ -131,13 +128,12 @@ fn the_provisioning_files_match_the_dashboards() {
     for (name, d) in dashboards() {
         let var = d["templating"]["list"]
             .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == "datasource")
-            .unwrap_or_else(|| panic!("{name}: no datasource variable"));
+            .and_then(|vs| vs.iter().find(|v| v["name"] == "datasource"))
+            .with_context(|| format!("{name}: no datasource variable"))?;
         assert_eq!(
             var["current"]["value"], "prometheus",
             "{name}: starts on the provisioned data source"
         );
     }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 //! Alertmanager with `alerts/alertmanager.yml` deliver a burn-rate page for an upstream failure
 //! burst and a runtime anomaly ticket to a webhook receiver, then their resolutions.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -255,6 +255,212 @@ async fn every_panel_query_and_recording_rule_returns_data() -> anyhow::Result<(
         "{} failures:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+    Ok(())
+}
+
+/// Waits for the runtime's series to learn (the engine's warm-up), with traffic going on.
+async fn warmed_up(gw: &TestGateway) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = gw.metrics().await?;
+        let runtime_scored = metric(&m, "gateway_baseline_score", &[("scope", "runtime")]).is_some();
+        if runtime_scored && metric(&m, "gateway_runtime_anomaly", &[]) == Some(0.0) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the runtime baseline never warmed up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_the_webhook_and_resolve() -> anyhow::Result<()> {
+    // Alertmanager with the example config, its receivers pointed at the webhook receiver and
+    // its waits shortened.
+    let hook = Webhook::start().await?;
+    let example = std::fs::read_to_string(repo().join("alerts/alertmanager.yml"))?;
+    let am_config = example
+        .replace("http://127.0.0.1:9095", &format!("http://{}", hook.addr))
+        .replace("group_wait: 30s", "group_wait: 1s")
+        .replace("group_wait: 10s", "group_wait: 1s")
+        .replace("group_interval: 5m", "group_interval: 1s");
+    assert_eq!(
+        am_config.matches("group_wait: 1s").count(),
+        2,
+        "the example changed shape"
+    );
+    assert!(am_config.contains("group_interval: 1s") && am_config.contains(&hook.addr.to_string()));
+    let am = Alertmanager::start(&am_config).await?;
+
+    // The gateway: the api route has a pool of its own whose upstream can be made to fail.
+    let up = Upstream::start("app", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+upstreams:
+  - {{ name: app, endpoints: ["http://{up}"] }}
+  - {{ name: api, endpoints: ["http://{up}"], health: {{ consecutive_failures: 5, ejection_time: 1s }} }}
+routes:
+  - {{ name: web, upstream: app }}
+  - {{ name: api, upstream: api, match: {{ host: api.test }} }}
+  - {{ name: api-admin, upstream: api, match: {{ host: admin.test }} }}
+engine: {{ warmup: 20, sustained: 3 }}
+telemetry: {{ runtime_interval: 50ms, task_sampling: 1 }}
+"#,
+        up = up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+
+    // Every rule file, on a clock 60 times faster: windows and `for` durations divided by 60
+    // (the 1h/5m page becomes 60s/5s, `for: 2m` becomes 2s), evaluated every second.
+    let rules_dir = tempfile::tempdir()?;
+    let mut rules = Vec::new();
+    for f in rule_files() {
+        let scaled = rules_dir.path().join(f.file_name().unwrap_or_default());
+        std::fs::write(&scaled, scale_durations(&std::fs::read_to_string(&f)?, 60))?;
+        rules.push(scaled);
+    }
+    let prom = Prometheus::start(&prometheus_config(gw.admin_addr(), &rules, Some(am.addr()))).await?;
+
+    // Clients keep calling both routes; `failing` makes the api's upstream answer 503.
+    let failing = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = gw.addr("http");
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (failing, stop) = (failing.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let path = if failing.load(Ordering::Relaxed) {
+                        "/status/503"
+                    } else {
+                        "/x"
+                    };
+                    let _ = send(http, request("api.test", path)).await;
+                    let _ = send(http, request("web.test", "/x")).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+    warmed_up(&gw).await?;
+    // Both SLO windows of the page (60 s and 5 s) hold healthy traffic first.
+    gateway_tests::assert_eventually!(
+        prom.query("gateway:slo_errors:ratio_rate5m{slo=\"api\",objective=\"availability\"} == 0")
+            .await
+            .is_ok_and(|v| !v.is_empty()),
+        "Prometheus records the api objective's error ratio"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let wait = Duration::from_secs(60);
+
+    // 1. Blocked workers make a runtime anomaly: a ticket, then its resolution. Tasks hold both
+    //    workers 40 ms at a time while more clients call: their requests wait for a worker.
+    let anomaly = |d: &gateway_tests::monitoring::Delivered, status: &str| {
+        d.path == "/tickets" && d.status == status && d.labels["alertname"] == "GatewayRuntimeAnomaly"
+    };
+    let blocking = Arc::new(AtomicBool::new(true));
+    let fault = Instant::now();
+    let blockers: Vec<_> = (0..4)
+        .map(|_| {
+            let blocking = blocking.clone();
+            tokio::spawn(async move {
+                while blocking.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(40));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let hammer: Vec<_> = (0..4)
+        .map(|_| {
+            let blocking = blocking.clone();
+            tokio::spawn(async move {
+                while blocking.load(Ordering::Relaxed) {
+                    let _ = send(http, request("web.test", "/x")).await;
+                }
+            })
+        })
+        .collect();
+    let fired = hook.wait_for(wait, |d| anomaly(d, "firing")).await;
+    let fired = fired.unwrap_or_else(|| panic!("no runtime anomaly reached the webhook: {:?}", hook.bodies()));
+    let runtime_fired = fired.at - fault;
+    assert_eq!(fired.labels["severity"], "ticket");
+    let healed = Instant::now();
+    blocking.store(false, Ordering::Relaxed);
+    for b in blockers.into_iter().chain(hammer) {
+        b.await?;
+    }
+    let resolved = hook.wait_for(wait, |d| anomaly(d, "resolved")).await;
+    let resolved = resolved.unwrap_or_else(|| panic!("the runtime anomaly never resolved: {:?}", hook.bodies()));
+    let runtime_resolved = resolved.at - healed;
+
+    // 2. An upstream failure burst pages for the api objective's fast burn.
+    let page = |d: &gateway_tests::monitoring::Delivered, status: &str| {
+        d.path == "/pager"
+            && d.status == status
+            && d.labels["alertname"] == "SLOErrorBudgetBurn"
+            && d.labels["slo"] == "api"
+            && d.labels["long_window"] == "1h"
+    };
+    let fault = Instant::now();
+    failing.store(true, Ordering::Relaxed);
+    let fired = hook.wait_for(wait, |d| page(d, "firing")).await;
+    let fired = fired.unwrap_or_else(|| panic!("no page reached the webhook: {:?}", hook.bodies()));
+    let burn_fired = fired.at - fault;
+    assert_eq!(fired.labels["severity"], "page");
+    let healed = Instant::now();
+    failing.store(false, Ordering::Relaxed);
+    let resolved = hook.wait_for(wait, |d| page(d, "resolved")).await;
+    let resolved = resolved.unwrap_or_else(|| panic!("the page never resolved: {:?}", hook.bodies()));
+    let burn_resolved = resolved.at - healed;
+
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await?;
+    }
+    println!(
+        "fault to webhook: burn-rate page {:.1} s, resolved {:.1} s after the fault ended; runtime anomaly ticket {:.1} s, resolved {:.1} s after",
+        burn_fired.as_secs_f64(),
+        burn_resolved.as_secs_f64(),
+        runtime_fired.as_secs_f64(),
+        runtime_resolved.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// While an SLO pages, Alertmanager holds the route anomaly alert of the same objective
+/// (`alerts/alertmanager.yml`'s inhibition) but not one of the other objective.
+#[tokio::test]
+async fn an_slo_page_inhibits_the_route_anomaly_of_its_objective() -> anyhow::Result<()> {
+    let hook = Webhook::start().await?;
+    let config = std::fs::read_to_string(repo().join("alerts/alertmanager.yml"))?
+        .replace("http://127.0.0.1:9095", &format!("http://{}", hook.addr));
+    let am = Alertmanager::start(&config).await?;
+    let alert =
+        |labels: serde_json::Value| serde_json::json!({ "labels": labels, "annotations": { "summary": "test" } });
+    am.post(&serde_json::json!([
+        alert(serde_json::json!({ "alertname": "SLOErrorBudgetBurn", "severity": "page", "slo": "api", "objective": "availability", "long_window": "1h", "short_window": "5m" })),
+        alert(serde_json::json!({ "alertname": "GatewayRouteErrorAnomaly", "severity": "ticket", "objective": "availability", "scope": "route:api", "instance": "gw:9901" })),
+        alert(serde_json::json!({ "alertname": "GatewayRouteLatencyAnomaly", "severity": "ticket", "objective": "latency", "scope": "route:api", "instance": "gw:9901" })),
+    ]))
+    .await?;
+    let state = |alerts: &[serde_json::Value], name: &str| {
+        alerts
+            .iter()
+            .find(|a| a["labels"]["alertname"] == name)
+            .map(|a| a["status"]["state"].as_str().unwrap_or("").to_string())
+    };
+    gateway_tests::assert_eventually!(
+        {
+            let alerts = am.alerts().await?;
+            state(&alerts, "GatewayRouteErrorAnomaly").as_deref() == Some("suppressed")
+                && state(&alerts, "GatewayRouteLatencyAnomaly").as_deref() == Some("active")
+                && state(&alerts, "SLOErrorBudgetBurn").as_deref() == Some("active")
+        },
+        "the error anomaly is inhibited by the availability page, the latency one is not: {:?}",
+        am.alerts().await?
     );
     Ok(())
 }

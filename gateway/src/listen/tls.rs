@@ -276,10 +276,10 @@ mod tests {
     use super::*;
 
     fn cert_until(year: i32, month: u8, day: u8) -> CertificateDer<'static> {
-        let mut params = rcgen::CertificateParams::new(vec!["example.test".to_string()]).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["example.test".to_string()]).expect("params");
         params.not_after = rcgen::date_time_ymd(year, month, day);
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().der().clone()
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("certificate").der().clone()
     }
 
     #[test]
