@@ -2,9 +2,11 @@
 //! into the series engine and records them for their entities, and closes a tick with each
 //! runtime sample. Each tick's series go to `/metrics` (value, expected value, band and score,
 //! labelled by scope and signal), and a sustained runtime anomaly is logged, raised as
-//! `gateway_runtime_anomaly`, and captured as a CPU profile. Every drain (10 ms) the entities
-//! touched are scored and the risk view is published for the request path to read. The request
-//! path never waits for any of it (see the tap).
+//! `gateway_runtime_anomaly`, and captured as a CPU profile; it and sustained route error-ratio
+//! and latency anomalies are posted as alerts when `engine.alerts` names receivers (see
+//! `alerting`). Every drain (10 ms) the entities touched are scored and the risk view is
+//! published for the request path to read. The request path never waits for any of it (see
+//! the tap).
 
 use std::sync::Arc;
 
@@ -17,6 +19,8 @@ use crate::Shared;
 
 /// A runtime series scoring at least this is anomalous.
 const ANOMALOUS: f64 = 0.9;
+/// The alert a sustained runtime anomaly raises (the name of the Prometheus rule for it).
+const RUNTIME_ALERT: &str = "GatewayRuntimeAnomaly";
 /// How often the engine drains the tap.
 const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -50,6 +54,8 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut next_save = tokio::time::Instant::now() + cfg.save_every;
     let mut streak = 0u32;
     let mut raised = false;
+    let mut notifier = crate::alerting::Notifier::new(&cfg.alerts, &shared.metrics);
+    let mut route_streaks: std::collections::HashMap<(Arc<str>, &'static str), u32> = std::collections::HashMap::new();
     // The engine looks at the tap every few milliseconds instead of waiting on it: a waiting
     // receiver would be woken by every request's event, and that wake-up costs the request
     // path about a microsecond.
@@ -131,12 +137,32 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     .collect();
                 tracing::warn!(ticks = streak, signals = %signals.join(", "), "runtime anomaly");
                 crate::telemetry::profile::capture_profile(&shared, "runtime_anomaly");
+                notifier.fire(
+                    RUNTIME_ALERT,
+                    &[("severity", "ticket")],
+                    &[
+                        ("summary", format!("Gateway runtime anomalous on {}", cfg.alerts.instance)),
+                        (
+                            "description",
+                            format!(
+                                "The baseline engine raised a sustained runtime anomaly on {}: {} out of their learned band for {streak} ticks in a row. A CPU profile was captured into telemetry.profiles.dir.",
+                                cfg.alerts.instance,
+                                signals.join(", ")
+                            ),
+                        ),
+                        ("runbook_url", "docs/runbooks/runtime-anomaly.md".into()),
+                    ],
+                    crate::unix_now_ms(),
+                );
             } else if streak == 0 && raised {
                 raised = false;
                 shared.metrics.runtime_anomaly.set(0);
                 tracing::info!("runtime anomaly ended");
+                notifier.resolve(RUNTIME_ALERT, &[("severity", "ticket")], crate::unix_now_ms());
             }
+            route_alerts(&mut notifier, &mut route_streaks, &reports, cfg.sustained);
         }
+        notifier.flush(crate::unix_now_ms());
     }
 }
 
@@ -214,6 +240,65 @@ async fn save(shared: &Shared, state: baseline_engine::engine::State, path: &std
         Err(e) => {
             count(shared, "save", "failed");
             tracing::warn!(file = %path.display(), error = %e, "learned state not written");
+        }
+    }
+}
+
+/// Raises a route's error-ratio or latency alert once its series scored anomalous for
+/// `sustained` ticks in a row, and resolves it at the first tick back in its band: the engine's
+/// side of the `GatewayRouteErrorAnomaly` and `GatewayRouteLatencyAnomaly` rules.
+fn route_alerts(
+    notifier: &mut crate::alerting::Notifier,
+    streaks: &mut std::collections::HashMap<(Arc<str>, &'static str), u32>,
+    reports: &[Report],
+    sustained: u32,
+) {
+    let now = crate::unix_now_ms();
+    for r in reports.iter().filter(|r| r.scope.starts_with("route:")) {
+        let (name, objective, what) = match r.signal {
+            "error_ratio" => ("GatewayRouteErrorAnomaly", "availability", "The share of 5xx answers"),
+            "latency_p95" => ("GatewayRouteLatencyAnomaly", "latency", "The p95 latency"),
+            _ => continue,
+        };
+        let labels = [
+            ("severity", "ticket"),
+            ("objective", objective),
+            ("scope", &*r.scope),
+            ("signal", r.signal),
+        ];
+        let streak = streaks.entry((r.scope.clone(), r.signal)).or_insert(0);
+        if r.assessment.score < ANOMALOUS {
+            *streak = 0;
+            notifier.resolve(name, &labels, now);
+            continue;
+        }
+        *streak += 1;
+        if *streak >= sustained && !notifier.is_firing(name, &labels) {
+            let kind = if objective == "latency" {
+                "Latency"
+            } else {
+                "Error ratio"
+            };
+            notifier.fire(
+                name,
+                &labels,
+                &[
+                    ("summary", format!("{kind} of {} anomalous", r.scope)),
+                    (
+                        "description",
+                        format!(
+                            "{what} on {} has been outside the band the baseline engine learned for it for {streak} ticks (value {:.4}, expected {:.4} to {:.4}, score {:.2}).",
+                            r.scope,
+                            r.value,
+                            r.assessment.lower.max(0.0),
+                            r.assessment.upper,
+                            r.assessment.score
+                        ),
+                    ),
+                    ("runbook_url", "docs/runbooks/route-anomaly.md".into()),
+                ],
+                now,
+            );
         }
     }
 }

@@ -7,7 +7,9 @@
 //! metrics. [`Gateway::start`] wires it all together.
 
 pub mod admin;
+pub mod alerting;
 pub mod baseline;
+pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -15,6 +17,7 @@ pub mod demo;
 pub mod error;
 pub mod identity;
 pub mod listen;
+pub mod outbound;
 pub mod pipeline;
 pub mod reload;
 pub mod slo;

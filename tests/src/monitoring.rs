@@ -251,6 +251,15 @@ impl Webhook {
         self.raw.lock().expect("webhook log").clone()
     }
 
+    /// The first delivered alert `want` accepts, waiting up to `wait`; panics naming `what` and
+    /// showing everything received when none arrives.
+    pub async fn expect(&self, what: &str, wait: Duration, want: impl Fn(&Delivered) -> bool) -> Delivered {
+        match self.wait_for(wait, want).await {
+            Some(d) => d,
+            None => panic!("{what} never reached the webhook; it received {:?}", self.bodies()),
+        }
+    }
+
     /// Waits up to `wait` for a delivered alert that `want` accepts.
     pub async fn wait_for(&self, wait: Duration, want: impl Fn(&Delivered) -> bool) -> Option<Delivered> {
         let deadline = Instant::now() + wait;

@@ -406,6 +406,31 @@ engine: { time_scale: 0.5, stale_after: 0s }
 }
 
 #[test]
+fn engine_alert_receivers_are_checked() {
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+upstreams: [{ name: u, endpoints: [http://127.0.0.1:2] }]
+routes: [{ name: r, upstream: u }]
+engine:
+  alerts:
+    alertmanagers: [\"http://127.0.0.1:9093\", \"127.0.0.1:9093\"]
+    webhooks: [\"ftp://hooks.test/x\", \"https://hooks.test/gw?token=1\", \"http://\"]
+    resend_every: soon
+    instance: \" \"
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "gw.yaml:6:46: engine.alerts.alertmanagers[1]: `127.0.0.1:9093` is not a URL like http://127.0.0.1:9093",
+            "gw.yaml:7:16: engine.alerts.webhooks[0]: `ftp://hooks.test/x` is not a URL like https://hooks.example.com/gateway",
+            "gw.yaml:7:71: engine.alerts.webhooks[2]: `http://` is not a URL like https://hooks.example.com/gateway",
+            "gw.yaml:8:19: engine.alerts.resend_every: `soon` is not a duration like 500ms, 10s, 5m or 1h",
+            "gw.yaml:9:15: engine.alerts.instance: an empty instance label",
+        ]
+    );
+}
+
+#[test]
 fn service_level_objectives_are_checked() {
     let yaml = "\
 listeners: [{ name: a, address: 127.0.0.1:1 }]

@@ -27,7 +27,8 @@ async fn metrics_match_the_docs_and_pass_promtool() -> anyhow::Result<()> {
         "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}, {{ name: https, address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n\
          identity: {{ providers: [{{ name: idp, issuer: \"http://127.0.0.1:{idp}\", login: {{ client_id: c, client_secret: s }} }}] }}\n\
          routes:\n  - {{ name: r, upstream: up, match: {{ path_prefix: /ok }} }}\n  - {{ name: guarded, upstream: up, match: {{ path_prefix: /status }}, trust: {{}} }}\n  - {{ name: private, upstream: up, match: {{ path_prefix: /private }}, auth: {{ bearer: idp }} }}\n\
-         upstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\ntelemetry: {{ runtime_interval: 100ms }}\n",
+         upstreams: [{{ name: up, endpoints: [\"http://{}\"] }}]\ntelemetry: {{ runtime_interval: 100ms }}\n\
+         engine: {{ alerts: {{ webhooks: [\"http://127.0.0.1:9/hook\"] }} }}\n",
         cert.display(),
         key.display(),
         up.addr()

@@ -126,7 +126,13 @@ async fn every_panel_query_and_recording_rule_returns_data() -> anyhow::Result<(
     let idp = provider().await?;
     let up = Upstream::start("app", "127.0.0.1:0".parse()?).await?;
     let pki = TestPki::new()?;
-    let gw = TestGateway::start(&gateway_config(&up, &idp.issuer(), &pki, "warmup: 10")?).await?;
+    let gw = TestGateway::start(&gateway_config(
+        &up,
+        &idp.issuer(),
+        &pki,
+        "warmup: 10, alerts: { webhooks: [\"http://127.0.0.1:9/hook\"] }",
+    )?)
+    .await?;
     provider_ready(&gw).await?;
     let (good, attacker) = (
         idp.token_for("user-0", "user-secret").await?,
@@ -259,6 +265,22 @@ async fn every_panel_query_and_recording_rule_returns_data() -> anyhow::Result<(
     Ok(())
 }
 
+/// `alerts/alertmanager.yml` with its receivers pointed at `hook` and its waits shortened to a
+/// second.
+fn alertmanager_config(hook: &Webhook) -> anyhow::Result<String> {
+    let example = std::fs::read_to_string(repo().join("alerts/alertmanager.yml"))?;
+    let config = example
+        .replace("http://127.0.0.1:9095", &format!("http://{}", hook.addr))
+        .replace("group_wait: 30s", "group_wait: 1s")
+        .replace("group_wait: 10s", "group_wait: 1s")
+        .replace("group_interval: 5m", "group_interval: 1s");
+    anyhow::ensure!(
+        config.matches("group_wait: 1s").count() == 2 && config.contains("group_interval: 1s"),
+        "alerts/alertmanager.yml changed shape"
+    );
+    Ok(config)
+}
+
 /// Waits for the runtime's series to learn (the engine's warm-up), with traffic going on.
 async fn warmed_up(gw: &TestGateway) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -266,6 +288,9 @@ async fn warmed_up(gw: &TestGateway) -> anyhow::Result<()> {
         let m = gw.metrics().await?;
         let runtime_scored = metric(&m, "gateway_baseline_score", &[("scope", "runtime")]).is_some();
         if runtime_scored && metric(&m, "gateway_runtime_anomaly", &[]) == Some(0.0) {
+            // The series exist from the first tick; their warm-up (`engine.warmup: 20` ticks of
+            // 50 ms) ends a second later, and the runtime's normal is what it learns meanwhile.
+            tokio::time::sleep(Duration::from_secs(2)).await;
             return Ok(());
         }
         anyhow::ensure!(Instant::now() < deadline, "the runtime baseline never warmed up");
@@ -278,18 +303,7 @@ async fn alerts_reach_the_webhook_and_resolve() -> anyhow::Result<()> {
     // Alertmanager with the example config, its receivers pointed at the webhook receiver and
     // its waits shortened.
     let hook = Webhook::start().await?;
-    let example = std::fs::read_to_string(repo().join("alerts/alertmanager.yml"))?;
-    let am_config = example
-        .replace("http://127.0.0.1:9095", &format!("http://{}", hook.addr))
-        .replace("group_wait: 30s", "group_wait: 1s")
-        .replace("group_wait: 10s", "group_wait: 1s")
-        .replace("group_interval: 5m", "group_interval: 1s");
-    assert_eq!(
-        am_config.matches("group_wait: 1s").count(),
-        2,
-        "the example changed shape"
-    );
-    assert!(am_config.contains("group_interval: 1s") && am_config.contains(&hook.addr.to_string()));
+    let am_config = alertmanager_config(&hook)?;
     let am = Alertmanager::start(&am_config).await?;
 
     // The gateway: the api route has a pool of its own whose upstream can be made to fail.
@@ -383,8 +397,9 @@ telemetry: {{ runtime_interval: 50ms, task_sampling: 1 }}
             })
         })
         .collect();
-    let fired = hook.wait_for(wait, |d| anomaly(d, "firing")).await;
-    let fired = fired.unwrap_or_else(|| panic!("no runtime anomaly reached the webhook: {:?}", hook.bodies()));
+    let fired = hook
+        .expect("the runtime anomaly ticket", wait, |d| anomaly(d, "firing"))
+        .await;
     let runtime_fired = fired.at - fault;
     assert_eq!(fired.labels["severity"], "ticket");
     let healed = Instant::now();
@@ -392,8 +407,9 @@ telemetry: {{ runtime_interval: 50ms, task_sampling: 1 }}
     for b in blockers.into_iter().chain(hammer) {
         b.await?;
     }
-    let resolved = hook.wait_for(wait, |d| anomaly(d, "resolved")).await;
-    let resolved = resolved.unwrap_or_else(|| panic!("the runtime anomaly never resolved: {:?}", hook.bodies()));
+    let resolved = hook
+        .expect("the runtime anomaly resolution", wait, |d| anomaly(d, "resolved"))
+        .await;
     let runtime_resolved = resolved.at - healed;
 
     // 2. An upstream failure burst pages for the api objective's fast burn.
@@ -406,14 +422,14 @@ telemetry: {{ runtime_interval: 50ms, task_sampling: 1 }}
     };
     let fault = Instant::now();
     failing.store(true, Ordering::Relaxed);
-    let fired = hook.wait_for(wait, |d| page(d, "firing")).await;
-    let fired = fired.unwrap_or_else(|| panic!("no page reached the webhook: {:?}", hook.bodies()));
+    let fired = hook.expect("the burn-rate page", wait, |d| page(d, "firing")).await;
     let burn_fired = fired.at - fault;
     assert_eq!(fired.labels["severity"], "page");
     let healed = Instant::now();
     failing.store(false, Ordering::Relaxed);
-    let resolved = hook.wait_for(wait, |d| page(d, "resolved")).await;
-    let resolved = resolved.unwrap_or_else(|| panic!("the page never resolved: {:?}", hook.bodies()));
+    let resolved = hook
+        .expect("the page's resolution", wait, |d| page(d, "resolved"))
+        .await;
     let burn_resolved = resolved.at - healed;
 
     stop.store(true, Ordering::Relaxed);
@@ -435,8 +451,7 @@ telemetry: {{ runtime_interval: 50ms, task_sampling: 1 }}
 #[tokio::test]
 async fn an_slo_page_inhibits_the_route_anomaly_of_its_objective() -> anyhow::Result<()> {
     let hook = Webhook::start().await?;
-    let config = std::fs::read_to_string(repo().join("alerts/alertmanager.yml"))?
-        .replace("http://127.0.0.1:9095", &format!("http://{}", hook.addr));
+    let config = alertmanager_config(&hook)?;
     let am = Alertmanager::start(&config).await?;
     let alert =
         |labels: serde_json::Value| serde_json::json!({ "labels": labels, "annotations": { "summary": "test" } });
@@ -462,5 +477,124 @@ async fn an_slo_page_inhibits_the_route_anomaly_of_its_objective() -> anyhow::Re
         "the error anomaly is inhibited by the availability page, the latency one is not: {:?}",
         am.alerts().await?
     );
+    Ok(())
+}
+
+/// Without Prometheus: the engine posts its runtime anomaly to Alertmanager's v2 API (which
+/// delivers it to its receiver) and to a webhook of its own, once per start and once per end,
+/// though it sends the firing alert to Alertmanager again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_posts_its_anomalies_to_alertmanager_and_a_webhook() -> anyhow::Result<()> {
+    let hook = Webhook::start().await?;
+    let am_config = alertmanager_config(&hook)?;
+    let am = Alertmanager::start(&am_config).await?;
+    let up = Upstream::start("app", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+upstreams: [{{ name: app, endpoints: ["http://{}"] }}]
+routes: [{{ name: web, upstream: app }}]
+engine:
+  warmup: 20
+  sustained: 3
+  alerts:
+    alertmanagers: ["http://{}"]
+    webhooks: ["http://{}/direct"]
+    resend_every: 300ms
+    instance: gw-test
+telemetry: {{ runtime_interval: 50ms, task_sampling: 1 }}
+"#,
+        up.addr(),
+        am.addr(),
+        hook.addr
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let http = gw.addr("http");
+    for _ in 0..30 {
+        send(http, request("web.test", "/x")).await?;
+    }
+    warmed_up(&gw).await?;
+
+    let blocking = Arc::new(AtomicBool::new(true));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let blocking = blocking.clone();
+            tokio::spawn(async move {
+                while blocking.load(Ordering::Relaxed) {
+                    if i < 4 {
+                        std::thread::sleep(Duration::from_millis(40));
+                        tokio::task::yield_now().await;
+                    } else {
+                        let _ = send(http, request("web.test", "/x")).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let runtime = |d: &gateway_tests::monitoring::Delivered, path: &str, status: &str| {
+        d.path == path
+            && d.status == status
+            && d.labels["alertname"] == "GatewayRuntimeAnomaly"
+            && d.labels["instance"] == "gw-test"
+            && d.labels["severity"] == "ticket"
+    };
+    let wait = Duration::from_secs(60);
+    hook.expect("the engine's firing alert", wait, |d| runtime(d, "/direct", "firing"))
+        .await;
+    // Alertmanager holds it (from the engine, not from any Prometheus) and routes it as a ticket.
+    hook.expect("Alertmanager's ticket for it", wait, |d| {
+        runtime(d, "/tickets", "firing")
+    })
+    .await;
+    // Let the engine send it to Alertmanager a few more times while it lasts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    blocking.store(false, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    hook.expect("the engine's resolution", wait, |d| runtime(d, "/direct", "resolved"))
+        .await;
+    hook.expect("Alertmanager's resolution", wait, |d| {
+        runtime(d, "/tickets", "resolved")
+    })
+    .await;
+
+    // Deduplicated: the webhook saw each anomaly start once and end once, in turn, however
+    // often the firing alert went to Alertmanager.
+    let statuses: Vec<String> = hook
+        .delivered()
+        .into_iter()
+        .filter(|d| d.path == "/direct" && d.labels["alertname"] == "GatewayRuntimeAnomaly")
+        .map(|d| d.status)
+        .collect();
+    for (i, s) in statuses.iter().enumerate() {
+        assert_eq!(s, if i % 2 == 0 { "firing" } else { "resolved" }, "{statuses:?}");
+    }
+    let m = gw.metrics().await?;
+    let raised = metric(&m, "gateway_runtime_anomalies_total", &[]).unwrap_or(0.0);
+    assert_eq!(
+        statuses.len() as f64,
+        2.0 * raised,
+        "{statuses:?} for {raised} anomalies"
+    );
+    let sent = |target: &str, result: &str| {
+        metric(
+            &m,
+            "gateway_engine_alerts_total",
+            &[("target", target), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        sent("alertmanager", "sent") > statuses.len() as f64,
+        "re-sent while firing:\n{m}"
+    );
+    assert_eq!(sent("webhook", "sent"), statuses.len() as f64);
+    assert_eq!(
+        sent("alertmanager", "failed") + sent("webhook", "failed") + sent("queue", "dropped"),
+        0.0
+    );
+    assert_eq!(metric(&m, "gateway_engine_alerts_firing", &[]), Some(0.0));
     Ok(())
 }

@@ -579,6 +579,35 @@ pub struct FileEngine {
     #[serde(default)]
     #[schemars(with = "Option<f64>")]
     pub time_scale: Option<Spanned<f64>>,
+    /// The engine's anomalies posted as alerts, for installs without Prometheus.
+    #[serde(default)]
+    pub alerts: Option<FileEngineAlerts>,
+}
+
+/// Where the engine posts its anomaly alerts (runtime anomaly, route error-ratio and latency
+/// anomalies), with the same names and labels as the Prometheus rules in `alerts/`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileEngineAlerts {
+    /// Alertmanager base URLs, e.g. `http://127.0.0.1:9093`; alerts go to `/api/v2/alerts`,
+    /// re-sent while they last and resolved when the anomaly ends.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub alertmanagers: Vec<Str>,
+    /// Webhook URLs posted Alertmanager's webhook payload (version 4), once when an alert
+    /// fires and once when it resolves.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub webhooks: Vec<Str>,
+    /// How often alerts still firing are sent to Alertmanager again, e.g. `1m` (default); each
+    /// one ends by itself four of these after the last send if the gateway goes away.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub resend_every: Option<Str>,
+    /// The `instance` label of the alerts (default: the host name).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub instance: Option<Str>,
 }
 
 /// Telemetry.

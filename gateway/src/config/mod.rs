@@ -393,6 +393,42 @@ pub struct EngineConfig {
     pub population: bool,
     /// How much faster than the wall clock the entity clock runs.
     pub time_scale: f64,
+    /// Where anomaly alerts are posted (static).
+    pub alerts: EngineAlerts,
+}
+
+/// Where the engine posts its anomaly alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineAlerts {
+    /// Alertmanager base URLs (no trailing slash).
+    pub alertmanagers: Vec<String>,
+    /// Webhook URLs.
+    pub webhooks: Vec<String>,
+    /// Re-send interval of firing alerts to Alertmanager.
+    pub resend_every: Duration,
+    /// The alerts' `instance` label.
+    pub instance: String,
+}
+
+impl Default for EngineAlerts {
+    fn default() -> Self {
+        Self {
+            alertmanagers: Vec::new(),
+            webhooks: Vec::new(),
+            resend_every: Duration::from_secs(60),
+            instance: host_name(),
+        }
+    }
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`, then `$HOSTNAME`, then `gateway`).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".to_string())
 }
 
 impl Default for EngineConfig {
@@ -408,6 +444,7 @@ impl Default for EngineConfig {
             entity_idle: Duration::from_secs(3600),
             population: true,
             time_scale: 1.0,
+            alerts: EngineAlerts::default(),
         }
     }
 }

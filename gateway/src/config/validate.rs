@@ -824,6 +824,60 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                     d.time_scale
                 }
             },
+            alerts: {
+                let a = e.and_then(|e| e.alerts.as_ref());
+                let da = d.alerts;
+                // A webhook may carry a token in its query; an Alertmanager base URL may not.
+                let urls = |p: &mut Problems, list: Option<&Vec<Str>>, field: &str, example: &str| -> Vec<String> {
+                    let mut out = Vec::new();
+                    let query_ok = field.ends_with("webhooks");
+                    for (i, u) in list.into_iter().flatten().enumerate() {
+                        let ok = u.value.parse::<http::Uri>().is_ok_and(|uri| {
+                            matches!(uri.scheme_str(), Some("http" | "https"))
+                                && uri.host().is_some()
+                                && (query_ok || uri.query().is_none())
+                        });
+                        if ok {
+                            out.push(u.value.trim_end_matches('/').to_string());
+                        } else {
+                            p.at(
+                                pos(u),
+                                format!("{field}[{i}]"),
+                                format!("`{}` is not a URL like {example}", u.value),
+                            );
+                        }
+                    }
+                    out
+                };
+                super::EngineAlerts {
+                    alertmanagers: urls(
+                        &mut p,
+                        a.map(|a| &a.alertmanagers),
+                        "engine.alerts.alertmanagers",
+                        "http://127.0.0.1:9093",
+                    ),
+                    webhooks: urls(
+                        &mut p,
+                        a.map(|a| &a.webhooks),
+                        "engine.alerts.webhooks",
+                        "https://hooks.example.com/gateway",
+                    ),
+                    resend_every: duration(
+                        &mut p,
+                        &a.and_then(|a| a.resend_every.clone_spanned()),
+                        "engine.alerts.resend_every",
+                        da.resend_every,
+                    ),
+                    instance: match a.and_then(|a| a.instance.as_ref()) {
+                        Some(i) if !i.value.trim().is_empty() => i.value.trim().to_string(),
+                        Some(i) => {
+                            p.at(pos(i), "engine.alerts.instance", "an empty instance label");
+                            da.instance
+                        }
+                        None => da.instance,
+                    },
+                }
+            },
         }
     };
 

@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::Value;
@@ -107,55 +105,17 @@ async fn fetch_json(
     body: Bytes,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<(Value, Option<Duration>), BoxError> {
-    let uri: http::Uri = url.parse()?;
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err(format!("{url}: not an http(s) URL").into()),
-    };
-    let host = uri
-        .host()
-        .ok_or("no host")?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let authority = uri.authority().ok_or("no authority")?.as_str().to_string();
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    let req = req
-        .uri(path)
-        .header(http::header::HOST, authority)
-        .header(http::header::ACCEPT, "application/json")
-        .body(Full::new(body))?;
-    let fut = async move {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        let resp = if https {
-            let name = rustls::pki_types::ServerName::try_from(host.clone())?;
-            let io = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-            tokio::spawn(conn);
-            sender.send_request(req).await?
-        } else {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-            tokio::spawn(conn);
-            sender.send_request(req).await?
-        };
-        let status = resp.status();
-        let age = max_age(resp.headers());
-        let body = Limited::new(resp.into_body(), FETCH_LIMIT).collect().await?.to_bytes();
-        let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if status != http::StatusCode::OK {
-            let code = doc.get("error").and_then(Value::as_str).unwrap_or("");
-            return Err(format!("HTTP {status} {code}").trim_end().to_string().into());
-        }
-        if doc.is_null() {
-            return Err("the answer is not JSON".into());
-        }
-        Ok::<_, BoxError>((doc, age))
-    };
-    tokio::time::timeout(FETCH_TIMEOUT, fut)
-        .await
-        .map_err(|_| format!("{url}: no answer within {FETCH_TIMEOUT:?}"))?
+    let req = req.header(http::header::ACCEPT, "application/json");
+    let (status, headers, body) = crate::outbound::exchange(url, req, body, tls, FETCH_LIMIT, FETCH_TIMEOUT).await?;
+    let doc: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if status != http::StatusCode::OK {
+        let code = doc.get("error").and_then(Value::as_str).unwrap_or("");
+        return Err(format!("HTTP {status} {code}").trim_end().to_string().into());
+    }
+    if doc.is_null() {
+        return Err("the answer is not JSON".into());
+    }
+    Ok((doc, max_age(&headers)))
 }
 
 /// GETs a JSON document.

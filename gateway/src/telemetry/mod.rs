@@ -288,6 +288,15 @@ pub struct StepUpLabels {
     pub result: &'static str,
 }
 
+/// Labels of `gateway_engine_alerts_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertDeliveryLabels {
+    /// `alertmanager`, `webhook`, or `queue` (the batch never left the gateway).
+    pub target: &'static str,
+    /// `sent`, `failed` or `dropped`.
+    pub result: &'static str,
+}
+
 /// A single `result` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -399,6 +408,10 @@ pub struct Metrics {
     pub runtime_anomaly: Gauge,
     /// `gateway_runtime_anomalies_total`.
     pub runtime_anomalies: Counter,
+    /// `gateway_engine_alerts_total`.
+    pub engine_alerts: Family<AlertDeliveryLabels, Counter>,
+    /// `gateway_engine_alerts_firing`.
+    pub engine_alerts_firing: Gauge,
     /// `gateway_log_lines_dropped_total`.
     pub log_lines_dropped: Counter,
     /// `gateway_profiles_total`.
@@ -520,6 +533,8 @@ impl Metrics {
             runtime_anomaly_score: Gauge::default(),
             runtime_anomaly: Gauge::default(),
             runtime_anomalies: Counter::default(),
+            engine_alerts: Family::default(),
+            engine_alerts_firing: Gauge::default(),
             log_lines_dropped: Counter::default(),
             profiles: Family::default(),
             tap_events: Family::default(),
@@ -865,6 +880,16 @@ impl Metrics {
             RUNTIME_ANOMALIES,
             "Sustained runtime anomalies raised",
             m.runtime_anomalies.clone(),
+        );
+        r.register(
+            ENGINE_ALERTS,
+            "Alert batches the engine posted, by target and result",
+            m.engine_alerts.clone(),
+        );
+        r.register(
+            ENGINE_ALERTS_FIRING,
+            "Alerts the engine holds firing now",
+            m.engine_alerts_firing.clone(),
         );
         r.register(
             LOG_LINES_DROPPED,

@@ -129,6 +129,10 @@ pub const RUNTIME_ANOMALY_SCORE: &str = "runtime_anomaly_score";
 pub const RUNTIME_ANOMALY: &str = "runtime_anomaly";
 /// Sustained runtime anomalies raised (counter).
 pub const RUNTIME_ANOMALIES: &str = "runtime_anomalies";
+/// Alert batches the engine posted to Alertmanager and webhooks, by target and result (counter).
+pub const ENGINE_ALERTS: &str = "engine_alerts";
+/// Alerts the engine holds firing now (gauge).
+pub const ENGINE_ALERTS_FIRING: &str = "engine_alerts_firing";
 /// Log lines dropped because the writer was behind (counter).
 pub const LOG_LINES_DROPPED: &str = "log_lines_dropped";
 /// CPU profile captures by trigger and result (counter).
