@@ -414,6 +414,11 @@ Adaptive trust (/api has a trust policy; the engine learns from every request):
   curl -s http://127.0.0.1:{admin}/risk/principal:mallory
   curl -s http://127.0.0.1:{admin}/metrics | grep gateway_trust_decisions_total
 
+Dashboards and alerts (docs/observability.md): point Prometheus at http://127.0.0.1:{admin}/metrics
+with the rules in alerts/, and Grafana at Prometheus with dashboards/ (Overview, Trust, Baselines,
+Runtime, Identity). What the engine learned, with bands and scores:
+  curl -s http://127.0.0.1:{admin}/metrics | grep 'gateway_baseline_score{{scope="route'
+
 Press Ctrl-C to stop (in-flight requests are drained).
 "#,
         dir = dir.display()
