@@ -307,6 +307,7 @@ listeners:
       certificates:
         - cert: {cert}
           key: {key}
+    quic: {{}}
   - name: http
     address: 127.0.0.1:{http}
 admin:
@@ -384,13 +385,15 @@ pub fn banner(ports: DemoPorts, dir: &Path, token: &str, mallory: &str) -> Strin
 Adaptive gateway demo is running.
 
   HTTPS (TLS 1.3, h2 + http/1.1): https://localhost:{https}/
+  HTTP/3 (QUIC, same port, UDP): https://localhost:{https}/   (advertised in Alt-Svc)
   HTTP:                           http://127.0.0.1:{http}/
   Admin:                          http://127.0.0.1:{admin}/metrics  /healthz  /readyz
   Config (edit it, it reloads):   {dir}/gateway.yaml
 
 Try:
   curl -k https://localhost:{https}/hello                       # proxied, see X-Forwarded-* and X-Request-Id
-  curl -k --http2 -i https://localhost:{https}/status/503       # upstream status passed through
+  curl -k --http2 -i https://localhost:{https}/status/503       # upstream status passed through; see alt-svc
+  curl -k --http3-only -i https://localhost:{https}/hello       # HTTP/3, with a curl built with HTTP/3 support
   curl -i http://127.0.0.1:{http}/delay/6000                    # 504 after the 5s request timeout
   curl -i http://127.0.0.1:{http}/broken                        # 502, problem+json body
   curl -i -X POST --data-binary @/dev/zero -H 'content-length: 2000000' http://127.0.0.1:{http}/drain   # 413

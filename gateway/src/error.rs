@@ -47,6 +47,14 @@ pub enum ProxyError {
         /// Path as sent.
         path: String,
     },
+    /// A request in HTTP/3 0-RTT early data that could be replayed with harm (RFC 8470).
+    #[error("early data refused: {method} on route {route}")]
+    TooEarly {
+        /// The method.
+        method: String,
+        /// The route.
+        route: String,
+    },
     /// A route matches the path but not the method.
     #[error("method not allowed; allowed: {allow}")]
     MethodNotAllowed {
@@ -170,6 +178,13 @@ impl ProxyError {
                 Side::Downstream,
                 "Not Found",
                 "No route matches this host and path.",
+            ),
+            TooEarly { .. } => (
+                StatusCode::TOO_EARLY,
+                "too_early",
+                Side::Downstream,
+                "Too Early",
+                "This request came in TLS early data and could be replayed; send it again once the handshake is complete.",
             ),
             MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -124,7 +124,20 @@ impl Gateway {
                 addr: l.addr,
                 source,
             })?;
-            bound.push((l.clone(), sock));
+            // QUIC on the same port number over UDP (the one the TCP socket got, for port 0).
+            let quic = match snapshot.quic.get(&l.name) {
+                None => None,
+                Some(qc) => {
+                    let addr = sock.local_addr().unwrap_or(l.addr);
+                    let endpoint = listen::quic::bind(addr, qc.clone()).map_err(|source| StartError::Bind {
+                        name: format!("{} (QUIC)", l.name),
+                        addr,
+                        source,
+                    })?;
+                    Some(endpoint)
+                }
+            };
+            bound.push((l.clone(), sock, quic));
         }
         let admin_sock = listen::bind(cfg.admin).map_err(|source| StartError::Bind {
             name: "admin".into(),
@@ -164,9 +177,21 @@ impl Gateway {
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(cfg.limits.max_connections));
         let mut listeners = HashMap::new();
-        for (l, sock) in bound {
+        for (l, sock, quic) in bound {
             listeners.insert(l.name.clone(), sock.local_addr().unwrap_or(l.addr));
-            let ctx = Arc::new(conn::ListenerCtx::new(&l.name, l.tls.is_some(), &shared.metrics));
+            let mut ctx = conn::ListenerCtx::new(&l.name, l.tls.is_some(), &shared.metrics);
+            if let Some(endpoint) = quic {
+                ctx.alt_svc = Some(listen::quic::alt_svc(listeners[&l.name].port()));
+                tokio::spawn(listen::quic::accept_loop(
+                    endpoint,
+                    l.name.as_str().into(),
+                    shared.clone(),
+                    drain.clone(),
+                    tracker.clone(),
+                ));
+                tracing::info!(listener = %l.name, address = %listeners[&l.name], "listening for HTTP/3 over QUIC");
+            }
+            let ctx = Arc::new(ctx);
             tokio::spawn(listen::accept_loop(
                 sock,
                 ctx,

@@ -1,7 +1,7 @@
 //! Config reload: on SIGHUP, on admin `POST /reload`, and when the file changes.
 //!
 //! A reload parses and validates the file, refuses changes that need a restart (listener names
-//! and addresses, TLS on or off, the admin address), builds a new snapshot and swaps it in.
+//! and addresses, TLS or QUIC on or off, the admin address), builds a new snapshot and swaps it in.
 //! Requests in flight keep the snapshot they started with. Any failure leaves the running config
 //! serving, is logged with every problem, and is counted.
 
@@ -35,10 +35,10 @@ pub enum ReloadError {
     Invalid(ConfigErrors),
 }
 
-fn static_part(c: &Config) -> Vec<(String, std::net::SocketAddr, bool)> {
+fn static_part(c: &Config) -> Vec<(String, std::net::SocketAddr, bool, bool)> {
     c.listeners
         .iter()
-        .map(|l| (l.name.clone(), l.addr, l.tls.is_some()))
+        .map(|l| (l.name.clone(), l.addr, l.tls.is_some(), l.quic.is_some()))
         .collect()
 }
 
@@ -125,7 +125,8 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<Outcome, ReloadError> {
                 line: 1,
                 column: 1,
                 field: "listeners".into(),
-                reason: "listener names, addresses, TLS on/off and the admin address need a restart to change".into(),
+                reason: "listener names, addresses, TLS or QUIC on/off and the admin address need a restart to change"
+                    .into(),
             }]));
         }
         let changes = diff(&old.config, &cfg);

@@ -5,6 +5,7 @@
 //! Waiting is done with [`assert_eventually!`], whose patience comes from
 //! `GATEWAY_TEST_PATIENCE_MS` (default 10 s); no test sleeps to let something happen.
 
+pub mod h3;
 pub mod monitoring;
 pub mod traffic;
 

@@ -29,7 +29,7 @@ fn unknown_field() {
     assert_eq!(code, 64);
     assert_eq!(
         err.trim(),
-        "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, tls"
+        "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, quic, tls"
     );
 }
 
@@ -71,8 +71,8 @@ extra: 1
     assert_eq!(
         problems(yaml),
         vec![
-            "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, tls",
-            "gw.yaml:5:5: listeners[1].adress: unknown field `adress`, expected one of: address, name, tls",
+            "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, quic, tls",
+            "gw.yaml:5:5: listeners[1].adress: unknown field `adress`, expected one of: address, name, quic, tls",
             "gw.yaml:5:5: listeners[1]: missing field `name`",
             "gw.yaml:5:5: listeners[1]: missing field `address`",
             "gw.yaml:7:16: limits.max_headers: expected a whole number, found the string `many`",
@@ -401,6 +401,27 @@ engine: { time_scale: 0.5, stale_after: 0s }
             "gw.yaml:14:23: routes[1].trust.deny_at: a risk from 0 (exclusive) to 1, e.g. 0.5",
             "gw.yaml:15:23: engine.time_scale: a factor from 1 to 100000 (1 in production)",
             "gw.yaml:15:41: engine.stale_after: must be greater than zero",
+        ]
+    );
+}
+
+#[test]
+fn quic_settings_are_checked() {
+    let yaml = "\
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    quic: { max_streams: 0, stream_window: 100, idle_timeout: forever }
+upstreams: [{ name: u, endpoints: [http://127.0.0.1:2] }]
+routes: [{ name: r, upstream: u }]
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "gw.yaml:2:11: listeners[0].quic: QUIC needs the listener's `tls` (HTTP/3 is always encrypted)",
+            "gw.yaml:4:26: listeners[0].quic.max_streams: must be greater than zero",
+            "gw.yaml:4:44: listeners[0].quic.stream_window: a window from 1200 bytes to 4294967295",
+            "gw.yaml:4:63: listeners[0].quic.idle_timeout: `forever` is not a duration like 500ms, 10s, 5m or 1h",
         ]
     );
 }

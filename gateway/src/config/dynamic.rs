@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub login_enabled: bool,
     /// TLS server configs by listener name.
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// QUIC server configs by listener name (listeners with `quic`).
+    pub quic: HashMap<String, Arc<quinn::ServerConfig>>,
     /// Metric handles for requests that matched no route.
     pub unrouted: Arc<RouteMetrics>,
 }
@@ -55,10 +57,25 @@ impl Snapshot {
     ) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
         let mut tls = HashMap::new();
+        let mut quic = HashMap::new();
         for l in &config.listeners {
             if let Some(t) = &l.tls {
                 match crate::listen::tls::server_config(file, t) {
                     Ok(lt) => {
+                        if let Some(q) = &l.quic {
+                            match crate::listen::tls::quic_config(&lt.config, q) {
+                                Ok(qc) => {
+                                    quic.insert(l.name.clone(), Arc::new(qc));
+                                }
+                                Err(reason) => errors.push(ConfigError {
+                                    file: file.to_string(),
+                                    line: 1,
+                                    column: 1,
+                                    field: format!("listeners.{}.quic", l.name),
+                                    reason,
+                                }),
+                            }
+                        }
                         tls.insert(l.name.clone(), lt);
                     }
                     Err(e) => errors.extend(e),
@@ -189,6 +206,7 @@ impl Snapshot {
                 login: r.login.as_ref().and_then(|b| providers.get(b).cloned()),
                 requirements: r.requirements.clone(),
                 trust: r.trust.clone(),
+                early_data: r.early_data,
                 metrics: route_metrics,
             }));
         }
@@ -219,6 +237,7 @@ impl Snapshot {
             tracing,
             login_enabled,
             tls,
+            quic,
             unrouted: Arc::new(RouteMetrics::new("none", metrics)),
         })
     }

@@ -101,6 +101,48 @@ pub struct FileListener {
     /// TLS settings; absent means plain HTTP.
     #[serde(default)]
     pub tls: Option<FileTls>,
+    /// HTTP/3 over QUIC on the same port number over UDP, with the same certificates (needs
+    /// `tls`); absent means no QUIC. Needs a restart to turn on or off.
+    #[serde(default)]
+    pub quic: Option<FileQuic>,
+}
+
+/// QUIC settings of a listener.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuic {
+    /// A connection with no traffic for this long is closed, e.g. `30s` (default).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub idle_timeout: Option<Str>,
+    /// Requests (bidirectional streams) a client may have open at once on one connection
+    /// (default 100); more wait for a stream to finish.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_streams: Option<Spanned<u64>>,
+    /// Bytes a client may send on one stream before the gateway reads them (default 1048576).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub stream_window: Option<Spanned<u64>>,
+    /// Bytes a client may send on one connection before the gateway reads them (default
+    /// 8388608).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub connection_window: Option<Spanned<u64>>,
+    /// QUIC connections open at once on this listener (default 10000); beyond, new ones are
+    /// refused.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_connections: Option<Spanned<u64>>,
+    /// Above this many open connections, a new client must first prove its address with a
+    /// Retry round trip (default 1000; 0: always).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub retry_above: Option<Spanned<u64>>,
+    /// Accept 0-RTT early data (default false). Early requests are forwarded only for safe
+    /// methods on routes with `early_data: true`, with `Early-Data: 1`; others get 425.
+    #[serde(default)]
+    pub early_data: Option<bool>,
 }
 
 /// TLS for a listener.
@@ -200,6 +242,10 @@ pub struct FileRoute {
     /// consulted.
     #[serde(default)]
     pub trust: Option<FileTrust>,
+    /// Forward HTTP/3 0-RTT early data for safe methods (GET, HEAD, OPTIONS) with
+    /// `Early-Data: 1` (RFC 8470), for upstreams that can tell a replay (default false: 425).
+    #[serde(default)]
+    pub early_data: Option<bool>,
 }
 
 /// A route's adaptive trust policy.

@@ -119,6 +119,41 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// TLS, or plain HTTP when absent.
     pub tls: Option<TlsConfig>,
+    /// HTTP/3 over QUIC on the same port over UDP, when present.
+    pub quic: Option<QuicConfig>,
+}
+
+/// QUIC settings of a listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuicConfig {
+    /// Idle timeout of a connection.
+    pub idle_timeout: Duration,
+    /// Concurrent bidirectional streams per connection.
+    pub max_streams: u32,
+    /// Receive window per stream, bytes.
+    pub stream_window: u32,
+    /// Receive window per connection, bytes.
+    pub connection_window: u32,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Open connections above which new clients must validate their address.
+    pub retry_above: usize,
+    /// Whether 0-RTT early data is accepted.
+    pub early_data: bool,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30),
+            max_streams: 100,
+            stream_window: 1 << 20,
+            connection_window: 8 << 20,
+            max_connections: 10_000,
+            retry_above: 1000,
+            early_data: false,
+        }
+    }
 }
 
 /// Listener TLS settings.
@@ -205,6 +240,8 @@ pub struct RouteConfig {
     pub requirements: Requirements,
     /// How risk decides the route's requests; `None`: not consulted.
     pub trust: Option<TrustConfig>,
+    /// Whether 0-RTT early data is forwarded for safe methods.
+    pub early_data: bool,
 }
 
 /// A service level objective (for `gateway slo-rules`).

@@ -187,11 +187,22 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             }
         }
         let tls = l.tls.as_ref().map(|t| tls_config(&mut p, t, &base));
+        let quic = l.quic.as_ref().map(|q| {
+            if tls.is_none() {
+                p.at(
+                    pos(&l.name),
+                    format!("{base}.quic"),
+                    "QUIC needs the listener's `tls` (HTTP/3 is always encrypted)",
+                );
+            }
+            quic_config(&mut p, q, &base)
+        });
         if let Some(a) = addr {
             listeners.push(ListenerConfig {
                 name: l.name.value.clone(),
                 addr: a,
                 tls,
+                quic,
             });
         }
     }
@@ -631,6 +642,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             login,
             requirements,
             trust,
+            early_data: r.early_data.unwrap_or(false),
         });
     }
 
@@ -1171,6 +1183,36 @@ fn session_config(p: &mut Problems, s: Option<&file::FileSessions>) -> super::Se
 
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+
+fn quic_config(p: &mut Problems, q: &file::FileQuic, base: &str) -> super::QuicConfig {
+    let d = super::QuicConfig::default();
+    let f = |field: &str| format!("{base}.quic.{field}");
+    let window = |p: &mut Problems, v: &Option<Spanned<u64>>, field: &str, default: u32| -> u32 {
+        let n = positive(p, v, &f(field), u64::from(default));
+        match (v, u32::try_from(n)) {
+            (_, Ok(n)) if n >= 1200 => n,
+            (Some(s), _) => {
+                p.at(pos(s), f(field), "a window from 1200 bytes to 4294967295");
+                default
+            }
+            (None, _) => default,
+        }
+    };
+    super::QuicConfig {
+        idle_timeout: duration(p, &q.idle_timeout.clone_spanned(), &f("idle_timeout"), d.idle_timeout),
+        max_streams: positive(p, &q.max_streams, &f("max_streams"), u64::from(d.max_streams)).min(u64::from(u32::MAX))
+            as u32,
+        stream_window: window(p, &q.stream_window, "stream_window", d.stream_window),
+        connection_window: window(p, &q.connection_window, "connection_window", d.connection_window),
+        max_connections: positive(p, &q.max_connections, &f("max_connections"), d.max_connections as u64) as usize,
+        retry_above: q
+            .retry_above
+            .as_ref()
+            .map(|r| r.value as usize)
+            .unwrap_or(d.retry_above),
+        early_data: q.early_data.unwrap_or(d.early_data),
+    }
 }
 
 fn tls_config(p: &mut Problems, t: &file::FileTls, base: &str) -> TlsConfig {

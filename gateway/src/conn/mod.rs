@@ -39,6 +39,8 @@ pub struct ConnInfo {
     pub state: Arc<ConnState>,
     /// The peer as forwarding headers write it.
     pub peer_headers: crate::pipeline::forward::PeerHeaders,
+    /// `Alt-Svc` for the answers, when the listener also serves HTTP/3.
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 /// Per-listener handles, resolved once.
@@ -62,6 +64,8 @@ pub struct ListenerCtx {
     pub handshake_timeouts: Counter,
     /// Idle connections parked without hyper state now.
     pub parked: prometheus_client::metrics::gauge::Gauge,
+    /// `Alt-Svc` advertising HTTP/3 on this listener's port, when QUIC is on.
+    pub alt_svc: Option<http::HeaderValue>,
     metrics: Metrics,
 }
 
@@ -92,6 +96,7 @@ impl ListenerCtx {
             idle_timeouts: t("idle"),
             handshake_timeouts: t("handshake"),
             parked: metrics.connections_parked.get_or_create(&l).clone(),
+            alt_svc: None,
             metrics: metrics.clone(),
         }
     }
@@ -257,8 +262,10 @@ async fn serve_io<I>(
         tls_version,
         state: state.clone(),
         peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
+        alt_svc: ctx.alt_svc.clone(),
     });
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let req = req.map(crate::pipeline::body::ClientBody::Hyper);
         let handling = crate::pipeline::handle(shared.clone(), info.clone(), req);
         shared.monitors.request(handling)
     });

@@ -394,7 +394,7 @@ pub async fn serve(
     snap: &Snapshot,
     conn: &crate::conn::ConnInfo,
     origin: &Origin,
-    req: http::Request<hyper::body::Incoming>,
+    req: http::Request<crate::pipeline::body::ClientBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let paths = &snap.config.sessions;
     let path = req.uri().path();
@@ -448,7 +448,7 @@ async fn callback(
     shared: &Shared,
     snap: &Snapshot,
     conn: &crate::conn::ConnInfo,
-    req: &http::Request<hyper::body::Incoming>,
+    req: &http::Request<crate::pipeline::body::ClientBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let metrics = &shared.metrics;
     let params = query_params(req.uri());
@@ -599,7 +599,7 @@ async fn callback(
 async fn logout(
     shared: &Shared,
     snap: &Snapshot,
-    req: &http::Request<hyper::body::Incoming>,
+    req: &http::Request<crate::pipeline::body::ClientBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let return_to = return_to_param(req.uri())?;
     let return_to = return_to.as_str();
@@ -657,7 +657,7 @@ fn unverified_issuer(token: &str) -> Option<String> {
 async fn backchannel_logout(
     shared: &Shared,
     snap: &Snapshot,
-    req: http::Request<hyper::body::Incoming>,
+    req: http::Request<crate::pipeline::body::ClientBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let metrics = &shared.metrics;
     let invalid = |provider: &str, why: &'static str| {

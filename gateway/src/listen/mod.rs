@@ -5,6 +5,7 @@
 //! accepting, so new connections wait in the kernel's accept queue (counted) until a slot frees.
 //! On the drain signal the loop ends and the socket closes, so new connections are refused.
 
+pub mod quic;
 pub mod tls;
 
 use std::net::SocketAddr;

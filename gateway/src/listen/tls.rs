@@ -201,6 +201,29 @@ pub fn server_config(file: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<Con
     })
 }
 
+/// The QUIC server config of a listener: its TLS config (the same certificates and SNI) with
+/// ALPN `h3`, early data only when `early_data` is on, and the listener's transport limits.
+pub fn quic_config(tls: &rustls::ServerConfig, q: &crate::config::QuicConfig) -> Result<quinn::ServerConfig, String> {
+    let mut tls = tls.clone();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    // QUIC takes 0-RTT either off (0) or on (u32::MAX), nothing between (RFC 9001 §4.6.1).
+    tls.max_early_data_size = if q.early_data { u32::MAX } else { 0 };
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(q.max_streams))
+        // The client's HTTP/3 control stream and QPACK streams, and a little room.
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(8))
+        .stream_receive_window(quinn::VarInt::from_u32(q.stream_window))
+        .receive_window(quinn::VarInt::from_u32(q.connection_window))
+        .max_idle_timeout(Some(
+            q.idle_timeout.try_into().map_err(|e| format!("idle_timeout: {e}"))?,
+        ));
+    sc.transport_config(Arc::new(t));
+    sc.migration(true);
+    Ok(sc)
+}
+
 /// One DER element: its tag and contents, and what follows it.
 fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;

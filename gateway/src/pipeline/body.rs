@@ -86,6 +86,119 @@ impl HttpBody for ProxyBody {
     }
 }
 
+/// The body of a client's request: hyper's for HTTP/1.1 and HTTP/2, or an HTTP/3 request
+/// stream's receiving side.
+pub enum ClientBody {
+    /// HTTP/1.1 or HTTP/2.
+    Hyper(hyper::body::Incoming),
+    /// HTTP/3.
+    H3(H3Body),
+}
+
+impl std::fmt::Debug for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientBody::Hyper(b) => b.fmt(f),
+            ClientBody::H3(b) => f.debug_struct("H3Body").field("state", &b.state).finish(),
+        }
+    }
+}
+
+/// Where an HTTP/3 request body is: in its data frames, at its trailers, or done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum H3State {
+    Data,
+    Trailers,
+    Done,
+}
+
+/// An HTTP/3 request body, read from the request stream frame by frame.
+pub struct H3Body {
+    stream: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>,
+    state: H3State,
+    length: Option<u64>,
+}
+
+impl H3Body {
+    /// The body of a request on `stream`. `length` is its `content-length`; `expect_none` says
+    /// that a request without one has no body (a GET, say), so that it is forwarded without
+    /// one: HTTP/3 does not tell the end of a stream before it is read.
+    pub fn new(
+        stream: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>,
+        length: Option<u64>,
+        expect_none: bool,
+    ) -> Self {
+        let done = length == Some(0) || (length.is_none() && expect_none);
+        Self {
+            stream,
+            state: if done { H3State::Done } else { H3State::Data },
+            length,
+        }
+    }
+}
+
+impl HttpBody for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(inner) => Pin::new(inner).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            ClientBody::H3(b) => loop {
+                match b.state {
+                    H3State::Data => match b.stream.poll_recv_data(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(Some(mut buf))) => {
+                            use bytes::Buf as _;
+                            let bytes = buf.copy_to_bytes(buf.remaining());
+                            if let Some(n) = &mut b.length {
+                                *n = n.saturating_sub(bytes.len() as u64);
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                        }
+                        Poll::Ready(Ok(None)) => b.state = H3State::Trailers,
+                        Poll::Ready(Err(e)) => {
+                            b.state = H3State::Done;
+                            return Poll::Ready(Some(Err(Box::new(e))));
+                        }
+                    },
+                    H3State::Trailers => {
+                        let polled = b.stream.poll_recv_trailers(cx);
+                        if polled.is_ready() {
+                            b.state = H3State::Done;
+                        }
+                        return match polled {
+                            Poll::Pending => Poll::Pending,
+                            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                            Poll::Ready(Ok(None)) => Poll::Ready(None),
+                            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                        };
+                    }
+                    H3State::Done => return Poll::Ready(None),
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(inner) => inner.is_end_stream(),
+            ClientBody::H3(b) => b.state == H3State::Done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(inner) => inner.size_hint(),
+            ClientBody::H3(b) => match (b.state, b.length) {
+                (H3State::Done, _) => SizeHint::with_exact(0),
+                (_, Some(n)) => SizeHint::with_exact(n),
+                _ => SizeHint::default(),
+            },
+        }
+    }
+}
+
 /// A body holding `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
 
 use crate::config::Snapshot;
@@ -37,7 +37,7 @@ use crate::upstream::client::SendError;
 use crate::upstream::Failure;
 use crate::Shared;
 use baseline_engine::{AuthOutcome, Decision};
-use body::{Body, BodyLimitExceeded, Limited, Observed, ProxyBody};
+use body::{Body, BodyLimitExceeded, ClientBody, Limited, Observed, ProxyBody};
 use observe::Observer;
 use opentelemetry::trace::{Span as _, SpanKind};
 use opentelemetry::KeyValue;
@@ -49,7 +49,7 @@ pub type Answer = Response<Observed<ProxyBody>>;
 /// Handles one request from a client connection. Never fails: errors become problem answers.
 /// (The `Result` is what hyper's service wants; returning it here spares wrapping this future,
 /// which would copy it once more per request.)
-pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Answer, Infallible> {
+pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<ClientBody>) -> Result<Answer, Infallible> {
     let snap = shared.snapshot.load_full();
     let trusted = forward::is_trusted(&snap.config.trusted_proxies, conn.peer.ip());
     let request_id = forward::request_id(req.headers(), trusted);
@@ -86,7 +86,11 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
             rescue(&err, rid).map(ProxyBody::local)
         }
     };
-    Ok(finish(resp, obs))
+    let mut answer = finish(resp, obs);
+    if let Some(v) = &conn.alt_svc {
+        answer.headers_mut().insert(header::ALT_SVC, v.clone());
+    }
+    Ok(answer)
 }
 
 fn finish(resp: Response<ProxyBody>, mut obs: Observer) -> Answer {
@@ -97,12 +101,35 @@ fn finish(resp: Response<ProxyBody>, mut obs: Observer) -> Answer {
 }
 
 /// Size of the request head as it would be on the wire in HTTP/1.1, and its field count.
-fn head_size(req: &Request<Incoming>) -> (usize, usize) {
+fn head_size(req: &Request<ClientBody>) -> (usize, usize) {
     let mut size = req.method().as_str().len() + req.uri().path_and_query().map(|p| p.as_str().len()).unwrap_or(1) + 12;
     for (k, v) in req.headers() {
         size += k.as_str().len() + v.len() + 4;
     }
     (size, req.headers().len())
+}
+
+/// A request that came in 0-RTT early data: forwarded with `Early-Data: 1` when its method is
+/// safe and its route takes early data; otherwise refused with 425, to be sent again after the
+/// handshake (RFC 8470 §5.2).
+fn early_data(
+    method: &http::Method,
+    headers: &mut http::HeaderMap,
+    route: &str,
+    allowed: bool,
+) -> Result<(), ProxyError> {
+    let safe = matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS);
+    if !(safe && allowed) {
+        return Err(ProxyError::TooEarly {
+            method: method.to_string(),
+            route: route.to_string(),
+        });
+    }
+    headers.insert(
+        http::HeaderName::from_static("early-data"),
+        HeaderValue::from_static("1"),
+    );
+    Ok(())
 }
 
 /// The token of an `Authorization: Bearer` header (RFC 6750 §2.1), if there is exactly one.
@@ -309,7 +336,7 @@ async fn proxy(
     snap: &Snapshot,
     conn: &ConnInfo,
     obs: &mut Observer,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     trusted: bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // --- head checks
@@ -367,6 +394,11 @@ async fn proxy(
         }
     };
     obs.route = Some(route.clone());
+    // --- 0-RTT early data (RFC 8470): only safe methods on routes that take it, marked.
+    if req.extensions().get::<crate::listen::quic::EarlyData>().is_some() {
+        let method = req.method().clone();
+        early_data(&method, req.headers_mut(), &route.name, route.early_data)?;
+    }
     let stale_ms = snap.config.engine.stale_after.as_millis() as u64;
 
     // --- identify
@@ -668,4 +700,24 @@ pub fn text(status: StatusCode, content_type: &'static str, body: impl Into<Byte
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn early_data_is_forwarded_only_for_safe_methods_on_routes_that_take_it() {
+        let mut h = http::HeaderMap::new();
+        assert!(super::early_data(&http::Method::GET, &mut h, "r", true).is_ok());
+        assert_eq!(h["early-data"], "1");
+        for (m, allowed) in [
+            (http::Method::POST, true),
+            (http::Method::GET, false),
+            (http::Method::DELETE, true),
+        ] {
+            let mut h = http::HeaderMap::new();
+            let e = super::early_data(&m, &mut h, "r", allowed).expect_err("refused");
+            assert_eq!(e.describe().0, http::StatusCode::TOO_EARLY);
+            assert!(h.is_empty());
+        }
+    }
 }

@@ -86,7 +86,7 @@ impl Observer {
     pub fn new(
         conn: Arc<ConnInfo>,
         request_id: http::HeaderValue,
-        req: &http::Request<hyper::body::Incoming>,
+        req: &http::Request<crate::pipeline::body::ClientBody>,
         unrouted: Arc<RouteMetrics>,
         tap: Arc<Tap>,
         trace: RequestTrace,
@@ -250,10 +250,10 @@ impl Drop for Observer {
             upstream: self.upstream,
             bytes_in: self.bytes_in.as_ref().map(|b| b.load(Ordering::Relaxed)).unwrap_or(0),
             bytes_out: self.bytes_out,
-            protocol: if self.conn.protocol == "h2" {
-                Protocol::Http2
-            } else {
-                Protocol::Http1
+            protocol: match self.conn.protocol {
+                "h2" => Protocol::Http2,
+                "h3" => Protocol::Http3,
+                _ => Protocol::Http1,
             },
             tls: self.conn.tls_version,
             client: self.conn.peer.ip(),

@@ -38,6 +38,8 @@ pub struct Route {
     pub requirements: crate::config::Requirements,
     /// How risk decides its requests.
     pub trust: Option<crate::config::TrustConfig>,
+    /// Whether HTTP/3 early data is forwarded for safe methods.
+    pub early_data: bool,
     /// Metric handles.
     pub metrics: Arc<RouteMetrics>,
 }

@@ -114,8 +114,17 @@ pub struct PoolLabels {
 pub struct ConnLabels {
     /// Listener name.
     pub listener: String,
-    /// `http1` or `h2`.
+    /// `http1`, `h2` or `h3`.
     pub protocol: &'static str,
+}
+
+/// Labels of `gateway_quic_handshakes_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `ok`, `failed`, `timeout`, `refused` or `retry`.
+    pub result: &'static str,
 }
 
 /// A single `listener` label.
@@ -342,6 +351,16 @@ pub struct Metrics {
     pub connection_timeouts: Family<TimeoutLabels, Counter>,
     /// `gateway_tls_handshake_errors_total`.
     pub tls_handshake_errors: Family<ListenerLabels, Counter>,
+    /// `gateway_quic_handshakes_total`.
+    pub quic_handshakes: Family<HandshakeLabels, Counter>,
+    /// `gateway_quic_streams_total`.
+    pub quic_streams: Family<ListenerLabels, Counter>,
+    /// `gateway_quic_rtt_seconds`.
+    pub quic_rtt: Family<ListenerLabels, Histogram>,
+    /// `gateway_quic_lost_packets_total`.
+    pub quic_lost_packets: Family<ListenerLabels, Counter>,
+    /// `gateway_quic_migrations_total`.
+    pub quic_migrations: Family<ListenerLabels, Counter>,
     /// `gateway_tls_certificate_expiry_timestamp_seconds`.
     pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
     /// `gateway_config_reloads_total`.
@@ -466,6 +485,12 @@ pub struct Metrics {
     pub build_info: Family<BuildLabels, Gauge>,
 }
 
+fn rtt_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 16,
+    ))
+}
+
 fn risk_histogram() -> Histogram {
     Histogram::new([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 0.95, 1.0])
 }
@@ -501,6 +526,11 @@ impl Metrics {
             connection_timeouts: Family::default(),
             tls_handshake_errors: Family::default(),
             tls_certificate_expiry: Family::default(),
+            quic_handshakes: Family::default(),
+            quic_streams: Family::default(),
+            quic_rtt: Family::new_with_constructor(rtt_histogram as fn() -> Histogram),
+            quic_lost_packets: Family::default(),
+            quic_migrations: Family::default(),
             config_reloads: Family::default(),
             auth_outcomes: Family::default(),
             key_refreshes: Family::default(),
@@ -647,6 +677,32 @@ impl Metrics {
             TLS_HANDSHAKE_ERRORS,
             "Failed TLS handshakes, by listener",
             m.tls_handshake_errors.clone(),
+        );
+        r.register(
+            QUIC_HANDSHAKES,
+            "QUIC connection attempts by listener and result",
+            m.quic_handshakes.clone(),
+        );
+        r.register(
+            QUIC_STREAMS,
+            "HTTP/3 request streams accepted, by listener",
+            m.quic_streams.clone(),
+        );
+        r.register_with_unit(
+            QUIC_RTT,
+            "Smoothed round-trip time of QUIC connections when they close, by listener",
+            prometheus_client::registry::Unit::Seconds,
+            m.quic_rtt.clone(),
+        );
+        r.register(
+            QUIC_LOST_PACKETS,
+            "Packets QUIC connections lost, counted when they close, by listener",
+            m.quic_lost_packets.clone(),
+        );
+        r.register(
+            QUIC_MIGRATIONS,
+            "QUIC connections seen coming from a new client address, by listener",
+            m.quic_migrations.clone(),
         );
         r.register(
             TLS_CERTIFICATE_EXPIRY,

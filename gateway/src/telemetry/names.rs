@@ -31,6 +31,16 @@ pub const CONNECTIONS_PARKED: &str = "connections_parked";
 pub const CONNECTION_TIMEOUTS: &str = "connection_timeouts";
 /// Failed TLS handshakes, by listener (counter).
 pub const TLS_HANDSHAKE_ERRORS: &str = "tls_handshake_errors";
+/// QUIC connection attempts by listener and result (counter).
+pub const QUIC_HANDSHAKES: &str = "quic_handshakes";
+/// HTTP/3 request streams accepted, by listener (counter).
+pub const QUIC_STREAMS: &str = "quic_streams";
+/// Smoothed RTT of QUIC connections at close, by listener (histogram, seconds).
+pub const QUIC_RTT: &str = "quic_rtt";
+/// Packets lost by QUIC connections, by listener (counter).
+pub const QUIC_LOST_PACKETS: &str = "quic_lost_packets";
+/// QUIC connections that moved to a new client address, by listener (counter).
+pub const QUIC_MIGRATIONS: &str = "quic_migrations";
 /// Unix time a listener's certificate expires, by listener and certificate file (gauge).
 pub const TLS_CERTIFICATE_EXPIRY: &str = "tls_certificate_expiry_timestamp_seconds";
 /// Bearer authentication outcomes, by provider, outcome and reason (counter).

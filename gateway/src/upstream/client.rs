@@ -22,7 +22,7 @@ use crate::error::BoxError;
 use crate::pipeline::body::Limited;
 
 /// The request body type sent upstream.
-pub type UpstreamBody = Limited<Incoming>;
+pub type UpstreamBody = Limited<crate::pipeline::body::ClientBody>;
 
 /// A connection's request sender.
 pub type Sender = http1::SendRequest<UpstreamBody>;

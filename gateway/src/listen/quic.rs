@@ -1,0 +1,361 @@
+//! HTTP/3: a QUIC endpoint on a TLS listener's port number over UDP (quinn), serving each
+//! connection with h3 into the same request pipeline as HTTP/1.1 and HTTP/2.
+//!
+//! Each new connection takes the QUIC config of the snapshot current when it arrives, so a reload
+//! (certificates, limits) applies to new connections. Beyond `quic.max_connections` new ones
+//! are refused; beyond `quic.retry_above` a client must first prove its address with a Retry.
+//! On the drain signal the endpoint stops accepting and every connection sends GOAWAY, lets its
+//! requests finish, and closes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::conn::io::ConnState;
+use crate::conn::ConnInfo;
+use crate::pipeline::body::{ClientBody, H3Body};
+use crate::telemetry::{ConnLabels, HandshakeLabels, ListenerLabels, Metrics};
+use crate::Shared;
+
+/// Marks a request that came in 0-RTT early data (its stream opened before the handshake
+/// completed): it could be a replay (RFC 8470).
+#[derive(Debug, Clone, Copy)]
+pub struct EarlyData;
+
+/// Binds the UDP socket of a listener's QUIC endpoint.
+pub fn bind(addr: SocketAddr, config: Arc<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some((*config).clone()),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
+/// The `Alt-Svc` value advertising HTTP/3 on `port` (for a day).
+pub fn alt_svc(port: u16) -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400"))
+        .unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
+/// Per-listener QUIC handles.
+struct Listener {
+    name: Arc<str>,
+    open: AtomicUsize,
+    metrics: Metrics,
+}
+
+impl Listener {
+    fn handshake(&self, result: &'static str) {
+        self.metrics
+            .quic_handshakes
+            .get_or_create(&HandshakeLabels {
+                listener: self.name.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    fn labels(&self) -> ListenerLabels {
+        ListenerLabels {
+            listener: self.name.to_string(),
+        }
+    }
+}
+
+/// Accepts QUIC connections on `endpoint` until `drain` fires.
+pub async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let l = Arc::new(Listener {
+        name,
+        open: AtomicUsize::new(0),
+        metrics: shared.metrics.clone(),
+    });
+    for result in ["ok", "failed", "timeout", "refused", "retry"] {
+        let _ = shared.metrics.quic_handshakes.get_or_create(&HandshakeLabels {
+            listener: l.name.to_string(),
+            result,
+        });
+    }
+    let _ = shared.metrics.quic_streams.get_or_create(&l.labels());
+    let _ = shared.metrics.quic_lost_packets.get_or_create(&l.labels());
+    let _ = shared.metrics.quic_migrations.get_or_create(&l.labels());
+    let _ = shared.metrics.quic_rtt.get_or_create(&l.labels());
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            _ = drain.cancelled() => break,
+        };
+        let snap = shared.snapshot.load();
+        let (Some(sc), Some(q)) = (
+            snap.quic.get(&*l.name).cloned(),
+            snap.config
+                .listeners
+                .iter()
+                .find(|c| *c.name == *l.name)
+                .and_then(|c| c.quic.clone()),
+        ) else {
+            incoming.refuse();
+            continue;
+        };
+        let open = l.open.load(Ordering::Relaxed);
+        if open >= q.max_connections {
+            l.handshake("refused");
+            incoming.refuse();
+            continue;
+        }
+        if open >= q.retry_above && !incoming.remote_address_validated() && incoming.may_retry() {
+            l.handshake("retry");
+            let _ = incoming.retry();
+            continue;
+        }
+        let handshake_timeout = snap.config.limits.header_timeout;
+        match incoming.accept_with(sc) {
+            Ok(connecting) => {
+                let task = serve(
+                    connecting,
+                    q.early_data,
+                    handshake_timeout,
+                    l.clone(),
+                    shared.clone(),
+                    drain.clone(),
+                );
+                tracker.spawn(shared.monitors.connection(task));
+            }
+            Err(e) => {
+                l.handshake("failed");
+                tracing::debug!(listener = %l.name, error = %e, "QUIC connection refused");
+            }
+        }
+    }
+    // No new connections; the open ones send GOAWAY and drain on their own.
+    endpoint.set_server_config(None);
+    tracing::info!(listener = %l.name, "QUIC listener closed");
+    tracker.spawn(async move {
+        endpoint.wait_idle().await;
+    });
+}
+
+/// Counts an open connection for the listener's limits and `gateway_connections_active`.
+struct Open {
+    l: Arc<Listener>,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.l.open.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
+    }
+}
+
+async fn serve(
+    connecting: quinn::Connecting,
+    early_data: bool,
+    handshake_timeout: std::time::Duration,
+    l: Arc<Listener>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+) {
+    let peer = connecting.remote_address();
+    l.open.fetch_add(1, Ordering::Relaxed);
+    let gauge = l
+        .metrics
+        .connections_active
+        .get_or_create(&ConnLabels {
+            listener: l.name.to_string(),
+            protocol: "h3",
+        })
+        .clone();
+    gauge.inc();
+    let _open = Open { l: l.clone(), gauge };
+    // With 0-RTT on, the connection is usable before the handshake completes; requests read
+    // until then may be replayed early data.
+    let (conn, early) = if early_data {
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => {
+                let early = Arc::new(AtomicBool::new(true));
+                let flag = early.clone();
+                tokio::spawn(async move {
+                    let _ = accepted.await;
+                    flag.store(false, Ordering::Release);
+                });
+                (conn, Some(early))
+            }
+            Err(connecting) => match handshake(connecting, handshake_timeout, &l).await {
+                Some(c) => (c, None),
+                None => return,
+            },
+        }
+    } else {
+        match handshake(connecting, handshake_timeout, &l).await {
+            Some(c) => (c, None),
+            None => return,
+        }
+    };
+    if early.is_some() {
+        l.handshake("ok");
+    }
+    let limits = shared.snapshot.load().config.limits.clone();
+    let mut h3 = match h3::server::builder()
+        .max_field_section_size((limits.max_header_bytes.saturating_mul(2).max(16 * 1024)) as u64)
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::debug!(listener = %l.name, %peer, error = %e, "HTTP/3 connection setup failed");
+            return;
+        }
+    };
+    let info = Arc::new(ConnInfo {
+        listener: l.name.clone(),
+        peer,
+        tls: true,
+        protocol: "h3",
+        tls_version: Some(baseline_engine::TlsVersion::Tls13),
+        state: Arc::new(ConnState::new()),
+        peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
+        alt_svc: None,
+    });
+    let streams = l.metrics.quic_streams.get_or_create(&l.labels()).clone();
+    let requests = TaskTracker::new();
+    let mut address = peer;
+    loop {
+        let accepted = tokio::select! {
+            r = h3.accept() => r,
+            _ = drain.cancelled() => {
+                // GOAWAY: no request after the ones accepted; they finish, then the connection closes.
+                let _ = h3.shutdown(0).await;
+                break;
+            }
+        };
+        match accepted {
+            Ok(Some(resolver)) => {
+                streams.inc();
+                // A stream opened before the handshake completed came in 0-RTT early data.
+                let early = early.as_ref().is_some_and(|e| e.load(Ordering::Acquire));
+                let now = conn.remote_address();
+                if now != address {
+                    address = now;
+                    l.metrics.quic_migrations.get_or_create(&l.labels()).inc();
+                }
+                let task = request(resolver, early, shared.clone(), info.clone());
+                requests.spawn(shared.monitors.request(task));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                if !e.is_h3_no_error() {
+                    tracing::debug!(listener = %l.name, %peer, error = %e, "HTTP/3 connection ended with an error");
+                }
+                break;
+            }
+        }
+    }
+    requests.close();
+    requests.wait().await;
+    drop(h3);
+    let stats = conn.stats();
+    l.metrics
+        .quic_rtt
+        .get_or_create(&l.labels())
+        .observe(stats.path.rtt.as_secs_f64());
+    l.metrics
+        .quic_lost_packets
+        .get_or_create(&l.labels())
+        .inc_by(stats.path.lost_packets);
+    conn.close(quinn::VarInt::from_u32(0x100), b""); // H3_NO_ERROR
+}
+
+async fn handshake(
+    connecting: quinn::Connecting,
+    timeout: std::time::Duration,
+    l: &Listener,
+) -> Option<quinn::Connection> {
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(c)) => {
+            l.handshake("ok");
+            Some(c)
+        }
+        Ok(Err(e)) => {
+            l.handshake("failed");
+            tracing::debug!(listener = %l.name, error = %e, "QUIC handshake failed");
+            None
+        }
+        Err(_) => {
+            l.handshake("timeout");
+            None
+        }
+    }
+}
+
+/// One request stream: read the head, run the pipeline, send the answer back as it streams.
+async fn request(
+    resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
+    early: bool,
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+) {
+    let (req, stream) = match resolver.resolve_request().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(listener = %info.listener, peer = %info.peer, error = %e, "HTTP/3 request head refused");
+            return;
+        }
+    };
+    let (mut send, recv) = stream.split();
+    let length = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let bodiless = matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::DELETE | http::Method::TRACE
+    );
+    let mut req = req.map(|()| ClientBody::H3(H3Body::new(recv, length, bodiless)));
+    if early {
+        req.extensions_mut().insert(EarlyData);
+    }
+    let Ok(resp) = crate::pipeline::handle(shared, info.clone(), req).await;
+    let (parts, mut body) = resp.into_parts();
+    if let Err(e) = send.send_response(http::Response::from_parts(parts, ())).await {
+        tracing::debug!(peer = %info.peer, error = %e, "HTTP/3 response head not sent");
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        let sent = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(data) => send.send_data(data).await,
+                Err(f) => match f.into_trailers() {
+                    Ok(t) => send.send_trailers(t).await,
+                    Err(_) => Ok(()),
+                },
+            },
+            Err(e) => {
+                tracing::debug!(peer = %info.peer, error = %e, "HTTP/3 response body broke");
+                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return;
+            }
+        };
+        if let Err(e) = sent {
+            tracing::debug!(peer = %info.peer, error = %e, "HTTP/3 client went away");
+            return;
+        }
+    }
+    let _ = send.finish().await;
+}

@@ -1,0 +1,87 @@
+//! An HTTP/3 client for the tests: quinn for QUIC and h3 for HTTP/3, with rustls (aws-lc-rs).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::{Buf, Bytes};
+use http::{Request, Response};
+
+/// One QUIC connection to the gateway with HTTP/3 on it.
+pub struct H3Client {
+    /// The QUIC connection (for stats and 0-RTT checks).
+    pub conn: quinn::Connection,
+    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    driver: tokio::task::JoinHandle<()>,
+    _endpoint: quinn::Endpoint,
+}
+
+/// A client endpoint on 127.0.0.1 for `tls` (its ALPN is set to `h3`); reusing one endpoint
+/// keeps its session tickets, for 0-RTT.
+pub fn endpoint(tls: &rustls::ClientConfig) -> anyhow::Result<quinn::Endpoint> {
+    let mut tls = tls.clone();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    tls.enable_early_data = true;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    Ok(endpoint)
+}
+
+impl H3Client {
+    /// Connects to `addr` as `server_name`, with a new endpoint.
+    pub async fn connect(addr: SocketAddr, server_name: &str, tls: &rustls::ClientConfig) -> anyhow::Result<Self> {
+        let endpoint = endpoint(tls)?;
+        let conn = endpoint.connect(addr, server_name)?.await?;
+        Self::over(endpoint, conn).await
+    }
+
+    /// HTTP/3 on an established connection.
+    pub async fn over(endpoint: quinn::Endpoint, conn: quinn::Connection) -> anyhow::Result<Self> {
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await?;
+        let driver = tokio::spawn(async move {
+            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        Ok(Self {
+            conn,
+            send,
+            driver,
+            _endpoint: endpoint,
+        })
+    }
+
+    /// Sends `req` with `body` (none when empty) and reads the whole answer.
+    pub async fn send(&self, req: Request<()>, body: Bytes) -> anyhow::Result<(Response<()>, Bytes)> {
+        self.send_chunks(req, if body.is_empty() { Vec::new() } else { vec![body] })
+            .await
+    }
+
+    /// Sends `req` with its body in `chunks` (each one DATA frame) and reads the whole answer.
+    pub async fn send_chunks(&self, req: Request<()>, chunks: Vec<Bytes>) -> anyhow::Result<(Response<()>, Bytes)> {
+        let mut send = self.send.clone();
+        let mut stream = send.send_request(req).await.context("send_request")?;
+        for c in chunks {
+            stream.send_data(c).await.context("send_data")?;
+        }
+        stream.finish().await.context("finish")?;
+        let resp = stream.recv_response().await.context("recv_response")?;
+        let mut body = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await.context("recv_data")? {
+            let n = chunk.remaining();
+            body.extend_from_slice(&chunk.copy_to_bytes(n));
+        }
+        Ok((resp, Bytes::from(body)))
+    }
+
+    /// A GET for `path` on `host`.
+    pub fn get(host: &str, path: &str) -> Request<()> {
+        Request::get(format!("https://{host}{path}")).body(()).expect("request")
+    }
+}
+
+impl Drop for H3Client {
+    fn drop(&mut self) {
+        self.conn.close(quinn::VarInt::from_u32(0x100), b"");
+        self.driver.abort();
+    }
+}
