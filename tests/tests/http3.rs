@@ -336,3 +336,93 @@ async fn retry_under_load_and_the_connection_cap() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+fn leaf(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    certs.first().map(|c| c.to_vec())
+}
+
+/// A reload with a new certificate reaches new QUIC connections; open ones keep going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_new_quic_connections() -> anyhow::Result<()> {
+    let s = gateway("quic: {}", "", "").await?;
+    let tls = client_tls(&s.pki);
+    let old = H3Client::connect(s.gw.addr("https"), "app.test", &tls).await?;
+    let before = leaf(&old.conn);
+    assert!(before.is_some());
+    let (cert, key) = s.pki.leaf("leaf-next", &["localhost", "app.test"])?;
+    std::fs::copy(&cert, s.pki.dir.path().join("leaf.pem"))?;
+    std::fs::copy(&key, s.pki.dir.path().join("leaf.key"))?;
+    s.gw.gw.reload().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let new = H3Client::connect(s.gw.addr("https"), "app.test", &tls).await?;
+    let after = leaf(&new.conn);
+    assert_ne!(before, after, "the new connection got the new certificate");
+    use rustls::pki_types::pem::PemObject;
+    let next = rustls::pki_types::CertificateDer::from_pem_slice(&std::fs::read(&cert)?)?;
+    assert_eq!(after, Some(next.to_vec()));
+    assert_eq!(
+        new.send(H3Client::get("app.test", "/x"), Bytes::new())
+            .await?
+            .0
+            .status(),
+        200
+    );
+    assert_eq!(
+        old.send(H3Client::get("app.test", "/x"), Bytes::new())
+            .await?
+            .0
+            .status(),
+        200
+    );
+    Ok(())
+}
+
+/// On shutdown every HTTP/3 connection gets GOAWAY: the request in flight completes, nothing
+/// new is taken, and the endpoint stops accepting connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_goaway_and_drains_http3() -> anyhow::Result<()> {
+    let Setup { gw, pki, _up } = gateway("quic: {}", "", "").await?;
+    let addr = gw.addr("https");
+    let tls = client_tls(&pki);
+    let client = Arc::new(H3Client::connect(addr, "app.test", &tls).await?);
+    let c = client.clone();
+    let slow = tokio::spawn(async move { c.send(H3Client::get("app.test", "/delay/800"), Bytes::new()).await });
+    gateway_tests::assert_eventually!(
+        metric(
+            &gw.metrics().await?,
+            "gateway_quic_streams_total",
+            &[("listener", "https")]
+        ) == Some(1.0),
+        "the slow request is in flight"
+    );
+    let admin = gw.admin_addr();
+    let TestGateway { gw, dir: _dir } = gw;
+    let stopping = tokio::spawn(gw.shutdown(Duration::from_secs(10)));
+    gateway_tests::assert_eventually!(
+        gateway_tests::get(&format!("http://{admin}/readyz"))
+            .await
+            .map(|r| r.status())
+            .ok()
+            != Some(http::StatusCode::OK),
+        "the gateway began draining"
+    );
+    // While the slow request drains, new connections are refused.
+    assert!(
+        H3Client::connect(addr, "app.test", &tls).await.is_err(),
+        "a new connection was accepted"
+    );
+    let (resp, _) = slow.await??;
+    assert_eq!(resp.status(), 200, "the request in flight completed");
+    assert!(stopping.await?, "drained within the deadline");
+    assert!(
+        client
+            .send(H3Client::get("app.test", "/x"), Bytes::new())
+            .await
+            .is_err(),
+        "a request after GOAWAY was taken"
+    );
+    Ok(())
+}

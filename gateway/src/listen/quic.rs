@@ -94,11 +94,12 @@ pub async fn accept_loop(
     let _ = shared.metrics.quic_rtt.get_or_create(&l.labels());
     loop {
         let incoming = tokio::select! {
+            biased;
+            _ = drain.cancelled() => break,
             i = endpoint.accept() => match i {
                 Some(i) => i,
                 None => break,
             },
-            _ = drain.cancelled() => break,
         };
         let snap = shared.snapshot.load();
         let (Some(sc), Some(q)) = (
@@ -142,11 +143,22 @@ pub async fn accept_loop(
             }
         }
     }
-    // No new connections; the open ones send GOAWAY and drain on their own.
-    endpoint.set_server_config(None);
+    // No new connections: they are refused while the open ones send GOAWAY, finish their
+    // requests and close.
     tracing::info!(listener = %l.name, "QUIC listener closed");
     tracker.spawn(async move {
-        endpoint.wait_idle().await;
+        loop {
+            tokio::select! {
+                i = endpoint.accept() => match i {
+                    Some(i) => {
+                        l.handshake("refused");
+                        i.refuse();
+                    }
+                    None => break,
+                },
+                _ = endpoint.wait_idle() => break,
+            }
+        }
     });
 }
 
@@ -268,6 +280,13 @@ async fn serve(
     }
     requests.close();
     requests.wait().await;
+    if drain.is_cancelled() {
+        // Closing (also by dropping the HTTP/3 connection) discards what the peer has not
+        // acknowledged yet: give the last answers a few round trips to arrive (the client may
+        // also close first).
+        let settle = std::time::Duration::from_millis(250) + conn.rtt() * 4;
+        let _ = tokio::time::timeout(settle, conn.closed()).await;
+    }
     drop(h3);
     let stats = conn.stats();
     l.metrics
