@@ -1,1 +1,111 @@
-//! Load harness and benches for the gateway; see `bench/README.md`.
+//! Load harness and benches for the gateway; see `bench/README.md`. The library holds what the
+//! load drivers share: child processes, ports, CPU time from `/proc`, medians.
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// A child process stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Proc {
+    /// Starts `cmd`; `name` is for messages.
+    pub fn spawn(name: &'static str, cmd: &mut Command) -> anyhow::Result<Proc> {
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Proc { name, child })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("{} did not stop; killing", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free on 127.0.0.1 now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until something listens on 127.0.0.1:`port` (5 s at most).
+pub fn wait_port(port: u16) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("port {port} never opened")
+}
+
+/// The pid and every descendant (nginx's workers are children of its master).
+pub fn process_tree(root: u32) -> Vec<u32> {
+    let mut pids = vec![root];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    let all: Vec<(u32, u32)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = stat.rsplit_once(')')?.1;
+            let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut i = 0;
+    while i < pids.len() {
+        let p = pids[i];
+        pids.extend(all.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    pids
+}
+
+/// User + system CPU seconds of a process tree.
+pub fn cpu_seconds(root: u32) -> f64 {
+    let tck = 100.0; // CLK_TCK on Linux
+    process_tree(root)
+        .iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            // after ')' the fields start at #3 (state): utime is #14, stime #15.
+            let ut: f64 = f.get(11)?.parse().ok()?;
+            let st: f64 = f.get(12)?.parse().ok()?;
+            Some((ut + st) / tck)
+        })
+        .sum()
+}
+
+/// The median of the finite values (NaN when there are none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
