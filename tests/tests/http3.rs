@@ -262,9 +262,8 @@ async fn streams_beyond_the_limit_wait() -> anyhow::Result<()> {
 }
 
 /// 0-RTT: off by default (the session ticket allows no early data), offered when
-/// `quic.early_data` is on. What early requests get (425, or `Early-Data: 1` upstream) is held
-/// by the pipeline's unit test: over loopback, whether a request is read before the handshake
-/// completes is a race this test cannot fix.
+/// `quic.early_data` is on. What an early request gets (425, or `Early-Data: 1` upstream) is
+/// held by the pipeline's unit test `early_data_is_forwarded_only_for_safe_methods_on_routes_that_take_it`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_rtt_is_refused_by_default_and_offered_when_on() -> anyhow::Result<()> {
     for (quic, offered) in [("quic: {}", false), ("quic: { early_data: true }", true)] {

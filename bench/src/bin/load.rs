@@ -17,9 +17,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use gateway_bench::{cpu_seconds, free_port, median, wait_port, Proc};
 use bytes::Bytes;
 use clap::Parser;
+use gateway_bench::{cpu_seconds, free_port, median, wait_port, Proc};
 use http_body_util::BodyExt;
 
 #[derive(Parser, Debug)]

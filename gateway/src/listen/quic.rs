@@ -8,7 +8,7 @@
 //! requests finish, and closes.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -197,43 +197,41 @@ async fn serve(
     let _open = Open { l: l.clone(), gauge };
     // With 0-RTT on, the connection is usable before the handshake completes; requests read
     // until then may be replayed early data.
-    let (conn, early) = if early_data {
+    let (conn, zero_rtt) = if early_data {
         match connecting.into_0rtt() {
-            Ok((conn, accepted)) => {
-                let early = Arc::new(AtomicBool::new(true));
-                let flag = early.clone();
-                tokio::spawn(async move {
-                    let _ = accepted.await;
-                    flag.store(false, Ordering::Release);
-                });
-                (conn, Some(early))
-            }
+            Ok((conn, _accepted)) => (conn, true),
             Err(connecting) => match handshake(connecting, handshake_timeout, &l).await {
-                Some(c) => (c, None),
+                Some(c) => (c, false),
                 None => return,
             },
         }
     } else {
         match handshake(connecting, handshake_timeout, &l).await {
-            Some(c) => (c, None),
+            Some(c) => (c, false),
             None => return,
         }
     };
-    if early.is_some() {
+    if zero_rtt {
         l.handshake("ok");
     }
     let limits = shared.snapshot.load().config.limits.clone();
     // No grease frames and settings: they only exercise the client's tolerance, at a cost per
     // stream.
-    let mut h3 = match h3::server::builder()
+    let mut builder = h3::server::builder();
+    let setup = builder
         .send_grease(false)
         .max_field_section_size((limits.max_header_bytes.saturating_mul(2).max(16 * 1024)) as u64)
-        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
-        .await
-    {
-        Ok(h) => h,
-        Err(e) => {
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()));
+    // Bounded like a handshake: a connection that cannot open its control stream holds nothing.
+    let mut h3 = match tokio::time::timeout(handshake_timeout, setup).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
             tracing::debug!(listener = %l.name, %peer, error = %e, "HTTP/3 connection setup failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(listener = %l.name, %peer, "HTTP/3 connection setup timed out");
+            conn.close(quinn::VarInt::from_u32(0x102), b""); // H3_INTERNAL_ERROR
             return;
         }
     };
@@ -262,8 +260,8 @@ async fn serve(
         match accepted {
             Ok(Some(resolver)) => {
                 streams.inc();
-                // A stream opened before the handshake completed came in 0-RTT early data.
-                let early = early.as_ref().is_some_and(|e| e.load(Ordering::Acquire));
+                // A stream read before the handshake completed came in 0-RTT early data.
+                let early = zero_rtt && handshaking(&conn);
                 let now = conn.remote_address();
                 if now != address {
                     address = now;
@@ -301,6 +299,14 @@ async fn serve(
         .get_or_create(&l.labels())
         .inc_by(stats.path.lost_packets);
     conn.close(quinn::VarInt::from_u32(0x100), b""); // H3_NO_ERROR
+}
+
+/// Whether the TLS handshake is still under way: keying material can only be exported from a
+/// complete one (RFC 8446 §7.5). quinn reads packets in order, so a request stream that arrives
+/// with or after the client's Finished finds the handshake complete.
+fn handshaking(conn: &quinn::Connection) -> bool {
+    conn.export_keying_material(&mut [0u8; 1], b"EXPORTER-gateway-handshake-probe", b"")
+        .is_err()
 }
 
 async fn handshake(
