@@ -425,3 +425,34 @@ async fn shutdown_sends_goaway_and_drains_http3() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A client that moves to a new address (its endpoint rebinds to another socket, as after a
+/// NAT rebinding or a network change) keeps its connection, and the move is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_survives_a_move_to_a_new_address() -> anyhow::Result<()> {
+    let s = gateway("quic: {}", "", "").await?;
+    let endpoint = gateway_tests::h3::endpoint(&client_tls(&s.pki))?;
+    let conn = endpoint.connect(s.gw.addr("https"), "app.test")?.await?;
+    let client = H3Client::over(endpoint.clone(), conn).await?;
+    assert_eq!(
+        client
+            .send(H3Client::get("app.test", "/x"), Bytes::new())
+            .await?
+            .0
+            .status(),
+        200
+    );
+    endpoint.rebind(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
+    let (resp, body) = client.send(H3Client::get("app.test", "/moved"), Bytes::new()).await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(&body)["path"], "/moved");
+    assert_eq!(
+        metric(
+            &s.gw.metrics().await?,
+            "gateway_quic_migrations_total",
+            &[("listener", "https")]
+        ),
+        Some(1.0)
+    );
+    Ok(())
+}
