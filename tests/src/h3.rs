@@ -63,7 +63,9 @@ impl H3Client {
         for c in chunks {
             stream.send_data(c).await.context("send_data")?;
         }
-        stream.finish().await.context("finish")?;
+        // A server may answer without reading the rest of the request and stop the client
+        // sending (RFC 9114 §4.1): the answer still counts.
+        let _ = stream.finish().await;
         let resp = stream.recv_response().await.context("recv_response")?;
         let mut body = Vec::new();
         while let Some(mut chunk) = stream.recv_data().await.context("recv_data")? {
@@ -83,5 +85,51 @@ impl Drop for H3Client {
     fn drop(&mut self) {
         self.conn.close(quinn::VarInt::from_u32(0x100), b"");
         self.driver.abort();
+    }
+}
+
+/// A UDP relay on 127.0.0.1 between a client and `target` that drops every `nth` datagram
+/// the server sends: a lossy path, for loss recovery.
+pub struct LossyPath {
+    /// Where clients send.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LossyPath {
+    /// Starts relaying to `target`.
+    pub async fn start(target: SocketAddr, nth: u64) -> anyhow::Result<Self> {
+        let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        back.connect(target).await?;
+        let addr = front.local_addr()?;
+        let task = tokio::spawn(async move {
+            let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+            let (f, b, c) = (front.clone(), back.clone(), client.clone());
+            let answers = tokio::spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                let mut count = 0u64;
+                while let Ok(n) = b.recv(&mut buf).await {
+                    count += 1;
+                    let to = *c.lock().expect("client address");
+                    if let (Some(to), false) = (to, count % nth == 0) {
+                        let _ = f.send_to(&buf[..n], to).await;
+                    }
+                }
+            });
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                *client.lock().expect("client address") = Some(from);
+                let _ = back.send(&buf[..n]).await;
+            }
+            answers.abort();
+        });
+        Ok(Self { addr, task })
+    }
+}
+
+impl Drop for LossyPath {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -456,3 +456,28 @@ async fn a_connection_survives_a_move_to_a_new_address() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Over a path that loses one datagram in ten from the gateway, a 4 MiB answer still arrives
+/// whole (QUIC recovers), and the losses are counted when the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losses_are_recovered_and_counted() -> anyhow::Result<()> {
+    let s = gateway("quic: {}", "", "").await?;
+    let path = gateway_tests::h3::LossyPath::start(s.gw.addr("https"), 10).await?;
+    let client = H3Client::connect(path.addr, "app.test", &client_tls(&s.pki)).await?;
+    let (resp, body) = client
+        .send(H3Client::get("app.test", "/bytes/4194304"), Bytes::new())
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body.len(), 4 << 20);
+    drop(client);
+    gateway_tests::assert_eventually!(
+        metric(
+            &s.gw.metrics().await?,
+            "gateway_quic_lost_packets_total",
+            &[("listener", "https")]
+        )
+        .is_some_and(|n| n > 0.0),
+        "the lost packets are counted"
+    );
+    Ok(())
+}

@@ -117,6 +117,19 @@ pub struct H3Body {
     stream: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>,
     state: H3State,
     length: Option<u64>,
+    /// Whether the stream was read to its end.
+    finished: bool,
+}
+
+impl Drop for H3Body {
+    fn drop(&mut self) {
+        // Not read to its end (a GET's stream, or a body the answer did not need): ask the
+        // client to stop sending with H3_NO_ERROR, as RFC 9114 §4.1 says, rather than with the
+        // transport's bare 0.
+        if !self.finished {
+            self.stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+        }
+    }
 }
 
 impl H3Body {
@@ -133,6 +146,7 @@ impl H3Body {
             stream,
             state: if done { H3State::Done } else { H3State::Data },
             length,
+            finished: false,
         }
     }
 }
@@ -166,6 +180,9 @@ impl HttpBody for ClientBody {
                         let polled = b.stream.poll_recv_trailers(cx);
                         if polled.is_ready() {
                             b.state = H3State::Done;
+                        }
+                        if matches!(polled, Poll::Ready(Ok(_))) {
+                            b.finished = true;
                         }
                         return match polled {
                             Poll::Pending => Poll::Pending,
