@@ -106,6 +106,11 @@ impl Notifier {
 
     /// Resolves the alert `name` with `labels`, if it is firing.
     pub fn resolve(&mut self, name: &str, labels: &[(&str, &str)], now_ms: u64) {
+        // Called for every series back in its band at every tick: nothing to build when nothing
+        // fires.
+        if self.firing.is_empty() {
+            return;
+        }
         let key = self.key(name, labels);
         if let Some(f) = self.firing.remove(&key) {
             self.changed.push(self.document(&key, &f, Some(now_ms), now_ms));
