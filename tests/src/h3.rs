@@ -88,48 +88,73 @@ impl Drop for H3Client {
     }
 }
 
-/// A UDP relay on 127.0.0.1 between a client and `target` that drops every `nth` datagram
-/// the server sends: a lossy path, for loss recovery.
-pub struct LossyPath {
+/// A UDP relay on 127.0.0.1 between a client and `target` that spoils what the server sends:
+/// drops every `nth` datagram (a lossy path, for loss recovery) or holds each back for a while
+/// (a long path one way, so that a handshake stays incomplete while the client sends).
+pub struct UdpPath {
     /// Where clients send.
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    tasks: [tokio::task::JoinHandle<()>; 3],
 }
 
-impl LossyPath {
-    /// Starts relaying to `target`.
-    pub async fn start(target: SocketAddr, nth: u64) -> anyhow::Result<Self> {
+impl UdpPath {
+    /// Drops every `nth` datagram from `target`.
+    pub async fn lossy(target: SocketAddr, nth: u64) -> anyhow::Result<Self> {
+        Self::start(target, Some(nth), std::time::Duration::ZERO).await
+    }
+
+    /// Delays every datagram from `target` by `delay`, keeping their order.
+    pub async fn slow(target: SocketAddr, delay: std::time::Duration) -> anyhow::Result<Self> {
+        Self::start(target, None, delay).await
+    }
+
+    async fn start(target: SocketAddr, drop_every: Option<u64>, delay: std::time::Duration) -> anyhow::Result<Self> {
         let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
         let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
         back.connect(target).await?;
         let addr = front.local_addr()?;
-        let task = tokio::spawn(async move {
-            let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
-            let (f, b, c) = (front.clone(), back.clone(), client.clone());
-            let answers = tokio::spawn(async move {
-                let mut buf = vec![0u8; 65_536];
-                let mut count = 0u64;
-                while let Ok(n) = b.recv(&mut buf).await {
-                    count += 1;
-                    let to = *c.lock().expect("client address");
-                    if let (Some(to), false) = (to, count % nth == 0) {
-                        let _ = f.send_to(&buf[..n], to).await;
-                    }
+        let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+        let (f, c) = (front.clone(), client.clone());
+        let deliver = tokio::spawn(async move {
+            while let Some((due, datagram)) = rx.recv().await {
+                tokio::time::sleep_until(due).await;
+                let to = *c.lock().expect("client address");
+                if let Some(to) = to {
+                    let _ = f.send_to(&datagram, to).await;
                 }
-            });
+            }
+        });
+        let b = back.clone();
+        let answers = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            let mut count = 0u64;
+            while let Ok(n) = b.recv(&mut buf).await {
+                count += 1;
+                if drop_every.is_some_and(|nth| count % nth == 0) {
+                    continue;
+                }
+                let _ = tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
+            }
+        });
+        let requests = tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             while let Ok((n, from)) = front.recv_from(&mut buf).await {
                 *client.lock().expect("client address") = Some(from);
                 let _ = back.send(&buf[..n]).await;
             }
-            answers.abort();
         });
-        Ok(Self { addr, task })
+        Ok(Self {
+            addr,
+            tasks: [deliver, answers, requests],
+        })
     }
 }
 
-impl Drop for LossyPath {
+impl Drop for UdpPath {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }

@@ -261,28 +261,60 @@ async fn streams_beyond_the_limit_wait() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// 0-RTT: off by default (the session ticket allows no early data), offered when
-/// `quic.early_data` is on. What an early request gets (425, or `Early-Data: 1` upstream) is
-/// held by the pipeline's unit test `early_data_is_forwarded_only_for_safe_methods_on_routes_that_take_it`.
+/// 0-RTT: off by default (the session ticket allows no early data). With `quic.early_data`
+/// on, requests sent in early data (the path holds the gateway's packets back, so the handshake
+/// is still under way when they arrive) are forwarded with `Early-Data: 1` when safe on a route
+/// that takes early data, and answered 425 otherwise; once the handshake completes, the same
+/// connection's requests are ordinary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zero_rtt_is_refused_by_default_and_offered_when_on() -> anyhow::Result<()> {
+async fn zero_rtt_is_refused_by_default_and_early_requests_are_marked_or_refused() -> anyhow::Result<()> {
+    let early_route =
+        "  - { name: early, upstream: up, early_data: true, match: { host: app.test, path_prefix: /early } }";
     for (quic, offered) in [("quic: {}", false), ("quic: { early_data: true }", true)] {
-        let s = gateway(quic, "", "").await?;
+        let s = gateway(quic, early_route, "").await?;
         let endpoint = gateway_tests::h3::endpoint(&client_tls(&s.pki))?;
         let first = endpoint.connect(s.gw.addr("https"), "app.test")?.await?;
         let c = H3Client::over(endpoint.clone(), first).await?;
         c.send(H3Client::get("app.test", "/x"), Bytes::new()).await?; // the session ticket arrives
         drop(c);
-        let connecting = endpoint.connect(s.gw.addr("https"), "app.test")?;
-        match connecting.into_0rtt() {
-            Ok((conn, _)) => {
-                assert!(offered, "0-RTT offered while quic.early_data is off");
-                let c = H3Client::over(endpoint.clone(), conn).await?;
-                let (resp, _) = c.send(H3Client::get("app.test", "/x"), Bytes::new()).await?;
-                assert!(resp.status() == 200 || resp.status() == 425, "{}", resp.status());
-            }
-            Err(_) => assert!(!offered, "0-RTT not offered with quic.early_data on"),
+        let path = gateway_tests::h3::UdpPath::slow(s.gw.addr("https"), Duration::from_millis(400)).await?;
+        let Ok((conn, accepted)) = endpoint.connect(path.addr, "app.test")?.into_0rtt() else {
+            assert!(!offered, "0-RTT not offered with quic.early_data on");
+            continue;
+        };
+        assert!(offered, "0-RTT offered while quic.early_data is off");
+        let c = H3Client::over(endpoint.clone(), conn).await?;
+        let post = |path: &str| {
+            http::Request::post(format!("https://app.test{path}"))
+                .body(())
+                .map_err(anyhow::Error::from)
+        };
+        // All three leave in 0-RTT packets, before the gateway's first flight reaches the client.
+        let (get, unsafe_method, other_route) = tokio::join!(
+            c.send(H3Client::get("app.test", "/early/a"), Bytes::new()),
+            c.send(post("/early/b")?, Bytes::from_static(b"once")),
+            c.send(H3Client::get("app.test", "/x"), Bytes::new()),
+        );
+        let (resp, body) = get?;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(json(&body)["headers"]["early-data"], "1", "{}", json(&body));
+        for (what, r) in [("a POST", unsafe_method?), ("a route without early_data", other_route?)] {
+            assert_eq!(r.0.status(), 425, "{what} in early data");
+            assert_eq!(
+                json(&r.1)["type"],
+                "urn:gateway:problem:too-early",
+                "{what}: {}",
+                json(&r.1)
+            );
         }
+        // After the handshake: the POST sent again goes through, unmarked.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), accepted).await?,
+            "the handshake completes with the early data accepted"
+        );
+        let (resp, body) = c.send(post("/early/b")?, Bytes::from_static(b"once")).await?;
+        assert_eq!(resp.status(), 200);
+        assert!(json(&body)["headers"].get("early-data").is_none(), "{}", json(&body));
     }
     Ok(())
 }
@@ -427,13 +459,20 @@ async fn shutdown_sends_goaway_and_drains_http3() -> anyhow::Result<()> {
 }
 
 /// A client that moves to a new address (its endpoint rebinds to another socket, as after a
-/// NAT rebinding or a network change) keeps its connection, and the move is counted.
+/// NAT rebinding or a network change) keeps its connection, the move is counted, and the
+/// requests that follow are seen as coming from the new address (span `client.port`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_survives_a_move_to_a_new_address() -> anyhow::Result<()> {
-    let s = gateway("quic: {}", "", "").await?;
+    let receiver = gateway_tests::OtlpReceiver::start().await?;
+    let traces = format!(
+        "telemetry: {{ traces: {{ endpoint: \"http://{}\", protocol: grpc, sampling_ratio: 1.0 }} }}",
+        receiver.grpc
+    );
+    let s = gateway("quic: {}", "", &traces).await?;
     let endpoint = gateway_tests::h3::endpoint(&client_tls(&s.pki))?;
     let conn = endpoint.connect(s.gw.addr("https"), "app.test")?.await?;
     let client = H3Client::over(endpoint.clone(), conn).await?;
+    let before = endpoint.local_addr()?.port();
     assert_eq!(
         client
             .send(H3Client::get("app.test", "/x"), Bytes::new())
@@ -443,6 +482,7 @@ async fn a_connection_survives_a_move_to_a_new_address() -> anyhow::Result<()> {
         200
     );
     endpoint.rebind(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
+    let after = endpoint.local_addr()?.port();
     let (resp, body) = client.send(H3Client::get("app.test", "/moved"), Bytes::new()).await?;
     assert_eq!(resp.status(), 200);
     assert_eq!(json(&body)["path"], "/moved");
@@ -454,6 +494,19 @@ async fn a_connection_survives_a_move_to_a_new_address() -> anyhow::Result<()> {
         ),
         Some(1.0)
     );
+    drop(client);
+    // Stopping flushes the span exporter.
+    let Setup { gw, pki: _pki, _up } = s;
+    gw.gw.shutdown(Duration::from_secs(5)).await;
+    let spans = receiver.spans(2).await;
+    let port = |path: &str| {
+        spans
+            .iter()
+            .find(|s| s.attr("url.path").as_deref() == Some(path))
+            .and_then(|s| s.attr("client.port"))
+    };
+    assert_eq!(port("/x"), Some(before.to_string()));
+    assert_eq!(port("/moved"), Some(after.to_string()), "the request after the move");
     Ok(())
 }
 
@@ -462,7 +515,7 @@ async fn a_connection_survives_a_move_to_a_new_address() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losses_are_recovered_and_counted() -> anyhow::Result<()> {
     let s = gateway("quic: {}", "", "").await?;
-    let path = gateway_tests::h3::LossyPath::start(s.gw.addr("https"), 10).await?;
+    let path = gateway_tests::h3::UdpPath::lossy(s.gw.addr("https"), 10).await?;
     let client = H3Client::connect(path.addr, "app.test", &client_tls(&s.pki)).await?;
     let (resp, body) = client
         .send(H3Client::get("app.test", "/bytes/4194304"), Bytes::new())

@@ -43,6 +43,23 @@ pub struct ConnInfo {
     pub alt_svc: Option<http::HeaderValue>,
 }
 
+impl ConnInfo {
+    /// The same connection seen from a new client address (an HTTP/3 connection that
+    /// migrated): the requests that follow are forwarded and scored as coming from there.
+    pub fn moved_to(&self, peer: SocketAddr) -> Self {
+        Self {
+            listener: self.listener.clone(),
+            peer,
+            tls: self.tls,
+            protocol: self.protocol,
+            tls_version: self.tls_version,
+            state: self.state.clone(),
+            peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
+            alt_svc: self.alt_svc.clone(),
+        }
+    }
+}
+
 /// Per-listener handles, resolved once.
 #[derive(Debug)]
 pub struct ListenerCtx {

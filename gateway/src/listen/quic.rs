@@ -198,6 +198,16 @@ async fn serve(
     // With 0-RTT on, the connection is usable before the handshake completes; requests read
     // until then may be replayed early data.
     let (conn, zero_rtt) = if early_data {
+        // Not before the ClientHello is read whole (with a hybrid key share it spans two
+        // datagrams): until then the client's transport parameters are unknown, no stream can
+        // be opened, and quinn does not wake a stream opener when they arrive.
+        let mut connecting = connecting;
+        if bounded(connecting.handshake_data(), handshake_timeout, &l)
+            .await
+            .is_none()
+        {
+            return;
+        }
         match connecting.into_0rtt() {
             Ok((conn, _accepted)) => (conn, true),
             Err(connecting) => match handshake(connecting, handshake_timeout, &l).await {
@@ -235,7 +245,7 @@ async fn serve(
             return;
         }
     };
-    let info = Arc::new(ConnInfo {
+    let mut info = Arc::new(ConnInfo {
         listener: l.name.clone(),
         peer,
         tls: true,
@@ -266,6 +276,8 @@ async fn serve(
                 if now != address {
                     address = now;
                     l.metrics.quic_migrations.get_or_create(&l.labels()).inc();
+                    tracing::debug!(listener = %l.name, from = %info.peer, to = %now, "HTTP/3 connection moved to a new client address");
+                    info = Arc::new(info.moved_to(now));
                 }
                 let task = request(resolver, early, shared.clone(), info.clone());
                 requests.spawn(shared.monitors.request(task));
@@ -314,11 +326,19 @@ async fn handshake(
     timeout: std::time::Duration,
     l: &Listener,
 ) -> Option<quinn::Connection> {
-    match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(c)) => {
-            l.handshake("ok");
-            Some(c)
-        }
+    let c = bounded(connecting, timeout, l).await?;
+    l.handshake("ok");
+    Some(c)
+}
+
+/// A step of the handshake within `timeout`; a failure or timeout is counted and ends it.
+async fn bounded<T>(
+    step: impl std::future::Future<Output = Result<T, quinn::ConnectionError>>,
+    timeout: std::time::Duration,
+    l: &Listener,
+) -> Option<T> {
+    match tokio::time::timeout(timeout, step).await {
+        Ok(Ok(c)) => Some(c),
         Ok(Err(e)) => {
             l.handshake("failed");
             tracing::debug!(listener = %l.name, error = %e, "QUIC handshake failed");

@@ -178,6 +178,7 @@ impl Observer {
             KeyValue::new("http.request.method", self.method.to_string()),
             KeyValue::new("url.path", self.uri.path().to_string()),
             KeyValue::new("client.address", self.conn.peer.ip().to_string()),
+            KeyValue::new("client.port", i64::from(self.conn.peer.port())),
             KeyValue::new("network.protocol.name", "http"),
             KeyValue::new("gateway.listener", self.conn.listener.to_string()),
             KeyValue::new("gateway.request_id", self.request_id.to_str().unwrap_or("").to_string()),
