@@ -58,13 +58,28 @@ fn json(body: &Bytes) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_post_many_streams_and_an_unknown_host_over_http3() -> anyhow::Result<()> {
-    let s = gateway("quic: {}", "", "").await?;
+    let s = gateway("quic: {}", "", "engine: { enabled: false }").await?;
+    let (mut events, _) = s.gw.gw.shared().tap.take_receiver().expect("the tap's receiver");
     let addr = s.gw.addr("https");
     let client = H3Client::connect(addr, "app.test", &client_tls(&s.pki)).await?;
 
     // GET: proxied with the forwarding headers, answered with the request id.
     let (resp, body) = client.send(H3Client::get("app.test", "/hello"), Bytes::new()).await?;
     assert_eq!(resp.status(), 200);
+    // Its telemetry event says HTTP/3 over TLS 1.3.
+    let e = tokio::time::timeout(gateway_tests::patience(), events.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the tap closed"))?;
+    assert_eq!(e.route.as_deref(), Some("app"));
+    assert_eq!(e.status, 200);
+    assert_eq!(
+        (e.protocol, e.tls),
+        (
+            baseline_engine::Protocol::Http3,
+            Some(baseline_engine::TlsVersion::Tls13)
+        )
+    );
+    assert_eq!(e.bytes_out, body.len() as u64);
     assert!(resp.headers().contains_key("x-request-id"));
     assert!(!resp.headers().contains_key("alt-svc"), "no Alt-Svc on HTTP/3 itself");
     let doc = json(&body);
@@ -374,6 +389,47 @@ fn leaf(conn: &quinn::Connection) -> Option<Vec<u8>> {
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .ok()?;
     certs.first().map(|c| c.to_vec())
+}
+
+/// The QUIC endpoint picks its certificate by SNI from the listener's certificates, as the
+/// HTTPS listener does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_certificate_over_quic() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let pki = TestPki::new()?;
+    let (a_cert, a_key) = pki.leaf("a", &["a.test"])?;
+    let (b_cert, b_key) = pki.leaf("b", &["b.test"])?;
+    let yaml = format!(
+        r#"
+listeners:
+  - name: https
+    address: 127.0.0.1:0
+    tls: {{ certificates: [{{ cert: "{}", key: "{}" }}, {{ cert: "{}", key: "{}" }}] }}
+    quic: {{}}
+admin: {{ address: "127.0.0.1:0" }}
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+routes: [{{ name: app, upstream: up }}]
+"#,
+        a_cert.display(),
+        a_key.display(),
+        b_cert.display(),
+        b_key.display(),
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    use rustls::pki_types::pem::PemObject;
+    for (name, cert) in [("a.test", &a_cert), ("b.test", &b_cert)] {
+        let c = H3Client::connect(gw.addr("https"), name, &client_tls(&pki)).await?;
+        let want = rustls::pki_types::CertificateDer::from_pem_slice(&std::fs::read(cert)?)?;
+        assert_eq!(leaf(&c.conn), Some(want.to_vec()), "{name}");
+        let (resp, _) = c.send(H3Client::get(name, "/x"), Bytes::new()).await?;
+        assert_eq!(resp.status(), 200, "{name}");
+    }
+    // A name no certificate carries: the handshake fails.
+    assert!(H3Client::connect(gw.addr("https"), "c.test", &client_tls(&pki))
+        .await
+        .is_err());
+    Ok(())
 }
 
 /// A reload with a new certificate reaches new QUIC connections; open ones keep going.
