@@ -1,10 +1,56 @@
 //! Load harness and benches for the gateway; see `bench/README.md`. The library holds what the
-//! load drivers share: child processes, ports, CPU time from `/proc`, medians.
+//! load drivers share: the command lines of the processes under test, child processes, ports,
+//! CPU time from `/proc`, medians.
 
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+
+/// nginx in `dir` (its prefix) with the config `conf`, pinned to core 0, output discarded.
+pub fn nginx_command(dir: &Path, conf: &Path) -> Command {
+    let mut c = Command::new("taskset");
+    c.args(["-c", "0", "nginx", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// The gateway `bin` with one worker on the config `conf`, pinned to core 0 when `pinned`;
+/// `log` receives its stderr; `quiet` sets `RUST_LOG=warn` (otherwise the config's log
+/// settings apply).
+pub fn gateway_command(
+    bin: &Path,
+    conf: &Path,
+    pinned: bool,
+    log: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<Command> {
+    let mut c = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    c.args(["--worker-threads", "1", "run", "--config"])
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(match log {
+            Some(l) => Stdio::from(std::fs::File::create(l)?),
+            None => Stdio::null(),
+        });
+    if quiet {
+        c.env("RUST_LOG", "warn");
+    } else {
+        c.env_remove("RUST_LOG");
+    }
+    Ok(c)
+}
 
 /// A child process stopped with SIGTERM (then SIGKILL) when dropped.
 pub struct Proc {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
-use gateway_bench::{cpu_seconds, free_port, median, wait_port, Proc};
+use gateway_bench::{cpu_seconds, free_port, gateway_command, median, nginx_command, wait_port, Proc};
 use gateway_tests::h3::H3Client;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -167,24 +167,17 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(dir.join("h3-gateway.yaml"), gateway_conf(up, tls, admin, &cert, &key))?;
     let _upstream = Proc::spawn(
         "nginx upstream",
-        Command::new("taskset")
-            .args(["-c", "0", "nginx", "-p"])
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("h3-upstream.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+        &mut nginx_command(&dir, &dir.join("h3-upstream.conf")),
     )?;
     let gateway = Proc::spawn(
         "gateway",
-        Command::new("taskset")
-            .args(["-c", "0"])
-            .arg(&args.gateway)
-            .args(["--worker-threads", "1", "run", "--config"])
-            .arg(dir.join("h3-gateway.yaml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("h3-gateway.log"))?)),
+        &mut gateway_command(
+            &args.gateway,
+            &dir.join("h3-gateway.yaml"),
+            true,
+            Some(&dir.join("h3-gateway.log")),
+            true,
+        )?,
     )?;
     wait_port(up)?;
     wait_port(tls)?;

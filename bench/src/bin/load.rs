@@ -13,13 +13,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
-use gateway_bench::{cpu_seconds, free_port, median, wait_port, Proc};
+use gateway_bench::{cpu_seconds, free_port, gateway_command, median, nginx_command, wait_port, Proc};
 use http_body_util::BodyExt;
 
 #[derive(Parser, Debug)]
@@ -304,35 +304,9 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
         dir.join("gateway.yaml"),
         gateway_conf(SocketAddr::from(([127, 0, 0, 1], up)), gw, gws, admin, cert, key, None),
     )?;
-    let nginx = |conf: &str| {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", "nginx", "-p"])
-            .arg(dir)
-            .arg("-c")
-            .arg(dir.join(conf))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        c
-    };
-    // A gateway pinned to core 0 with one worker; `log` receives its stderr; `quiet` sets
-    // RUST_LOG=warn (otherwise the config's log settings apply).
-    let gateway_cmd = |bin: &Path, conf: &str, log: Option<&str>, quiet: bool| -> anyhow::Result<Command> {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"])
-            .arg(bin)
-            .args(["--worker-threads", "1", "run", "--config"])
-            .arg(dir.join(conf))
-            .stdout(Stdio::null())
-            .stderr(match log {
-                Some(l) => Stdio::from(std::fs::File::create(dir.join(l))?),
-                None => Stdio::null(),
-            });
-        if quiet {
-            c.env("RUST_LOG", "warn");
-        } else {
-            c.env_remove("RUST_LOG");
-        }
-        Ok(c)
+    let nginx = |conf: &str| nginx_command(dir, &dir.join(conf));
+    let gateway_cmd = |bin: &Path, conf: &str, log: Option<&str>, quiet: bool| {
+        gateway_command(bin, &dir.join(conf), true, log.map(|l| dir.join(l)).as_deref(), quiet)
     };
     let _upstream = Proc::spawn("nginx upstream", &mut nginx("upstream.conf"))?;
     let proxy = Proc::spawn("nginx proxy", &mut nginx("proxy.conf"))?;
@@ -542,12 +516,13 @@ async fn memory(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Res
     let start = || -> anyhow::Result<Proc> {
         let p = Proc::spawn(
             "gateway",
-            Command::new(&args.gateway)
-                .args(["--worker-threads", "1", "run", "--config"])
-                .arg(dir.join("gateway-mem.yaml"))
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(std::fs::File::create(dir.join("gateway-mem.log"))?)),
+            &mut gateway_command(
+                &args.gateway,
+                &dir.join("gateway-mem.yaml"),
+                false,
+                Some(&dir.join("gateway-mem.log")),
+                true,
+            )?,
         )?;
         wait_port(gw)?;
         Ok(p)
