@@ -334,6 +334,30 @@ async fn zero_rtt_is_refused_by_default_and_early_requests_are_marked_or_refused
     Ok(())
 }
 
+/// `quic.idle_timeout`: a connection with nothing to do is closed once it passes, and stops
+/// counting as active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_quic_connection_is_closed() -> anyhow::Result<()> {
+    let s = gateway("quic: { idle_timeout: 300ms }", "", "").await?;
+    let c = H3Client::connect(s.gw.addr("https"), "app.test", &client_tls(&s.pki)).await?;
+    let (resp, _) = c.send(H3Client::get("app.test", "/x"), Bytes::new()).await?;
+    assert_eq!(resp.status(), 200);
+    let closed = tokio::time::timeout(Duration::from_secs(10), c.conn.closed()).await?;
+    assert!(
+        matches!(closed, quinn::ConnectionError::TimedOut),
+        "closed by the idle timeout: {closed}"
+    );
+    gateway_tests::assert_eventually!(
+        metric(
+            &s.gw.metrics().await?,
+            "gateway_connections_active",
+            &[("listener", "https"), ("protocol", "h3")]
+        ) == Some(0.0),
+        "the gateway let the connection go"
+    );
+    Ok(())
+}
+
 /// Above `quic.retry_above` open connections a new client proves its address with a Retry
 /// first (quinn's client follows it); at `quic.max_connections` new ones are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
