@@ -58,7 +58,12 @@ fn json(body: &Bytes) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_post_many_streams_and_an_unknown_host_over_http3() -> anyhow::Result<()> {
-    let s = gateway("quic: {}", "", "engine: { enabled: false }").await?;
+    let s = gateway(
+        "quic: {}",
+        "  - { name: small, upstream: up, max_body_bytes: 1024, match: { host: app.test, path_prefix: /small } }",
+        "engine: { enabled: false }",
+    )
+    .await?;
     let (mut events, _) = s.gw.gw.shared().tap.take_receiver().expect("the tap's receiver");
     let addr = s.gw.addr("https");
     let client = H3Client::connect(addr, "app.test", &client_tls(&s.pki)).await?;
@@ -119,6 +124,27 @@ async fn get_post_many_streams_and_an_unknown_host_over_http3() -> anyhow::Resul
         assert_eq!(resp.status(), 200);
         assert!(json(&body)["path"].as_str().is_some_and(|p| p.starts_with("/many/")));
     }
+
+    // Too large a head: 431; too large a declared body for the route: 413, both with problem
+    // bodies, and the connection goes on.
+    let req = http::Request::get("https://app.test/big-head")
+        .header("x-filler", "a".repeat(40 * 1024))
+        .body(())?;
+    let (resp, body) = client.send(req, Bytes::new()).await?;
+    assert_eq!(resp.status(), 431);
+    assert_eq!(json(&body)["status"], 431);
+    // Beyond what the gateway decodes at all (twice the limit), its SETTINGS
+    // (SETTINGS_MAX_FIELD_SECTION_SIZE, RFC 9114 §4.2.2) keep the client from sending it.
+    let req = http::Request::get("https://app.test/huge-head")
+        .header("x-filler", "a".repeat(100 * 1024))
+        .body(())?;
+    assert!(client.send(req, Bytes::new()).await.is_err());
+    let req = http::Request::post("https://app.test/small/upload")
+        .header("content-length", "4096")
+        .body(())?;
+    let (resp, body) = client.send(req, Bytes::from(vec![1u8; 4096])).await?;
+    assert_eq!(resp.status(), 413);
+    assert_eq!(json(&body)["status"], 413);
 
     // An unknown host: 404 with a problem body.
     let (resp, body) = client.send(H3Client::get("nowhere.test", "/x"), Bytes::new()).await?;
