@@ -384,6 +384,29 @@ async fn an_idle_quic_connection_is_closed() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A request stream that opens and never completes its head is ended at the header timeout,
+/// counted, and the connection keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_head_is_cut_off() -> anyhow::Result<()> {
+    let s = gateway("quic: {}", "", "limits: { header_timeout: 500ms }").await?;
+    let c = H3Client::connect(s.gw.addr("https"), "app.test", &client_tls(&s.pki)).await?;
+    let (mut send, mut recv) = c.conn.open_bi().await?;
+    send.write_all(&[0x01]).await?; // the type of a HEADERS frame, and nothing more
+    let ended = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1024)).await;
+    assert!(ended.is_ok(), "the stream was ended by the gateway");
+    assert_eq!(
+        metric(
+            &s.gw.metrics().await?,
+            "gateway_connection_timeouts_total",
+            &[("listener", "https"), ("kind", "h3_header")]
+        ),
+        Some(1.0)
+    );
+    let (resp, _) = c.send(H3Client::get("app.test", "/x"), Bytes::new()).await?;
+    assert_eq!(resp.status(), 200);
+    Ok(())
+}
+
 /// Above `quic.retry_above` open connections a new client proves its address with a Retry
 /// first (quinn's client follows it); at `quic.max_connections` new ones are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::conn::io::ConnState;
 use crate::conn::ConnInfo;
 use crate::pipeline::body::{ClientBody, H3Body};
-use crate::telemetry::{ConnLabels, HandshakeLabels, ListenerLabels, Metrics};
+use crate::telemetry::{ConnLabels, HandshakeLabels, ListenerLabels, Metrics, TimeoutLabels};
 use crate::Shared;
 
 /// Marks a request that came in 0-RTT early data (its stream opened before the handshake
@@ -62,6 +62,16 @@ impl Listener {
             .inc();
     }
 
+    fn head_timeouts(&self) -> prometheus_client::metrics::counter::Counter {
+        self.metrics
+            .connection_timeouts
+            .get_or_create(&TimeoutLabels {
+                listener: self.name.to_string(),
+                kind: "h3_header",
+            })
+            .clone()
+    }
+
     fn labels(&self) -> ListenerLabels {
         ListenerLabels {
             listener: self.name.to_string(),
@@ -89,6 +99,7 @@ pub async fn accept_loop(
         });
     }
     let _ = shared.metrics.quic_streams.get_or_create(&l.labels());
+    let _ = l.head_timeouts();
     let _ = shared.metrics.quic_lost_packets.get_or_create(&l.labels());
     let _ = shared.metrics.quic_migrations.get_or_create(&l.labels());
     let _ = shared.metrics.quic_rtt.get_or_create(&l.labels());
@@ -256,6 +267,10 @@ async fn serve(
         alt_svc: None,
     });
     let streams = l.metrics.quic_streams.get_or_create(&l.labels()).clone();
+    let heads = Heads {
+        timeout: limits.header_timeout,
+        expired: l.head_timeouts(),
+    };
     let requests = TaskTracker::new();
     let mut address = peer;
     loop {
@@ -279,7 +294,7 @@ async fn serve(
                     tracing::debug!(listener = %l.name, from = %info.peer, to = %now, "HTTP/3 connection moved to a new client address");
                     info = Arc::new(info.moved_to(now));
                 }
-                let task = request(resolver, early, shared.clone(), info.clone());
+                let task = request(resolver, early, heads.clone(), shared.clone(), info.clone());
                 requests.spawn(shared.monitors.request(task));
             }
             Ok(None) => break,
@@ -351,17 +366,32 @@ async fn bounded<T>(
     }
 }
 
+/// How long a request stream may take to send its head, and the counter of those that did not.
+#[derive(Clone)]
+struct Heads {
+    timeout: std::time::Duration,
+    expired: prometheus_client::metrics::counter::Counter,
+}
+
 /// One request stream: read the head, run the pipeline, send the answer back as it streams.
 async fn request(
     resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
     early: bool,
+    heads: Heads,
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
 ) {
-    let (req, stream) = match resolver.resolve_request().await {
-        Ok(r) => r,
-        Err(e) => {
+    // A stream that opens and never completes its head holds nothing past the header timeout,
+    // as on HTTP/1.1 (dropped: its receiving side is stopped, its sending side ended).
+    let (req, stream) = match tokio::time::timeout(heads.timeout, resolver.resolve_request()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             tracing::debug!(listener = %info.listener, peer = %info.peer, error = %e, "HTTP/3 request head refused");
+            return;
+        }
+        Err(_) => {
+            heads.expired.inc();
+            tracing::debug!(listener = %info.listener, peer = %info.peer, "HTTP/3 request head timed out");
             return;
         }
     };

@@ -148,7 +148,7 @@ pub struct CertificateLabels {
 pub struct TimeoutLabels {
     /// Listener name.
     pub listener: String,
-    /// `header`, `idle` or `handshake`.
+    /// `header`, `idle`, `handshake` or `h3_header`.
     pub kind: &'static str,
 }
 
