@@ -60,12 +60,18 @@ impl H3Client {
     pub async fn send_chunks(&self, req: Request<()>, chunks: Vec<Bytes>) -> anyhow::Result<(Response<()>, Bytes)> {
         let mut send = self.send.clone();
         let mut stream = send.send_request(req).await.context("send_request")?;
-        for c in chunks {
-            stream.send_data(c).await.context("send_data")?;
-        }
         // A server may answer without reading the rest of the request and stop the client
-        // sending (RFC 9114 §4.1): the answer still counts.
-        let _ = stream.finish().await;
+        // sending (RFC 9114 §4.1): the answer still counts, so sending stops at the first refusal.
+        let mut stopped = false;
+        for c in chunks {
+            if stream.send_data(c).await.is_err() {
+                stopped = true;
+                break;
+            }
+        }
+        if !stopped {
+            let _ = stream.finish().await;
+        }
         let resp = stream.recv_response().await.context("recv_response")?;
         let mut body = Vec::new();
         while let Some(mut chunk) = stream.recv_data().await.context("recv_data")? {
@@ -94,8 +100,12 @@ impl Drop for H3Client {
 pub struct UdpPath {
     /// Where clients send.
     pub addr: SocketAddr,
+    sent: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     tasks: [tokio::task::JoinHandle<()>; 3],
 }
+
+/// How many of the client's first datagrams a [`UdpPath`] keeps, for replays.
+const KEPT: usize = 64;
 
 impl UdpPath {
     /// Drops every `nth` datagram from `target`.
@@ -106,6 +116,12 @@ impl UdpPath {
     /// Delays every datagram from `target` by `delay`, keeping their order.
     pub async fn slow(target: SocketAddr, delay: std::time::Duration) -> anyhow::Result<Self> {
         Self::start(target, None, delay).await
+    }
+
+    /// The first datagrams the client sent through the path, as an on-path attacker records
+    /// them.
+    pub fn client_datagrams(&self) -> Vec<Vec<u8>> {
+        self.sent.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
     async fn start(target: SocketAddr, drop_every: Option<u64>, delay: std::time::Duration) -> anyhow::Result<Self> {
@@ -137,15 +153,24 @@ impl UdpPath {
                 let _ = tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec()));
             }
         });
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = sent.clone();
         let requests = tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             while let Ok((n, from)) = front.recv_from(&mut buf).await {
                 *client.lock().expect("client address") = Some(from);
+                {
+                    let mut log = log.lock().expect("sent datagrams");
+                    if log.len() < KEPT {
+                        log.push(buf[..n].to_vec());
+                    }
+                }
                 let _ = back.send(&buf[..n]).await;
             }
         });
         Ok(Self {
             addr,
+            sent,
             tasks: [deliver, answers, requests],
         })
     }

@@ -360,6 +360,76 @@ async fn zero_rtt_is_refused_by_default_and_early_requests_are_marked_or_refused
     Ok(())
 }
 
+/// An on-path attacker records a client's 0-RTT flight and replays it from elsewhere once the
+/// connection is gone: session tickets are single-use, so the replay gets no early data and its
+/// request is not forwarded again; the replayed connection, which never completes its
+/// handshake, is closed at the handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_zero_rtt_flight_is_not_forwarded_again() -> anyhow::Result<()> {
+    let s = gateway(
+        "quic: { early_data: true }",
+        "  - { name: early, upstream: up, early_data: true, match: { host: app.test, path_prefix: /early } }",
+        "limits: { header_timeout: 1s }",
+    )
+    .await?;
+    let addr = s.gw.addr("https");
+    let endpoint = gateway_tests::h3::endpoint(&client_tls(&s.pki))?;
+    let first = endpoint.connect(addr, "app.test")?.await?;
+    let c = H3Client::over(endpoint.clone(), first).await?;
+    c.send(H3Client::get("app.test", "/x"), Bytes::new()).await?; // the session ticket arrives
+    drop(c);
+    let path = gateway_tests::h3::UdpPath::slow(addr, Duration::from_millis(30)).await?;
+    let (conn, _) = endpoint
+        .connect(path.addr, "app.test")?
+        .into_0rtt()
+        .map_err(|_| anyhow::anyhow!("0-RTT not offered"))?;
+    let c = H3Client::over(endpoint.clone(), conn).await?;
+    let (resp, body) = c.send(H3Client::get("app.test", "/early/once"), Bytes::new()).await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(&body)["headers"]["early-data"], "1", "sent in early data");
+    drop(c);
+    let m = s.gw.metrics().await?;
+    let forwarded = |m: &str| metric(m, "gateway_requests_total", &[("route", "early")]);
+    let handshakes = |m: &str, result: &str| {
+        metric(
+            m,
+            "gateway_quic_handshakes_total",
+            &[("listener", "https"), ("result", result)],
+        )
+    };
+    assert_eq!(forwarded(&m), Some(1.0));
+    assert_eq!(handshakes(&m, "timeout"), Some(0.0));
+    // While the first connection drains, the gateway routes its packets to it and drops them;
+    // the replay is sent until the gateway answers it as a new connection.
+    let flight = path.client_datagrams();
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let mut answered = false;
+    for _ in 0..50 {
+        for d in &flight {
+            attacker.send_to(d, addr).await?;
+        }
+        let mut buf = [0u8; 2048];
+        if tokio::time::timeout(Duration::from_millis(200), attacker.recv_from(&mut buf))
+            .await
+            .is_ok()
+        {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the replayed flight reached the gateway as a new connection");
+    gateway_tests::assert_eventually!(
+        handshakes(&s.gw.metrics().await?, "timeout") == Some(1.0),
+        "the replayed connection is closed at the handshake timeout"
+    );
+    assert_eq!(
+        forwarded(&s.gw.metrics().await?),
+        Some(1.0),
+        "the replayed request was not forwarded"
+    );
+    Ok(())
+}
+
 /// `quic.idle_timeout`: a connection with nothing to do is closed once it passes, and stops
 /// counting as active.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -208,7 +208,7 @@ async fn serve(
     let _open = Open { l: l.clone(), gauge };
     // With 0-RTT on, the connection is usable before the handshake completes; requests read
     // until then may be replayed early data.
-    let (conn, zero_rtt) = if early_data {
+    let (conn, pending) = if early_data {
         // Not before the ClientHello is read whole (with a hybrid key share it spans two
         // datagrams): until then the client's transport parameters are unknown, no stream can
         // be opened, and quinn does not wake a stream opener when they arrive.
@@ -220,21 +220,29 @@ async fn serve(
             return;
         }
         match connecting.into_0rtt() {
-            Ok((conn, _accepted)) => (conn, true),
+            Ok((conn, done)) => (conn, Some(done)),
             Err(connecting) => match handshake(connecting, handshake_timeout, &l).await {
-                Some(c) => (c, false),
+                Some(c) => (c, None),
                 None => return,
             },
         }
     } else {
         match handshake(connecting, handshake_timeout, &l).await {
-            Some(c) => (c, false),
+            Some(c) => (c, None),
             None => return,
         }
     };
-    if zero_rtt {
-        l.handshake("ok");
-    }
+    let zero_rtt = pending.is_some();
+    // A connection in 0-RTT is served before its handshake completes; the handshake still has to
+    // complete within the timeout, or the connection is closed (a replayed or abandoned first
+    // flight holds nothing).
+    let mut handshake_done = !zero_rtt;
+    let mut completion = std::pin::pin!(async move {
+        match pending {
+            Some(done) => tokio::time::timeout(handshake_timeout, done).await,
+            None => std::future::pending().await,
+        }
+    });
     let limits = shared.snapshot.load().config.limits.clone();
     // No grease frames and settings: they only exercise the client's tolerance, at a cost per
     // stream.
@@ -276,6 +284,26 @@ async fn serve(
     loop {
         let accepted = tokio::select! {
             r = h3.accept() => r,
+            r = &mut completion, if !handshake_done => {
+                handshake_done = true;
+                // On a server the future's value says nothing (quinn gives `false` for a
+                // completed handshake too): whether the connection still stands does.
+                match r {
+                    Ok(_) if conn.close_reason().is_none() => {
+                        l.handshake("ok");
+                        continue;
+                    }
+                    Ok(_) => {
+                        l.handshake("failed");
+                        break;
+                    }
+                    Err(_) => {
+                        l.handshake("timeout");
+                        tracing::debug!(listener = %l.name, %peer, "QUIC handshake after 0-RTT timed out");
+                        break;
+                    }
+                }
+            }
             _ = drain.cancelled() => {
                 // GOAWAY: no request after the ones accepted; they finish, then the connection closes.
                 let _ = h3.shutdown(0).await;
