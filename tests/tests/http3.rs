@@ -568,7 +568,7 @@ routes: [{{ name: app, upstream: up }}]
         let (resp, _) = c.send(H3Client::get(name, "/x"), Bytes::new()).await?;
         assert_eq!(resp.status(), 200, "{name}");
     }
-    // A name no certificate carries: the handshake fails.
+    // A name no certificate carries gets the first certificate, which the client refuses.
     assert!(H3Client::connect(gw.addr("https"), "c.test", &client_tls(&pki))
         .await
         .is_err());
