@@ -56,6 +56,29 @@ fn json(body: &Bytes) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_default()
 }
 
+/// The status of a GET for `/x` on `app.test` over `c`.
+async fn get_x(c: &H3Client) -> anyhow::Result<http::StatusCode> {
+    Ok(c.send(H3Client::get("app.test", "/x"), Bytes::new()).await?.0.status())
+}
+
+/// HTTP/3 connections the gateway has open on `https`.
+fn h3_active(metrics: &str) -> Option<f64> {
+    metric(
+        metrics,
+        "gateway_connections_active",
+        &[("listener", "https"), ("protocol", "h3")],
+    )
+}
+
+/// A client endpoint that has been served once by `s`, so it holds a session ticket (for 0-RTT).
+async fn with_ticket(s: &Setup) -> anyhow::Result<quinn::Endpoint> {
+    let endpoint = gateway_tests::h3::endpoint(&client_tls(&s.pki))?;
+    let first = endpoint.connect(s.gw.addr("https"), "app.test")?.await?;
+    let c = H3Client::over(endpoint.clone(), first).await?;
+    get_x(&c).await?; // the session ticket arrives with or before the answer
+    Ok(endpoint)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_post_many_streams_and_an_unknown_host_over_http3() -> anyhow::Result<()> {
     let s = gateway(
@@ -153,14 +176,7 @@ async fn get_post_many_streams_and_an_unknown_host_over_http3() -> anyhow::Resul
     assert_eq!(json(&body)["status"], 404);
 
     let m = s.gw.metrics().await?;
-    assert_eq!(
-        metric(
-            &m,
-            "gateway_connections_active",
-            &[("listener", "https"), ("protocol", "h3")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(h3_active(&m), Some(1.0));
     assert_eq!(
         metric(
             &m,
@@ -313,11 +329,7 @@ async fn zero_rtt_is_refused_by_default_and_early_requests_are_marked_or_refused
         "  - { name: early, upstream: up, early_data: true, match: { host: app.test, path_prefix: /early } }";
     for (quic, offered) in [("quic: {}", false), ("quic: { early_data: true }", true)] {
         let s = gateway(quic, early_route, "").await?;
-        let endpoint = gateway_tests::h3::endpoint(&client_tls(&s.pki))?;
-        let first = endpoint.connect(s.gw.addr("https"), "app.test")?.await?;
-        let c = H3Client::over(endpoint.clone(), first).await?;
-        c.send(H3Client::get("app.test", "/x"), Bytes::new()).await?; // the session ticket arrives
-        drop(c);
+        let endpoint = with_ticket(&s).await?;
         let path = gateway_tests::h3::UdpPath::slow(s.gw.addr("https"), Duration::from_millis(400)).await?;
         let Ok((conn, accepted)) = endpoint.connect(path.addr, "app.test")?.into_0rtt() else {
             assert!(!offered, "0-RTT not offered with quic.early_data on");
@@ -373,11 +385,7 @@ async fn a_replayed_zero_rtt_flight_is_not_forwarded_again() -> anyhow::Result<(
     )
     .await?;
     let addr = s.gw.addr("https");
-    let endpoint = gateway_tests::h3::endpoint(&client_tls(&s.pki))?;
-    let first = endpoint.connect(addr, "app.test")?.await?;
-    let c = H3Client::over(endpoint.clone(), first).await?;
-    c.send(H3Client::get("app.test", "/x"), Bytes::new()).await?; // the session ticket arrives
-    drop(c);
+    let endpoint = with_ticket(&s).await?;
     let path = gateway_tests::h3::UdpPath::slow(addr, Duration::from_millis(30)).await?;
     let (conn, _) = endpoint
         .connect(path.addr, "app.test")?
@@ -436,19 +444,14 @@ async fn a_replayed_zero_rtt_flight_is_not_forwarded_again() -> anyhow::Result<(
 async fn an_idle_quic_connection_is_closed() -> anyhow::Result<()> {
     let s = gateway("quic: { idle_timeout: 300ms }", "", "").await?;
     let c = H3Client::connect(s.gw.addr("https"), "app.test", &client_tls(&s.pki)).await?;
-    let (resp, _) = c.send(H3Client::get("app.test", "/x"), Bytes::new()).await?;
-    assert_eq!(resp.status(), 200);
+    assert_eq!(get_x(&c).await?, 200);
     let closed = tokio::time::timeout(Duration::from_secs(10), c.conn.closed()).await?;
     assert!(
         matches!(closed, quinn::ConnectionError::TimedOut),
         "closed by the idle timeout: {closed}"
     );
     gateway_tests::assert_eventually!(
-        metric(
-            &s.gw.metrics().await?,
-            "gateway_connections_active",
-            &[("listener", "https"), ("protocol", "h3")]
-        ) == Some(0.0),
+        h3_active(&s.gw.metrics().await?) == Some(0.0),
         "the gateway let the connection go"
     );
     Ok(())
@@ -472,8 +475,7 @@ async fn a_stalled_request_head_is_cut_off() -> anyhow::Result<()> {
         ),
         Some(1.0)
     );
-    let (resp, _) = c.send(H3Client::get("app.test", "/x"), Bytes::new()).await?;
-    assert_eq!(resp.status(), 200);
+    assert_eq!(get_x(&c).await?, 200);
     Ok(())
 }
 
@@ -484,8 +486,7 @@ async fn retry_under_load_and_the_connection_cap() -> anyhow::Result<()> {
     let s = gateway("quic: { retry_above: 0, max_connections: 1 }", "", "").await?;
     let tls = client_tls(&s.pki);
     let first = H3Client::connect(s.gw.addr("https"), "app.test", &tls).await?;
-    let (resp, _) = first.send(H3Client::get("app.test", "/x"), Bytes::new()).await?;
-    assert_eq!(resp.status(), 200);
+    assert_eq!(get_x(&first).await?, 200);
     let handshakes = |m: &str, result: &str| {
         metric(
             m,
@@ -507,22 +508,11 @@ async fn retry_under_load_and_the_connection_cap() -> anyhow::Result<()> {
     // Once it closes, a new one gets in.
     drop(first);
     gateway_tests::assert_eventually!(
-        metric(
-            &s.gw.metrics().await?,
-            "gateway_connections_active",
-            &[("listener", "https"), ("protocol", "h3")]
-        ) == Some(0.0),
+        h3_active(&s.gw.metrics().await?) == Some(0.0),
         "the first connection closed"
     );
     let again = H3Client::connect(s.gw.addr("https"), "app.test", &tls).await?;
-    assert_eq!(
-        again
-            .send(H3Client::get("app.test", "/x"), Bytes::new())
-            .await?
-            .0
-            .status(),
-        200
-    );
+    assert_eq!(get_x(&again).await?, 200);
     Ok(())
 }
 
@@ -593,20 +583,8 @@ async fn a_reload_reaches_new_quic_connections() -> anyhow::Result<()> {
     use rustls::pki_types::pem::PemObject;
     let next = rustls::pki_types::CertificateDer::from_pem_slice(&std::fs::read(&cert)?)?;
     assert_eq!(after, Some(next.to_vec()));
-    assert_eq!(
-        new.send(H3Client::get("app.test", "/x"), Bytes::new())
-            .await?
-            .0
-            .status(),
-        200
-    );
-    assert_eq!(
-        old.send(H3Client::get("app.test", "/x"), Bytes::new())
-            .await?
-            .0
-            .status(),
-        200
-    );
+    assert_eq!(get_x(&new).await?, 200);
+    assert_eq!(get_x(&old).await?, 200);
     Ok(())
 }
 
@@ -672,14 +650,7 @@ async fn a_connection_survives_a_move_to_a_new_address() -> anyhow::Result<()> {
     let conn = endpoint.connect(s.gw.addr("https"), "app.test")?.await?;
     let client = H3Client::over(endpoint.clone(), conn).await?;
     let before = endpoint.local_addr()?.port();
-    assert_eq!(
-        client
-            .send(H3Client::get("app.test", "/x"), Bytes::new())
-            .await?
-            .0
-            .status(),
-        200
-    );
+    assert_eq!(get_x(&client).await?, 200);
     endpoint.rebind(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
     let after = endpoint.local_addr()?.port();
     let (resp, body) = client.send(H3Client::get("app.test", "/moved"), Bytes::new()).await?;
