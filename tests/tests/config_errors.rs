@@ -110,6 +110,7 @@ upstreams:
   - name: u
     endpoints: [ftp://x]
     connect_timeout: 5
+    connect_attempts: 0
 ";
     assert_eq!(
         problems(yaml),
@@ -118,6 +119,7 @@ upstreams:
             "gw.yaml:7:27: routes[0].match.path_prefix: `api` must start with '/'",
             "gw.yaml:10:17: upstreams[0].endpoints[0]: `ftp://x` is not an endpoint like http://10.0.0.1:8080 or https://api.internal",
             "gw.yaml:11:22: upstreams[0].connect_timeout: `5` has no unit: write it like 500ms, 10s, 5m or 1h",
+            "gw.yaml:12:23: upstreams[0].connect_attempts: must be greater than zero",
         ]
     );
 }

@@ -236,6 +236,84 @@ upstreams:
 }
 
 #[tokio::test]
+async fn a_request_no_endpoint_will_connect_for_moves_to_the_next() -> anyhow::Result<()> {
+    let good = Upstream::start("good", "127.0.0.1:0".parse()?).await?;
+    let (dead, dead2) = (gateway_tests::free_port(), gateway_tests::free_port());
+    // Health never ejects here, so every request meets the refusing endpoint on its turn.
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes:
+  - {{ name: retry, upstream: retry, match: {{ host: retry.test }} }}
+  - {{ name: once, upstream: once, match: {{ host: once.test }} }}
+  - {{ name: dead, upstream: dead, match: {{ host: dead.test }} }}
+upstreams:
+  - name: retry
+    endpoints: [http://127.0.0.1:{dead}, http://{good}]
+    health: {{ consecutive_failures: 1000 }}
+  - name: once
+    endpoints: [http://127.0.0.1:{dead}, http://{good}]
+    connect_attempts: 1
+    health: {{ consecutive_failures: 1000 }}
+  - name: dead
+    endpoints: [http://127.0.0.1:{dead}, http://127.0.0.1:{dead2}]
+    health: {{ consecutive_failures: 1000 }}
+"#,
+        good = good.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    // Every request is answered, bodies included: a request that could not connect was not sent,
+    // so its body is still whole for the next endpoint, whatever the method.
+    for i in 0..10 {
+        let payload = format!("payload {i}");
+        let req = http::Request::post("/echo")
+            .header("host", "retry.test")
+            .body(Full::new(Bytes::from(payload.clone())))?;
+        let r = send(addr, req).await?;
+        assert_eq!(r.status(), 200, "request {i}: {:?}", r.body());
+        assert_eq!(r.headers()["x-upstream"], "good");
+        assert_eq!(r.body(), payload.as_bytes());
+    }
+    // Without retries, the refusing endpoint's turns are 502s.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send(addr, request("once.test", "/")).await?.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|&&s| s == 502).count(), 2, "{statuses:?}");
+    // When every endpoint refuses, each is tried once, then 502.
+    assert_problem(&send(addr, request("dead.test", "/")).await?, 502, "upstream-connect");
+
+    let m = gw.metrics().await?;
+    let count = |name: &str, pool: &str| metric(&m, name, &[("pool", pool)]);
+    let connect = |pool: &str| {
+        metric(
+            &m,
+            "gateway_upstream_errors_total",
+            &[("pool", pool), ("kind", "connect")],
+        )
+    };
+    // Round robin: the refusing endpoint's turn comes every other request; a retry takes no turn.
+    assert_eq!(count("gateway_upstream_retries_total", "retry"), Some(5.0));
+    assert_eq!(connect("retry"), Some(5.0));
+    assert_eq!(count("gateway_upstream_retries_total", "once"), Some(0.0));
+    assert_eq!(connect("once"), Some(2.0));
+    assert_eq!(count("gateway_upstream_retries_total", "dead"), Some(1.0));
+    assert_eq!(connect("dead"), Some(2.0));
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_requests_total",
+            &[("route", "retry"), ("method", "POST"), ("status_class", "2xx")]
+        ),
+        Some(10.0),
+        "each request counted once"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn upstream_errors_502_503_504() -> anyhow::Result<()> {
     let slow = Upstream::start("slow", "127.0.0.1:0".parse()?).await?;
     let dead = gateway_tests::free_port();

@@ -179,3 +179,55 @@ async fn unsampled_requests_still_carry_trace_context() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_connect_retry_shows_on_the_upstream_span() -> anyhow::Result<()> {
+    let receiver = OtlpReceiver::start().await?;
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let dead = format!("http://127.0.0.1:{}", gateway_tests::free_port());
+    // Round robin starts at the first endpoint: the refusing one.
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes: [{{ name: open, upstream: up }}]
+upstreams: [{{ name: up, endpoints: ["{dead}", "http://{up}"] }}]
+telemetry: {{ traces: {{ endpoint: "http://{otlp}", sampling_ratio: 1.0 }} }}
+"#,
+        up = up.addr(),
+        otlp = receiver.grpc
+    );
+    let gw = gateway_tests::TestGateway::start(&yaml).await?;
+    let r = send(gw.addr("http"), request("/x", None, None)).await?;
+    assert_eq!(r.status(), 200);
+    let TestGateway { gw, dir: _dir } = gw;
+    gw.shutdown(Duration::from_secs(5)).await;
+    let spans = receiver.spans(2).await;
+    let upstream = spans
+        .iter()
+        .find(|s| s.span.name == "upstream")
+        .expect("an upstream span");
+    assert_eq!(upstream.attr("server.address"), Some(format!("http://{}", up.addr())));
+    assert_eq!(upstream.attr("gateway.upstream.attempts").as_deref(), Some("2"));
+    assert_eq!(upstream.attr("http.response.status_code").as_deref(), Some("200"));
+    let failed: Vec<_> = upstream
+        .span
+        .events
+        .iter()
+        .filter(|e| e.name == "connect_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", upstream.span.events);
+    let at = failed[0]
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "server.address")
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.clone());
+    assert_eq!(
+        at,
+        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+            dead
+        ))
+    );
+    Ok(())
+}

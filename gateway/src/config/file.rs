@@ -544,6 +544,12 @@ pub struct FileUpstream {
     #[serde(default)]
     #[schemars(with = "Option<u64>")]
     pub max_idle_per_endpoint: Option<Spanned<u64>>,
+    /// Endpoints a request may try to connect to before it is answered 502 (default 3; 1 = no
+    /// retry). A request moves to another endpoint only when no connection could be made, so
+    /// nothing of it has been sent and any method may move.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub connect_attempts: Option<Spanned<u64>>,
     /// TLS to `https://` endpoints.
     #[serde(default)]
     pub tls: Option<FileUpstreamTls>,

@@ -654,6 +654,8 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Idle pooled connections per endpoint.
     pub max_idle_per_endpoint: usize,
+    /// Endpoints a request may try to connect to (1 = no retry on connect failure).
+    pub connect_attempts: u32,
     /// TLS to https endpoints.
     pub tls: UpstreamTls,
     /// Passive health.

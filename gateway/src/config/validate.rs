@@ -1374,6 +1374,8 @@ fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> Upst
             &format!("{base}.max_idle_per_endpoint"),
             256,
         ) as usize,
+        connect_attempts: positive(p, &u.connect_attempts, &format!("{base}.connect_attempts"), 3)
+            .min(u64::from(u32::MAX)) as u32,
         tls,
         health,
     }

@@ -34,7 +34,7 @@ use crate::identity::provider::AuthError;
 use crate::telemetry::trace;
 use crate::telemetry::ErrorLabels;
 use crate::upstream::client::SendError;
-use crate::upstream::Failure;
+use crate::upstream::{Endpoint, Failure};
 use crate::Shared;
 use baseline_engine::{AuthOutcome, Decision};
 use body::{Body, BodyLimitExceeded, ClientBody, Limited, Observed, ProxyBody};
@@ -538,7 +538,7 @@ async fn proxy(
 
     // --- endpoint
     let pool = &route.pool;
-    let Some((endpoint, in_flight)) = pool.pick() else {
+    let Some((mut endpoint, in_flight)) = pool.pick() else {
         pool.record_no_healthy();
         return Err(ProxyError::NoHealthyEndpoint {
             pool: pool.name().to_string(),
@@ -599,47 +599,84 @@ async fn proxy(
     }
     let mut upstream_span = obs.trace.child("upstream", SpanKind::Client);
     if let Some(s) = &mut upstream_span {
-        s.set_attributes([
-            KeyValue::new("gateway.pool", pool.name().to_string()),
-            KeyValue::new("server.address", endpoint.base.clone()),
-        ]);
+        s.set_attribute(KeyValue::new("gateway.pool", pool.name().to_string()));
     }
     obs.trace.inject(&mut parts.headers, upstream_span.as_ref());
-    let up_req = Request::from_parts(parts, limited);
+    let mut up_req = Request::from_parts(parts, limited);
 
-    // --- exchange
+    // --- exchange: a request no endpoint would take a connection for moves on, unsent, to the
+    // next (up to `connect_attempts`), all within one `request_timeout`.
     let timeout = pool.config.request_timeout;
     let sent_at = tokio::time::Instant::now();
-    let (mut resp, loan) = match tokio::time::timeout(timeout, pool.send(&endpoint, up_req)).await {
-        Err(_) => {
-            trace::fail(&mut upstream_span, "timeout");
-            pool.record(&endpoint, Some(Failure::Timeout));
-            return Err(ProxyError::UpstreamTimeout {
-                endpoint: endpoint.base.clone(),
-                timeout,
-            });
-        }
-        Ok(Err(SendError::Connect(source))) => {
-            trace::fail(&mut upstream_span, "connect");
-            pool.record(&endpoint, Some(Failure::Connect));
-            return Err(ProxyError::UpstreamConnect {
-                endpoint: endpoint.base.clone(),
-                source,
-            });
-        }
-        Ok(Err(SendError::Exchange(e))) => {
-            if is_caused_by::<BodyLimitExceeded>(&e) {
-                return Err(ProxyError::BodyTooLarge { limit });
+    let deadline = sent_at + timeout;
+    let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+    let exchange = loop {
+        match tokio::time::timeout_at(deadline, pool.send(&endpoint, up_req)).await {
+            Err(_) => {
+                trace::fail(&mut upstream_span, "timeout");
+                pool.record(&endpoint, Some(Failure::Timeout));
+                break Err(ProxyError::UpstreamTimeout {
+                    endpoint: endpoint.base.clone(),
+                    timeout,
+                });
             }
-            trace::fail(&mut upstream_span, "protocol");
-            pool.record(&endpoint, Some(Failure::Protocol));
-            return Err(ProxyError::UpstreamProtocol {
-                endpoint: endpoint.base.clone(),
-                source: Box::new(e),
-            });
+            Ok(Err(SendError::Connect { source, request })) => {
+                pool.record(&endpoint, Some(Failure::Connect));
+                tried.push(endpoint.clone());
+                let Some((next, in_flight)) = pool.retry_connect(&tried) else {
+                    trace::fail(&mut upstream_span, "connect");
+                    break Err(ProxyError::UpstreamConnect {
+                        endpoint: endpoint.base.clone(),
+                        source,
+                    });
+                };
+                tracing::info!(
+                    request_id = obs.request_id.to_str().unwrap_or(""),
+                    pool = pool.name(),
+                    endpoint = %endpoint.base,
+                    next = %next.base,
+                    attempt = tried.len(),
+                    error = %source,
+                    "upstream connect failed; trying another endpoint"
+                );
+                if let Some(s) = &mut upstream_span {
+                    s.add_event(
+                        "connect_failed",
+                        vec![
+                            KeyValue::new("server.address", endpoint.base.clone()),
+                            KeyValue::new("error.message", source.to_string()),
+                        ],
+                    );
+                }
+                endpoint = next;
+                obs.endpoint = Some(endpoint.clone());
+                obs.in_flight = Some(in_flight);
+                up_req = *request;
+            }
+            Ok(Err(SendError::Exchange(e))) => {
+                if is_caused_by::<BodyLimitExceeded>(&e) {
+                    break Err(ProxyError::BodyTooLarge { limit });
+                }
+                trace::fail(&mut upstream_span, "protocol");
+                pool.record(&endpoint, Some(Failure::Protocol));
+                break Err(ProxyError::UpstreamProtocol {
+                    endpoint: endpoint.base.clone(),
+                    source: Box::new(e),
+                });
+            }
+            Ok(Ok(r)) => break Ok(r),
         }
-        Ok(Ok(r)) => r,
     };
+    if let Some(s) = &mut upstream_span {
+        // The endpoint that answered, or the last one tried.
+        s.set_attribute(KeyValue::new("server.address", endpoint.base.clone()));
+        // Endpoints tried: those that refused, plus the last one unless it refused too.
+        let attempts = tried.len() + usize::from(tried.last().is_none_or(|t| !Arc::ptr_eq(t, &endpoint)));
+        if attempts > 1 {
+            s.set_attribute(KeyValue::new("gateway.upstream.attempts", attempts as i64));
+        }
+    }
+    let (mut resp, loan) = exchange?;
     obs.upstream = Some(sent_at.elapsed());
     if let Some(mut s) = upstream_span {
         s.set_attribute(KeyValue::new(

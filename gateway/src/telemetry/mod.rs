@@ -335,6 +335,8 @@ pub struct Metrics {
     pub endpoints_ejected: Family<PoolLabels, Gauge>,
     /// `gateway_upstream_ejections_total`.
     pub ejections: Family<PoolLabels, Counter>,
+    /// `gateway_upstream_retries_total`.
+    pub upstream_retries: Family<PoolLabels, Counter>,
     /// `gateway_upstream_connections_opened_total`.
     pub upstream_connections_opened: Family<PoolLabels, Counter>,
     /// `gateway_upstream_connections_idle`.
@@ -517,6 +519,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             endpoints_ejected: Family::default(),
             ejections: Family::default(),
+            upstream_retries: Family::default(),
             upstream_connections_opened: Family::default(),
             upstream_connections_idle: Family::default(),
             connections_active: Family::default(),
@@ -637,6 +640,11 @@ impl Metrics {
             UPSTREAM_EJECTIONS,
             "Endpoint ejections started by passive health checking",
             m.ejections.clone(),
+        );
+        r.register(
+            UPSTREAM_RETRIES,
+            "Requests moved to another endpoint after a connect failure",
+            m.upstream_retries.clone(),
         );
         r.register(
             UPSTREAM_CONNECTIONS_OPENED,

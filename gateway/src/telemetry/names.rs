@@ -15,6 +15,8 @@ pub const UPSTREAM_ERRORS: &str = "upstream_errors";
 pub const UPSTREAM_ENDPOINTS_EJECTED: &str = "upstream_endpoints_ejected";
 /// Ejections started, by pool (counter).
 pub const UPSTREAM_EJECTIONS: &str = "upstream_ejections";
+/// Requests moved to another endpoint after a connect failure, by pool (counter).
+pub const UPSTREAM_RETRIES: &str = "upstream_retries";
 /// Upstream connections opened, by pool (counter).
 pub const UPSTREAM_CONNECTIONS_OPENED: &str = "upstream_connections_opened";
 /// Idle pooled upstream connections now, by pool (gauge).

@@ -45,14 +45,31 @@ pub(super) struct IdleStack {
 }
 
 /// Why an exchange failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum SendError {
-    /// No connection could be made (TCP or TLS).
-    #[error("connect: {0}")]
-    Connect(BoxError),
+    /// No connection could be made (TCP or TLS); the request comes back unsent.
+    #[error("connect: {source}")]
+    Connect {
+        /// Why.
+        source: BoxError,
+        /// The request, untouched (its body unread), for another endpoint.
+        request: Box<Request<UpstreamBody>>,
+    },
     /// The exchange failed after the request was handed to a connection.
     #[error(transparent)]
     Exchange(#[from] hyper::Error),
+}
+
+impl std::fmt::Debug for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect { source, .. } => f
+                .debug_struct("Connect")
+                .field("source", source)
+                .finish_non_exhaustive(),
+            SendError::Exchange(e) => f.debug_tuple("Exchange").field(e).finish(),
+        }
+    }
 }
 
 /// A connection on loan to a request; returns to its endpoint's pool when the response ends.
@@ -203,9 +220,15 @@ pub async fn send(
     // Boxed: connecting is the rare path, and its TLS state would otherwise enlarge every
     // request's future.
     endpoint.idle.opened.inc();
-    let mut sender = Box::pin(connect(endpoint, tls, connect_timeout))
-        .await
-        .map_err(SendError::Connect)?;
+    let mut sender = match Box::pin(connect(endpoint, tls, connect_timeout)).await {
+        Ok(s) => s,
+        Err(source) => {
+            return Err(SendError::Connect {
+                source,
+                request: Box::new(req),
+            })
+        }
+    };
     let resp = sender.send_request(req).await?;
     Ok((
         resp,

@@ -62,6 +62,7 @@ pub struct Pool {
     epoch: Instant,
     ejected_gauge: Gauge,
     ejections: Counter,
+    retries: Counter,
     errors: [Counter; 5],
 }
 
@@ -217,6 +218,7 @@ impl Pool {
             epoch: Instant::now(),
             ejected_gauge: metrics.endpoints_ejected.get_or_create(&pool_label).clone(),
             ejections: metrics.ejections.get_or_create(&pool_label).clone(),
+            retries: metrics.upstream_retries.get_or_create(&pool_label).clone(),
             errors: [
                 err("connect"),
                 err("timeout"),
@@ -275,30 +277,40 @@ impl Pool {
 
     /// Picks an endpoint by the pool's policy among those not ejected.
     pub fn pick(&self) -> Option<(Arc<Endpoint>, InFlight)> {
+        self.pick_avoiding(&[])
+    }
+
+    /// [`Pool::pick`] among the endpoints not in `avoid` (those a request could not connect to).
+    pub fn pick_avoiding(&self, avoid: &[Arc<Endpoint>]) -> Option<(Arc<Endpoint>, InFlight)> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
         }
         let now = self.now_ms();
+        let usable = |e: &Arc<Endpoint>| self.healthy(e, now) && !avoid.iter().any(|a| Arc::ptr_eq(a, e));
         let chosen = match self.config.balance {
             Balance::RoundRobin => {
-                let start = self.rr.fetch_add(1, Ordering::Relaxed);
-                (0..n)
-                    .map(|i| &self.endpoints[(start + i) % n])
-                    .find(|e| self.healthy(e, now))
+                // A retry continues from where the rotation stands, without taking a turn, so a
+                // refusing endpoint costs each request at most one attempt and the rest stay even.
+                let start = if avoid.is_empty() {
+                    self.rr.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    self.rr.load(Ordering::Relaxed)
+                };
+                (0..n).map(|i| &self.endpoints[(start + i) % n]).find(|e| usable(e))
             }
             Balance::LeastInFlight => {
                 let a = &self.endpoints[fastrand::usize(..n)];
                 let b = &self.endpoints[fastrand::usize(..n)];
-                match (self.healthy(a, now), self.healthy(b, now)) {
+                match (usable(a), usable(b)) {
                     (true, true) => Some(if b.in_flight() < a.in_flight() { b } else { a }),
                     (true, false) => Some(a),
                     (false, true) => Some(b),
-                    // Both sampled endpoints are ejected: fall back to the least loaded healthy one.
+                    // Neither sampled endpoint is usable: fall back to the least loaded usable one.
                     (false, false) => self
                         .endpoints
                         .iter()
-                        .filter(|e| self.healthy(e, now))
+                        .filter(|e| usable(e))
                         .min_by_key(|e| e.in_flight()),
                 }
             }
@@ -306,6 +318,18 @@ impl Pool {
         let e = chosen?.clone();
         e.in_flight.fetch_add(1, Ordering::Relaxed);
         Some((e.clone(), InFlight(e)))
+    }
+
+    /// After connect failures on each endpoint in `tried` (each already recorded), the next
+    /// endpoint to try, when the request has attempts left and an untried endpoint is usable;
+    /// counted as a retry.
+    pub fn retry_connect(&self, tried: &[Arc<Endpoint>]) -> Option<(Arc<Endpoint>, InFlight)> {
+        if tried.len() >= self.config.connect_attempts as usize {
+            return None;
+        }
+        let next = self.pick_avoiding(tried)?;
+        self.retries.inc();
+        Some(next)
     }
 
     /// Counts a request refused because every endpoint is ejected.
