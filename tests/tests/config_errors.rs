@@ -479,3 +479,31 @@ slos:
         lines[4]
     );
 }
+
+#[test]
+fn route_rewrites_and_header_changes_are_checked() {
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+routes:
+  - name: r
+    upstream: u
+    rewrite_prefix: v2
+    request_headers:
+      set: { transfer-encoding: chunked, x-forwarded-for: 1.2.3.4, \"bad name\": x, x-ok: \"a\\x01b\" }
+      remove: [X-Auth-Subject]
+    response_headers: { remove: [x-request-id, server] }
+upstreams: [{ name: u, endpoints: [http://x] }]
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "gw.yaml:5:21: routes[0].rewrite_prefix: `v2` is not a path like / or /v2/",
+            "gw.yaml:7:33: routes[0].request_headers.set.transfer-encoding: `transfer-encoding` frames the message or belongs to one hop; it cannot be changed",
+            "gw.yaml:7:59: routes[0].request_headers.set.x-forwarded-for: `x-forwarded-for` is written by the gateway; it cannot be changed",
+            "gw.yaml:7:80: routes[0].request_headers.set.bad name: `bad name` is not a header name",
+            "gw.yaml:7:89: routes[0].request_headers.set.x-ok: not a header value (visible ASCII, spaces and tabs)",
+            "gw.yaml:8:16: routes[0].request_headers.remove[0]: `x-auth-subject` is written by the gateway; it cannot be changed",
+            "gw.yaml:9:34: routes[0].response_headers.remove[0]: `x-request-id` is written by the gateway; it cannot be changed",
+        ]
+    );
+}

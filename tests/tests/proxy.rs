@@ -70,6 +70,74 @@ async fn forwarding_headers_untrusted_peer() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn routes_rewrite_the_prefix_and_change_headers() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes:
+  - name: api
+    upstream: up
+    match: {{ path_prefix: /api }}
+    max_body_bytes: 10
+    rewrite_prefix: /v2
+    request_headers: {{ set: {{ x-env: prod, Host: internal.test }}, remove: [x-debug, Authorization] }}
+    response_headers: {{ set: {{ strict-transport-security: "max-age=31536000" }}, remove: [x-upstream] }}
+  - {{ name: rest, upstream: up }}
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+"#,
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    let req = |path: &str| {
+        http::Request::get(path)
+            .header("host", "shop.test")
+            .header("x-debug", "1")
+            .header("authorization", "Basic YTpi")
+            .header("x-keep", "yes")
+            .body(Full::new(Bytes::new()))
+    };
+
+    let r = send(addr, req("/api/users?page=2")?).await?;
+    assert_eq!(r.status(), 200);
+    let j = json(&r);
+    assert_eq!(j["path"], "/v2/users", "the matched prefix is replaced");
+    assert_eq!(j["query"], "page=2", "the query stays");
+    let h = &j["headers"];
+    assert_eq!(h["x-env"], "prod");
+    assert_eq!(h["host"], "internal.test");
+    assert_eq!(
+        h["x-forwarded-host"], "shop.test",
+        "the client's host is still forwarded"
+    );
+    assert!(h.get("x-debug").is_none() && h.get("authorization").is_none(), "{h}");
+    assert_eq!(h["x-keep"], "yes");
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
+    assert!(!r.headers().contains_key("x-upstream"));
+    assert_eq!(json(&send(addr, req("/api")?).await?)["path"], "/v2");
+
+    // The route's own answers carry its response headers too.
+    let big = http::Request::post("/api/echo")
+        .header("host", "shop.test")
+        .body(Full::new(Bytes::from(vec![b'x'; 100])))?;
+    let r = send(addr, big).await?;
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
+
+    // Other routes are untouched.
+    let r = send(addr, req("/apiary")?).await?;
+    let j = json(&r);
+    assert_eq!(j["path"], "/apiary", "a prefix matches whole segments only");
+    assert_eq!(j["headers"]["x-debug"], "1");
+    assert_eq!(j["headers"]["host"], "shop.test");
+    assert!(!r.headers().contains_key("strict-transport-security"));
+    assert_eq!(r.headers()["x-upstream"], "up");
+    Ok(())
+}
+
+#[tokio::test]
 async fn forwarding_headers_trusted_proxy() -> anyhow::Result<()> {
     let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
     let gw = gateway("127.0.0.1/32", &up).await?;

@@ -207,6 +207,9 @@ impl Snapshot {
                 requirements: r.requirements.clone(),
                 trust: r.trust.clone(),
                 early_data: r.early_data,
+                rewrite_prefix: r.rewrite_prefix.clone(),
+                request_headers: r.request_headers.clone(),
+                response_headers: r.response_headers.clone(),
                 metrics: route_metrics,
             }));
         }

@@ -246,6 +246,34 @@ pub struct FileRoute {
     /// `Early-Data: 1` (RFC 8470), for upstreams that can tell a replay (default false: 425).
     #[serde(default)]
     pub early_data: Option<bool>,
+    /// Replaces the part of the path that `match.path_prefix` matched before forwarding, e.g.
+    /// `/` (so that `/api/users` under the prefix `/api` goes upstream as `/users`); the query
+    /// is kept.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub rewrite_prefix: Option<Str>,
+    /// Request headers to change before forwarding (after identity and before the gateway's
+    /// own forwarding headers, which cannot be changed here).
+    #[serde(default)]
+    pub request_headers: Option<FileHeaderOps>,
+    /// Response headers to change on every answer of this route, the gateway's own included
+    /// (e.g. `strict-transport-security`).
+    #[serde(default)]
+    pub response_headers: Option<FileHeaderOps>,
+}
+
+/// Header changes: removals first, then the values set.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaderOps {
+    /// Headers to set, replacing any the message carries: name → value.
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
+    pub set: std::collections::BTreeMap<String, Str>,
+    /// Headers to remove.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub remove: Vec<Str>,
 }
 
 /// A route's adaptive trust policy.

@@ -242,6 +242,40 @@ pub struct RouteConfig {
     pub trust: Option<TrustConfig>,
     /// Whether 0-RTT early data is forwarded for safe methods.
     pub early_data: bool,
+    /// What replaces the matched path prefix upstream.
+    pub rewrite_prefix: Option<String>,
+    /// Request header changes.
+    pub request_headers: HeaderOps,
+    /// Response header changes.
+    pub response_headers: HeaderOps,
+}
+
+/// Header changes of a route: `remove` first, then `set`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeaderOps {
+    /// Values set, replacing any present.
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Names removed.
+    pub remove: Vec<http::HeaderName>,
+}
+
+// === impl HeaderOps ===
+
+impl HeaderOps {
+    /// Whether there is nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    /// Applies the changes to `headers`.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for n in &self.remove {
+            headers.remove(n);
+        }
+        for (n, v) in &self.set {
+            headers.insert(n.clone(), v.clone());
+        }
+    }
 }
 
 /// A service level objective (for `gateway slo-rules`).

@@ -102,6 +102,78 @@ fn positive_in(p: &mut Problems, v: Option<&Spanned<u64>>, field: &str, default:
     }
 }
 
+/// Headers no route may set or remove: they frame the message or belong to one hop.
+const FRAMING_HEADERS: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Request headers the gateway writes for the upstream itself.
+const GATEWAY_REQUEST_HEADERS: [&str; 7] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
+
+/// Response headers the gateway writes itself.
+const GATEWAY_RESPONSE_HEADERS: [&str; 2] = ["x-request-id", "alt-svc"];
+
+/// A route's `request_headers` or `response_headers`; `owned` names headers the gateway
+/// writes itself (refused, like the framing ones).
+fn header_ops(p: &mut Problems, ops: Option<&file::FileHeaderOps>, field: &str, owned: &[&str]) -> super::HeaderOps {
+    let mut out = super::HeaderOps::default();
+    let Some(ops) = ops else { return out };
+    let name = |p: &mut Problems, raw: &str, at: Pos, field: String| {
+        let Ok(n) = http::HeaderName::from_bytes(raw.to_ascii_lowercase().as_bytes()) else {
+            p.at(at, field, format!("`{raw}` is not a header name"));
+            return None;
+        };
+        if FRAMING_HEADERS.contains(&n.as_str()) {
+            p.at(
+                at,
+                field,
+                format!("`{n}` frames the message or belongs to one hop; it cannot be changed"),
+            );
+            return None;
+        }
+        if owned.contains(&n.as_str()) {
+            p.at(
+                at,
+                field,
+                format!("`{n}` is written by the gateway; it cannot be changed"),
+            );
+            return None;
+        }
+        Some(n)
+    };
+    for (k, v) in &ops.set {
+        let f = format!("{field}.set.{k}");
+        let Some(n) = name(p, k, pos(v), f.clone()) else {
+            continue;
+        };
+        match http::HeaderValue::from_str(&v.value) {
+            Ok(hv) => out.set.push((n, hv)),
+            Err(_) => p.at(pos(v), f, "not a header value (visible ASCII, spaces and tabs)"),
+        }
+    }
+    for (j, r) in ops.remove.iter().enumerate() {
+        if let Some(n) = name(p, &r.value, pos(r), format!("{field}.remove[{j}]")) {
+            out.remove.push(n);
+        }
+    }
+    out
+}
+
 fn socket_addr(p: &mut Problems, s: &Str, field: &str) -> Option<SocketAddr> {
     match s.value.parse::<SocketAddr>() {
         Ok(a) => Some(a),
@@ -631,6 +703,36 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                 fail_closed,
             }
         });
+        let rewrite_prefix = r.rewrite_prefix.as_ref().map(|rw| {
+            if !rw.value.starts_with('/')
+                || http::uri::PathAndQuery::try_from(rw.value.as_str()).is_err()
+                || rw.value.contains(['?', '#'])
+            {
+                p.at(
+                    pos(rw),
+                    format!("{base}.rewrite_prefix"),
+                    format!("`{}` is not a path like / or /v2/", rw.value),
+                );
+            }
+            rw.value.clone()
+        });
+        let mut request_owned: Vec<&str> = GATEWAY_REQUEST_HEADERS.to_vec();
+        request_owned.extend(identity_headers.names().map(|n| n.as_str()));
+        if let Some(a) = &assertion {
+            request_owned.push(a.header.as_str());
+        }
+        let request_headers = header_ops(
+            &mut p,
+            r.request_headers.as_ref(),
+            &format!("{base}.request_headers"),
+            &request_owned,
+        );
+        let response_headers = header_ops(
+            &mut p,
+            r.response_headers.as_ref(),
+            &format!("{base}.response_headers"),
+            &GATEWAY_RESPONSE_HEADERS,
+        );
         routes.push(RouteConfig {
             name: r.name.value.clone(),
             host,
@@ -643,6 +745,9 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             requirements,
             trust,
             early_data: r.early_data.unwrap_or(false),
+            rewrite_prefix,
+            request_headers,
+            response_headers,
         });
     }
 

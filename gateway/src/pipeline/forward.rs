@@ -219,9 +219,57 @@ pub fn add_forwarding(
     };
 }
 
+/// The path the upstream gets when a route rewrites its prefix: `path` with the part `prefix`
+/// matched (on a segment boundary) replaced by `to`; the query stays.
+pub fn rewrite_prefix(prefix: &str, to: &str, pq: Option<&http::uri::PathAndQuery>) -> http::Uri {
+    let path = pq.map(|p| p.path()).unwrap_or("/");
+    let rest = path.strip_prefix(prefix).unwrap_or(path);
+    // What follows the prefix, as "" or "/…": a prefix ending in '/' took the separator with it.
+    let sep = if prefix.ends_with('/') { "/" } else { "" };
+    let base = to.trim_end_matches('/');
+    let query = pq.and_then(|p| p.query());
+    let mut s = String::with_capacity(base.len() + sep.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    s.push_str(base);
+    s.push_str(sep);
+    s.push_str(rest);
+    if s.is_empty() {
+        s.push('/');
+    }
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    http::Uri::try_from(s).unwrap_or_else(|_| http::Uri::from_static("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_rewrites() {
+        let cases = [
+            ("/api", "/", "/api", "/"),
+            ("/api", "/", "/api/", "/"),
+            ("/api", "/", "/api/users?x=1", "/users?x=1"),
+            ("/api/", "/", "/api/", "/"),
+            ("/api/", "/", "/api/users", "/users"),
+            ("/api", "/v2", "/api", "/v2"),
+            ("/api", "/v2", "/api/", "/v2/"),
+            ("/api", "/v2/", "/api/a/b", "/v2/a/b"),
+            ("/api/", "/v2/", "/api/a", "/v2/a"),
+            ("/", "/v2", "/", "/v2/"),
+            ("/", "/v2", "/x?q", "/v2/x?q"),
+        ];
+        for (prefix, to, path, want) in cases {
+            let pq = http::uri::PathAndQuery::try_from(path).ok();
+            assert_eq!(
+                rewrite_prefix(prefix, to, pq.as_ref()).to_string(),
+                want,
+                "{prefix} → {to} on {path}"
+            );
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

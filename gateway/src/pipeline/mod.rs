@@ -63,7 +63,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Clien
         trace,
     );
     let result = proxy(&shared, &snap, &conn, &mut obs, req, trusted).await;
-    let resp = match result {
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => {
             let (status, reason, side, ..) = err.describe();
@@ -86,6 +86,9 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Clien
             rescue(&err, rid).map(ProxyBody::local)
         }
     };
+    if let Some(route) = obs.route.as_ref().filter(|r| !r.response_headers.is_empty()) {
+        route.response_headers.apply(resp.headers_mut());
+    }
     let mut answer = finish(resp, obs);
     if let Some(v) = &conn.alt_svc {
         answer.headers_mut().insert(header::ALT_SVC, v.clone());
@@ -573,6 +576,9 @@ async fn proxy(
             }
         }
     }
+    if !route.request_headers.is_empty() {
+        route.request_headers.apply(&mut parts.headers);
+    }
     forward::add_forwarding(
         &mut parts.headers,
         &conn.peer_headers,
@@ -587,9 +593,10 @@ async fn proxy(
         }
     }
     // Origin-form: the connection already goes to the endpoint.
-    parts.uri = match pq {
-        Some(pq) => http::Uri::from(pq),
-        None => http::Uri::from_static("/"),
+    parts.uri = match (pq, &route.rewrite_prefix) {
+        (pq, Some(to)) => forward::rewrite_prefix(&route.prefix, to, pq.as_ref()),
+        (Some(pq), None) => http::Uri::from(pq),
+        (None, None) => http::Uri::from_static("/"),
     };
     parts.version = http::Version::HTTP_11;
     let limit = route.max_body_bytes;
@@ -599,7 +606,11 @@ async fn proxy(
     }
     let mut upstream_span = obs.trace.child("upstream", SpanKind::Client);
     if let Some(s) = &mut upstream_span {
-        s.set_attribute(KeyValue::new("gateway.pool", pool.name().to_string()));
+        s.set_attributes([
+            KeyValue::new("gateway.pool", pool.name().to_string()),
+            // The path as sent upstream (after a route's rewrite_prefix).
+            KeyValue::new("url.path", parts.uri.path().to_string()),
+        ]);
     }
     obs.trace.inject(&mut parts.headers, upstream_span.as_ref());
     let mut up_req = Request::from_parts(parts, limited);

@@ -40,6 +40,12 @@ pub struct Route {
     pub trust: Option<crate::config::TrustConfig>,
     /// Whether HTTP/3 early data is forwarded for safe methods.
     pub early_data: bool,
+    /// What replaces the matched prefix upstream.
+    pub rewrite_prefix: Option<String>,
+    /// Request header changes.
+    pub request_headers: crate::config::HeaderOps,
+    /// Response header changes.
+    pub response_headers: crate::config::HeaderOps,
     /// Metric handles.
     pub metrics: Arc<RouteMetrics>,
 }
