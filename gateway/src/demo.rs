@@ -4,7 +4,8 @@
 //! The demo writes its config and certificate to a fresh directory and starts the gateway from
 //! that file, so editing it shows a live reload. The [`Upstream`] here is also what the
 //! end-to-end tests proxy to: it can answer any status, wait, stream any number of bytes, echo a
-//! body, and echo bytes after a protocol upgrade.
+//! body (with trailers after it, as gRPC answers, on `/trailers`), and echo bytes after a
+//! protocol upgrade; it speaks HTTP/1.1 and HTTP/2 (prior knowledge) on the same port.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -170,7 +171,10 @@ async fn respond(name: &str, mut req: Request<Incoming>) -> Response<Body> {
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("size=")))
         .and_then(|n| n.parse::<u64>().ok());
-    if let (Some(n), false) = (size, matches!(first, "status" | "delay" | "bytes" | "echo" | "drain")) {
+    if let (Some(n), false) = (
+        size,
+        matches!(first, "status" | "delay" | "bytes" | "echo" | "trailers" | "drain"),
+    ) {
         return repeat(name, n.min(64 << 20));
     }
     match first {
@@ -202,6 +206,23 @@ async fn respond(name: &str, mut req: Request<Incoming>) -> Response<Body> {
         "echo" => {
             let (_, body) = req.into_parts();
             let mut r = Response::new(body.map_err(|e| Box::new(e) as crate::error::BoxError).boxed_unsync());
+            if let Ok(v) = HeaderValue::from_str(name) {
+                r.headers_mut().insert("x-upstream", v);
+            }
+            r
+        }
+        "trailers" => {
+            // The body echoed, then trailers, as a gRPC server answers.
+            let (_, body) = req.into_parts();
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let body = body
+                .map_err(|e| Box::new(e) as crate::error::BoxError)
+                .with_trailers(async move { Some(Ok(trailers)) })
+                .boxed_unsync();
+            let mut r = Response::new(body);
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
             if let Ok(v) = HeaderValue::from_str(name) {
                 r.headers_mut().insert("x-upstream", v);
             }
@@ -248,6 +269,7 @@ async fn respond(name: &str, mut req: Request<Incoming>) -> Response<Body> {
                 serde_json::json!({
                     "upstream": name,
                     "method": req.method().as_str(),
+                    "version": format!("{:?}", req.version()),
                     "path": path,
                     "query": req.uri().query().unwrap_or(""),
                     "headers": headers,

@@ -209,6 +209,8 @@ telemetry: {{ traces: {{ endpoint: "http://{otlp}", sampling_ratio: 1.0 }} }}
         .expect("an upstream span");
     assert_eq!(upstream.attr("server.address"), Some(format!("http://{}", up.addr())));
     assert_eq!(upstream.attr("gateway.upstream.attempts").as_deref(), Some("2"));
+    assert_eq!(upstream.attr("url.path").as_deref(), Some("/x"));
+    assert_eq!(upstream.attr("network.protocol.version").as_deref(), Some("1.1"));
     assert_eq!(upstream.attr("http.response.status_code").as_deref(), Some("200"));
     let failed: Vec<_> = upstream
         .span

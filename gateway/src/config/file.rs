@@ -556,6 +556,11 @@ pub struct FileUpstream {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub balance: Option<Str>,
+    /// `http1` (default) or `h2`: HTTP/2 to every endpoint (over TLS with ALPN for `https://`,
+    /// with prior knowledge for `http://`), one multiplexed connection per endpoint; for gRPC.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub protocol: Option<Str>,
     /// Time to establish a connection, e.g. `2s`.
     #[serde(default)]
     #[schemars(with = "Option<String>")]

@@ -671,6 +671,15 @@ pub enum Balance {
     LeastInFlight,
 }
 
+/// The protocol spoken to a pool's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, pooled connections.
+    Http1,
+    /// HTTP/2, one multiplexed connection per endpoint.
+    Http2,
+}
+
 /// An upstream pool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
@@ -680,6 +689,8 @@ pub struct UpstreamConfig {
     pub endpoints: Vec<String>,
     /// Policy.
     pub balance: Balance,
+    /// Protocol to the endpoints.
+    pub protocol: UpstreamProtocol,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Time to response head.

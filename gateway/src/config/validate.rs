@@ -14,7 +14,7 @@ use serde_saphyr::Spanned;
 use super::file::{self, FileConfig, Str};
 use super::{
     Balance, CertConfig, Config, ConfigError, HealthConfig, Limits, ListenerConfig, Pos, ProviderConfig, ReloadConfig,
-    RouteConfig, TlsConfig, UpstreamConfig, UpstreamTls,
+    RouteConfig, TlsConfig, UpstreamConfig, UpstreamProtocol, UpstreamTls,
 };
 
 /// Collects problems while walking the file.
@@ -1428,6 +1428,19 @@ fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> Upst
             Balance::RoundRobin
         }
     };
+    let protocol = match &u.protocol {
+        None => UpstreamProtocol::Http1,
+        Some(v) if v.value == "http1" => UpstreamProtocol::Http1,
+        Some(v) if v.value == "h2" => UpstreamProtocol::Http2,
+        Some(v) => {
+            p.at(
+                pos(v),
+                format!("{base}.protocol"),
+                format!("`{}` is not an upstream protocol: use http1 or h2", v.value),
+            );
+            UpstreamProtocol::Http1
+        }
+    };
     let tls = UpstreamTls {
         ca_files: u
             .tls
@@ -1455,6 +1468,7 @@ fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> Upst
         name: u.name.value.clone(),
         endpoints,
         balance,
+        protocol,
         connect_timeout: duration(
             p,
             &u.connect_timeout,

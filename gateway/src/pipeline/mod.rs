@@ -551,11 +551,18 @@ async fn proxy(
     obs.in_flight = Some(in_flight);
 
     // --- forward
-    let upgrade = forward::wants_upgrade(req.headers(), req.version());
+    // An HTTP/1.1 upgrade cannot cross HTTP/2: the request goes without it.
+    let h2 = pool.h2();
+    let upgrade = !h2 && forward::wants_upgrade(req.headers(), req.version());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let pq = parts.uri.path_and_query().cloned();
+    // `TE: trailers` is the one hop-by-hop field HTTP/2 carries (gRPC servers look for it).
+    let te_trailers = h2 && forward::accepts_trailers(&parts.headers);
     forward::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if te_trailers {
+        parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // Identity headers: never from the client; set from the verified token.
     let ih = &snap.config.identity_headers;
     for n in ih.names() {
@@ -610,6 +617,7 @@ async fn proxy(
             KeyValue::new("gateway.pool", pool.name().to_string()),
             // The path as sent upstream (after a route's rewrite_prefix).
             KeyValue::new("url.path", parts.uri.path().to_string()),
+            KeyValue::new("network.protocol.version", if h2 { "2" } else { "1.1" }),
         ]);
     }
     obs.trace.inject(&mut parts.headers, upstream_span.as_ref());
@@ -733,10 +741,12 @@ async fn proxy(
     let loan = if upgraded {
         None
     } else if rbody.is_end_stream() {
-        loan.release();
+        if let Some(l) = loan {
+            l.release();
+        }
         None
     } else {
-        Some(loan)
+        loan
     };
     Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody, loan)))
 }

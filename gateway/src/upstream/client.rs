@@ -1,19 +1,26 @@
-//! The upstream HTTP/1.1 client: connections per endpoint, pooled while idle.
+//! The upstream client: HTTP/1.1 connections per endpoint, pooled while idle, or one
+//! multiplexed HTTP/2 connection per endpoint.
 //!
-//! Each [`Endpoint`] keeps a small stack of idle connections (most recently used on top, so the
-//! warmest connection serves next and the coldest ones age out). A request takes one, or
-//! connects (TCP, then TLS with the endpoint's host as SNI for `https://`), and the connection
-//! goes back when the response body has ended. A pooled connection the upstream has closed in the
-//! meantime is detected before the request is written, and the request moves to a fresh
-//! connection; once written, a request is never retried. Upgraded connections never return.
+//! HTTP/1.1: each [`Endpoint`] keeps a small stack of idle connections (most recently used on
+//! top, so the warmest connection serves next and the coldest ones age out). A request takes
+//! one, or connects (TCP, then TLS with the endpoint's host as SNI for `https://`), and the
+//! connection goes back when the response body has ended. A pooled connection the upstream has
+//! closed in the meantime is detected before the request is written, and the request moves to a
+//! fresh connection; once written, a request is never retried. Upgraded connections never
+//! return.
+//!
+//! HTTP/2 (`protocol: h2`): every request to an endpoint shares its one connection (ALPN `h2`
+//! over TLS, prior knowledge over TCP), opened by the first request that finds none and again
+//! once it has closed (GOAWAY, error); requests go in absolute form (`:scheme`, `:authority` from
+//! the Host the upstream would have got).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -26,6 +33,15 @@ pub type UpstreamBody = Limited<crate::pipeline::body::ClientBody>;
 
 /// A connection's request sender.
 pub type Sender = http1::SendRequest<UpstreamBody>;
+
+/// An HTTP/2 connection's request sender (cloned for each request).
+pub type H2Sender = http2::SendRequest<UpstreamBody>;
+
+/// A new connection of either protocol.
+enum Conn {
+    H1(Sender),
+    H2(H2Sender),
+}
 
 /// An idle connection.
 #[derive(Debug)]
@@ -152,34 +168,50 @@ impl IdleStack {
     }
 }
 
-async fn handshake<I>(io: I) -> Result<Sender, BoxError>
+async fn handshake<I>(io: I, h2: bool) -> Result<Conn, BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        return Ok(Conn::H2(sender));
+    }
     let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Conn::H1(sender))
 }
 
-/// Opens a connection to `endpoint` (TCP, then TLS for `https://`).
+/// Opens a connection to `endpoint` (TCP, then TLS for `https://`), speaking HTTP/2 if `h2`.
 async fn connect(
     endpoint: &Endpoint,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
-) -> Result<Sender, BoxError> {
+    h2: bool,
+) -> Result<Conn, BoxError> {
     let fut = async {
         let tcp = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
         tcp.set_nodelay(true)?;
         match (&endpoint.server_name, tls) {
             (Some(name), Some(tls)) => {
-                let tls = tokio_rustls::TlsConnector::from(tls);
-                handshake(tls.connect(name.clone(), tcp).await?).await
+                let tls = tokio_rustls::TlsConnector::from(tls).connect(name.clone(), tcp).await?;
+                if h2 && tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return Err("the endpoint did not agree to HTTP/2 (ALPN h2)".into());
+                }
+                handshake(tls, h2).await
             }
-            _ => handshake(tcp).await,
+            _ => handshake(tcp, h2).await,
         }
     };
     match tokio::time::timeout(timeout, fut).await {
@@ -188,14 +220,19 @@ async fn connect(
     }
 }
 
-/// Sends `req` to `endpoint` on a pooled or new connection.
+/// Sends `req` to `endpoint` on a pooled or new connection; the loan (HTTP/1.1 only) goes back
+/// to the pool when the response has ended.
 pub async fn send(
     endpoint: &Arc<Endpoint>,
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    h2: bool,
     mut req: Request<UpstreamBody>,
-) -> Result<(Response<Incoming>, Loan), SendError> {
+) -> Result<(Response<Incoming>, Option<Loan>), SendError> {
+    if h2 {
+        return send_h2(endpoint, tls, connect_timeout, req).await;
+    }
     while let Some(mut sender) = endpoint.idle.take(idle_timeout) {
         if sender.ready().await.is_err() {
             continue;
@@ -204,10 +241,10 @@ pub async fn send(
             Ok(resp) => {
                 return Ok((
                     resp,
-                    Loan {
+                    Some(Loan {
                         sender,
                         endpoint: endpoint.clone(),
-                    },
+                    }),
                 ))
             }
             Err(mut e) => match e.take_message() {
@@ -220,8 +257,9 @@ pub async fn send(
     // Boxed: connecting is the rare path, and its TLS state would otherwise enlarge every
     // request's future.
     endpoint.idle.opened.inc();
-    let mut sender = match Box::pin(connect(endpoint, tls, connect_timeout)).await {
-        Ok(s) => s,
+    let mut sender = match Box::pin(connect(endpoint, tls, connect_timeout, false)).await {
+        Ok(Conn::H1(s)) => s,
+        Ok(Conn::H2(_)) => unreachable!("asked for HTTP/1.1"),
         Err(source) => {
             return Err(SendError::Connect {
                 source,
@@ -232,9 +270,85 @@ pub async fn send(
     let resp = sender.send_request(req).await?;
     Ok((
         resp,
-        Loan {
+        Some(Loan {
             sender,
             endpoint: endpoint.clone(),
-        },
+        }),
     ))
+}
+
+/// Puts `req` in absolute form for HTTP/2: `:scheme` from the endpoint, `:authority` from the
+/// `Host` the upstream would have got over HTTP/1.1 (moved out of the headers), else the
+/// endpoint's own.
+fn absolute_form(req: &mut Request<UpstreamBody>, endpoint: &Endpoint) {
+    let host = req.headers_mut().remove(http::header::HOST);
+    let mut parts = req.uri().clone().into_parts();
+    if parts.authority.is_none() {
+        parts.authority = host
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| http::uri::Authority::try_from(endpoint.authority()).ok());
+    }
+    parts.scheme = Some(if endpoint.server_name.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// Sends `req` on the endpoint's HTTP/2 connection, opening it if there is none (one opener at
+/// a time; the others wait for it and share it).
+async fn send_h2(
+    endpoint: &Arc<Endpoint>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    mut req: Request<UpstreamBody>,
+) -> Result<(Response<Incoming>, Option<Loan>), SendError> {
+    absolute_form(&mut req, endpoint);
+    // A connection found closed only now (GOAWAY, error) gives the request back unsent: one
+    // more try on a fresh connection.
+    for _ in 0..2 {
+        let mut sender = {
+            let mut shared = endpoint.h2.lock().await;
+            match shared.as_ref().filter(|s| !s.is_closed()) {
+                Some(s) => s.clone(),
+                None => {
+                    endpoint.idle.opened.inc();
+                    match Box::pin(connect(endpoint, tls.clone(), connect_timeout, true)).await {
+                        Ok(Conn::H2(s)) => {
+                            *shared = Some(s.clone());
+                            s
+                        }
+                        Ok(Conn::H1(_)) => unreachable!("asked for HTTP/2"),
+                        Err(source) => {
+                            *shared = None;
+                            return Err(SendError::Connect {
+                                source,
+                                request: Box::new(req),
+                            });
+                        }
+                    }
+                }
+            }
+        };
+        if sender.ready().await.is_err() {
+            continue;
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, None)),
+            Err(mut e) => match e.take_message() {
+                Some(r) => req = r,
+                None => return Err(SendError::Exchange(e.into_error())),
+            },
+        }
+    }
+    Err(SendError::Connect {
+        source: "the endpoint's HTTP/2 connection closed twice before the request could be sent".into(),
+        request: Box::new(req),
+    })
 }

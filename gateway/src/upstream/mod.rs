@@ -29,6 +29,8 @@ pub struct Endpoint {
     /// TLS server name, for `https://` endpoints.
     server_name: Option<rustls::pki_types::ServerName<'static>>,
     idle: client::IdleStack,
+    /// The shared connection of an HTTP/2 pool.
+    h2: tokio::sync::Mutex<Option<client::H2Sender>>,
     max_idle: usize,
     in_flight: AtomicUsize,
     failures: AtomicU32,
@@ -95,11 +97,17 @@ impl Endpoint {
             port,
             server_name,
             idle: client::IdleStack::new(idle_gauge.clone(), opened.clone()),
+            h2: tokio::sync::Mutex::new(None),
             max_idle,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
         })
+    }
+
+    /// `host:port` (as written in the endpoint URL).
+    fn authority(&self) -> &str {
+        self.base.split_once("://").map(|(_, a)| a).unwrap_or(&self.base)
     }
 
     /// Requests in flight now.
@@ -184,7 +192,7 @@ impl Pool {
         config: &UpstreamConfig,
         metrics: &Metrics,
     ) -> Result<Arc<Pool>, Vec<ConfigError>> {
-        let tls = client_tls(
+        let mut tls = client_tls(
             file,
             config.tls.system_roots,
             &config.tls.ca_files,
@@ -200,6 +208,9 @@ impl Pool {
             .iter()
             .filter_map(|e| Endpoint::new(e, config.max_idle_per_endpoint, &idle_gauge, &opened).map(Arc::new))
             .collect();
+        if config.protocol == crate::config::UpstreamProtocol::Http2 {
+            tls.alpn_protocols = vec![b"h2".to_vec()];
+        }
         let tls = endpoints.iter().any(|e| e.server_name.is_some()).then(|| Arc::new(tls));
         let err = |kind| {
             metrics
@@ -250,15 +261,21 @@ impl Pool {
         &self,
         endpoint: &Arc<Endpoint>,
         req: http::Request<client::UpstreamBody>,
-    ) -> Result<(http::Response<hyper::body::Incoming>, client::Loan), client::SendError> {
+    ) -> Result<(http::Response<hyper::body::Incoming>, Option<client::Loan>), client::SendError> {
         client::send(
             endpoint,
             self.tls.clone(),
             self.config.connect_timeout,
             self.config.idle_timeout,
+            self.h2(),
             req,
         )
         .await
+    }
+
+    /// Whether the pool speaks HTTP/2 to its endpoints.
+    pub fn h2(&self) -> bool {
+        self.config.protocol == crate::config::UpstreamProtocol::Http2
     }
 
     /// Pool name.
