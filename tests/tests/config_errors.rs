@@ -29,7 +29,7 @@ fn unknown_field() {
     assert_eq!(code, 64);
     assert_eq!(
         err.trim(),
-        "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, quic, tls"
+        "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, quic, redirect_to_https, tls"
     );
 }
 
@@ -71,8 +71,8 @@ extra: 1
     assert_eq!(
         problems(yaml),
         vec![
-            "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, quic, tls",
-            "gw.yaml:5:5: listeners[1].adress: unknown field `adress`, expected one of: address, name, quic, tls",
+            "gw.yaml:4:5: listeners[0].colour: unknown field `colour`, expected one of: address, name, quic, redirect_to_https, tls",
+            "gw.yaml:5:5: listeners[1].adress: unknown field `adress`, expected one of: address, name, quic, redirect_to_https, tls",
             "gw.yaml:5:5: listeners[1]: missing field `name`",
             "gw.yaml:5:5: listeners[1]: missing field `address`",
             "gw.yaml:7:16: limits.max_headers: expected a whole number, found the string `many`",
@@ -111,6 +111,7 @@ upstreams:
     endpoints: [ftp://x]
     connect_timeout: 5
     connect_attempts: 0
+    health: { check: { path: healthz, unhealthy_after: 0 } }
 ";
     assert_eq!(
         problems(yaml),
@@ -120,6 +121,8 @@ upstreams:
             "gw.yaml:10:17: upstreams[0].endpoints[0]: `ftp://x` is not an endpoint like http://10.0.0.1:8080 or https://api.internal",
             "gw.yaml:11:22: upstreams[0].connect_timeout: `5` has no unit: write it like 500ms, 10s, 5m or 1h",
             "gw.yaml:12:23: upstreams[0].connect_attempts: must be greater than zero",
+            "gw.yaml:13:30: upstreams[0].health.check.path: `healthz` is not a path like /healthz",
+            "gw.yaml:13:56: upstreams[0].health.check.unhealthy_after: must be greater than zero",
         ]
     );
 }
@@ -504,6 +507,25 @@ upstreams: [{ name: u, endpoints: [http://x] }]
             "gw.yaml:7:89: routes[0].request_headers.set.x-ok: not a header value (visible ASCII, spaces and tabs)",
             "gw.yaml:8:16: routes[0].request_headers.remove[0]: `x-auth-subject` is written by the gateway; it cannot be changed",
             "gw.yaml:9:34: routes[0].response_headers.remove[0]: `x-request-id` is written by the gateway; it cannot be changed",
+        ]
+    );
+}
+
+#[test]
+fn https_redirects_and_upstream_protocols_are_checked() {
+    let yaml = "\
+listeners:
+  - { name: a, address: 127.0.0.1:1, redirect_to_https: 0 }
+  - { name: b, address: 127.0.0.1:2, tls: { certificates: [{ cert: c.pem, key: k.pem }] }, redirect_to_https: 443 }
+routes: [{ name: r, upstream: u }]
+upstreams: [{ name: u, endpoints: [http://x], protocol: h3 }]
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "gw.yaml:2:57: listeners[0].redirect_to_https: a port from 1 to 65535, e.g. 443",
+            "gw.yaml:3:111: listeners[1].redirect_to_https: only a plain listener redirects to HTTPS (this one has `tls`)",
+            "gw.yaml:5:57: upstreams[0].protocol: `h3` is not an upstream protocol: use http1 or h2",
         ]
     );
 }

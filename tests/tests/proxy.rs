@@ -229,3 +229,55 @@ async fn large_bodies_stream_both_ways() -> anyhow::Result<()> {
     assert_eq!(v["received"], SIZE);
     Ok(())
 }
+
+#[tokio::test]
+async fn plain_listener_redirects_to_https() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners:
+  - {{ name: http, address: "127.0.0.1:0", redirect_to_https: 8443 }}
+  - {{ name: edge, address: "127.0.0.1:0", redirect_to_https: 443 }}
+admin: {{ address: "127.0.0.1:0" }}
+trusted_proxies: [127.0.0.1]
+routes: [{{ name: r, upstream: up }}]
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+"#,
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    // Method, path and query are kept (308), the host loses its port and case.
+    let req = http::Request::post("/a/b?c=1")
+        .header("host", "Shop.Test:8080")
+        .body(Full::new(Bytes::from_static(b"form")))?;
+    let r = send(gw.addr("http"), req).await?;
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "https://shop.test:8443/a/b?c=1");
+    let r = send(gw.addr("edge"), request("x.test", "/")).await?;
+    assert_eq!(r.headers()["location"], "https://x.test/", "443 is left out");
+    // Behind a trusted proxy that took HTTPS, the request is served.
+    let req = http::Request::get("/")
+        .header("host", "x.test")
+        .header("x-forwarded-proto", "https")
+        .body(Full::new(Bytes::new()))?;
+    let r = send(gw.addr("http"), req).await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-upstream"], "up");
+    // Without a host there is nowhere to send the client.
+    let mut s = tokio::net::TcpStream::connect(gw.addr("http")).await?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await?;
+    assert!(
+        answer.starts_with(b"HTTP/1.0 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let m = gw.metrics().await?;
+    let redirects = |l| gateway_tests::metric(&m, "gateway_https_redirects_total", &[("listener", l)]);
+    assert_eq!(redirects("http"), Some(1.0));
+    assert_eq!(redirects("edge"), Some(1.0));
+
+    Ok(())
+}

@@ -314,6 +314,85 @@ upstreams:
 }
 
 #[tokio::test]
+async fn active_checks_take_a_failing_endpoint_out_and_bring_it_back() -> anyhow::Result<()> {
+    let good = Upstream::start("good", "127.0.0.1:0".parse()?).await?;
+    let late = gateway_tests::free_port();
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes:
+  - {{ name: r, upstream: p }}
+  - {{ name: s, upstream: sick, match: {{ host: sick.test }} }}
+upstreams:
+  - name: p
+    endpoints: [http://{good}, http://127.0.0.1:{late}]
+    health: {{ check: {{ path: /healthz, interval: 100ms, timeout: 500ms }} }}
+  - name: sick
+    endpoints: [http://{good}]
+    health: {{ check: {{ path: /status/503, interval: 100ms }} }}
+"#,
+        good = good.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    let down = |m: &str, pool: &str| metric(m, "gateway_upstream_endpoints_down", &[("pool", pool)]);
+    // Without any request: the endpoint nobody listens on, and the one answering 503, go out.
+    assert_eventually!(
+        {
+            let m = gw.metrics().await?;
+            down(&m, "p") == Some(1.0) && down(&m, "sick") == Some(1.0)
+        },
+        "failing endpoints are taken out"
+    );
+    for _ in 0..10 {
+        let r = send(addr, request("x", "/")).await?;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-upstream"], "good");
+    }
+    assert_problem(
+        &send(addr, request("sick.test", "/")).await?,
+        503,
+        "no-healthy-endpoint",
+    );
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_upstream_errors_total",
+            &[("pool", "p"), ("kind", "connect")]
+        ),
+        Some(0.0),
+        "no request went to the endpoint out of rotation"
+    );
+    assert!(
+        metric(
+            &m,
+            "gateway_upstream_health_checks_total",
+            &[("pool", "p"), ("result", "pass")]
+        ) > Some(0.0)
+    );
+    assert!(
+        metric(
+            &m,
+            "gateway_upstream_health_checks_total",
+            &[("pool", "p"), ("result", "fail")]
+        ) >= Some(2.0)
+    );
+
+    // Once it answers, it comes back and serves again.
+    let _late = Upstream::start("late", format!("127.0.0.1:{late}").parse()?).await?;
+    assert_eventually!(down(&gw.metrics().await?, "p") == Some(0.0), "the endpoint comes back");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let r = send(addr, request("x", "/")).await?;
+        seen.insert(r.headers()["x-upstream"].to_str()?.to_string());
+    }
+    assert!(seen.contains("late"), "{seen:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn upstream_errors_502_503_504() -> anyhow::Result<()> {
     let slow = Upstream::start("slow", "127.0.0.1:0".parse()?).await?;
     let dead = gateway_tests::free_port();

@@ -100,23 +100,3 @@ upstreams: [{{ name: origin, endpoints: ["http://{}"], protocol: h2 }}]
     );
     Ok(())
 }
-
-#[tokio::test]
-async fn unknown_protocol_is_a_config_error() -> anyhow::Result<()> {
-    let err = TestGateway::start(
-        r#"
-listeners: [{ name: http, address: "127.0.0.1:0" }]
-routes: [{ name: r, upstream: u }]
-upstreams: [{ name: u, endpoints: ["http://127.0.0.1:1"], protocol: h3 }]
-"#,
-    )
-    .await
-    .err()
-    .map(|e| format!("{e:#}"))
-    .unwrap_or_default();
-    assert!(
-        err.contains("upstreams[0].protocol: `h3` is not an upstream protocol: use http1 or h2"),
-        "{err}"
-    );
-    Ok(())
-}

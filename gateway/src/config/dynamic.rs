@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub quic: HashMap<String, Arc<quinn::ServerConfig>>,
     /// Metric handles for requests that matched no route.
     pub unrouted: Arc<RouteMetrics>,
+    /// Plain listeners that redirect to HTTPS, with the port and their redirect counter.
+    redirects: HashMap<String, (u16, prometheus_client::metrics::counter::Counter)>,
 }
 
 // === impl Snapshot ===
@@ -229,6 +231,20 @@ impl Snapshot {
             })
             .collect();
         let router = Router::new(&config.routes, routes);
+        let redirects = config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                let port = l.redirect_to_https?;
+                let counter = metrics
+                    .https_redirects
+                    .get_or_create(&crate::telemetry::ListenerLabels {
+                        listener: l.name.clone(),
+                    })
+                    .clone();
+                Some((l.name.clone(), (port, counter)))
+            })
+            .collect();
         Ok(Snapshot {
             generation: previous.map(|p| p.generation + 1).unwrap_or(1),
             config: Arc::new(config),
@@ -242,6 +258,16 @@ impl Snapshot {
             tls,
             quic,
             unrouted: Arc::new(RouteMetrics::new("none", metrics)),
+            redirects,
         })
+    }
+
+    /// The HTTPS port `listener` redirects every request to, if it does, and the counter of
+    /// those redirects.
+    pub fn https_redirect(&self, listener: &str) -> Option<(u16, &prometheus_client::metrics::counter::Counter)> {
+        if self.redirects.is_empty() {
+            return None;
+        }
+        self.redirects.get(listener).map(|(port, counter)| (*port, counter))
     }
 }

@@ -105,6 +105,12 @@ pub struct FileListener {
     /// `tls`); absent means no QUIC. Needs a restart to turn on or off.
     #[serde(default)]
     pub quic: Option<FileQuic>,
+    /// On a plain listener: answer every request with a 308 redirect to the same URL over
+    /// HTTPS on this port (e.g. 443, left out of the URL), unless a trusted proxy says the
+    /// request came in over HTTPS (`X-Forwarded-Proto: https`).
+    #[serde(default)]
+    #[schemars(with = "Option<u16>")]
+    pub redirect_to_https: Option<Spanned<u64>>,
 }
 
 /// QUIC settings of a listener.
@@ -604,7 +610,7 @@ pub struct FileUpstreamTls {
     pub system_roots: Option<bool>,
 }
 
-/// Passive health: eject endpoints that keep failing.
+/// Passive health: eject endpoints that keep failing; and, with `check`, active health checks.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileHealth {
@@ -616,6 +622,35 @@ pub struct FileHealth {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub ejection_time: Option<Str>,
+    /// Active checks: a `GET` of `path` to every endpoint every `interval`; absent = passive
+    /// health only.
+    #[serde(default)]
+    pub check: Option<FileHealthCheck>,
+}
+
+/// Active health checks of a pool's endpoints.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthCheck {
+    /// Path to request, e.g. `/healthz`; a 2xx or 3xx answer passes.
+    #[schemars(with = "String")]
+    pub path: Str,
+    /// Time between checks of an endpoint, e.g. `10s` (default).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub interval: Option<Str>,
+    /// Time a check may take, connecting included, e.g. `2s` (default).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Str>,
+    /// Failed checks in a row that take an endpoint out of rotation (default 2).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub unhealthy_after: Option<Spanned<u64>>,
+    /// Passed checks in a row that bring it back (default 2).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub healthy_after: Option<Spanned<u64>>,
 }
 
 /// The embedded baseline engine. Needs a restart to change.

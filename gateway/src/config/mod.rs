@@ -121,6 +121,8 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
     /// HTTP/3 over QUIC on the same port over UDP, when present.
     pub quic: Option<QuicConfig>,
+    /// Plain listeners only: the HTTPS port every request is redirected to.
+    pub redirect_to_https: Option<u16>,
 }
 
 /// QUIC settings of a listener.
@@ -723,6 +725,23 @@ pub struct HealthConfig {
     pub consecutive_failures: u32,
     /// Ejection length.
     pub ejection_time: Duration,
+    /// Active checks, when configured.
+    pub check: Option<HealthCheck>,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    /// Path requested (origin form).
+    pub path: http::uri::PathAndQuery,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time a check may take.
+    pub timeout: Duration,
+    /// Failed checks in a row that take an endpoint out.
+    pub unhealthy_after: u32,
+    /// Passed checks in a row that bring it back.
+    pub healthy_after: u32,
 }
 
 /// Reload settings.

@@ -269,12 +269,31 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             }
             quic_config(&mut p, q, &base)
         });
+        let redirect_to_https = l.redirect_to_https.as_ref().and_then(|r| {
+            let field = format!("{base}.redirect_to_https");
+            if tls.is_some() {
+                p.at(
+                    pos(r),
+                    field,
+                    "only a plain listener redirects to HTTPS (this one has `tls`)",
+                );
+                return None;
+            }
+            match u16::try_from(r.value) {
+                Ok(port) if port > 0 => Some(port),
+                _ => {
+                    p.at(pos(r), field, "a port from 1 to 65535, e.g. 443");
+                    None
+                }
+            }
+        });
         if let Some(a) = addr {
             listeners.push(ListenerConfig {
                 name: l.name.value.clone(),
                 addr: a,
                 tls,
                 quic,
+                redirect_to_https,
             });
         }
     }
@@ -1463,6 +1482,29 @@ fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> Upst
             &format!("{base}.health.ejection_time"),
             Duration::from_secs(30),
         ),
+        check: h.and_then(|h| h.check.as_ref()).map(|c| {
+            let field = format!("{base}.health.check");
+            let path = match http::uri::PathAndQuery::try_from(c.path.value.as_str()) {
+                Ok(pq) if c.path.value.starts_with('/') => pq,
+                _ => {
+                    p.at(
+                        pos(&c.path),
+                        format!("{field}.path"),
+                        format!("`{}` is not a path like /healthz", c.path.value),
+                    );
+                    http::uri::PathAndQuery::from_static("/")
+                }
+            };
+            super::HealthCheck {
+                path,
+                interval: duration(p, &c.interval, &format!("{field}.interval"), Duration::from_secs(10)),
+                timeout: duration(p, &c.timeout, &format!("{field}.timeout"), Duration::from_secs(2)),
+                unhealthy_after: positive_in(p, c.unhealthy_after.as_ref(), &format!("{field}.unhealthy_after"), 2)
+                    .min(u64::from(u32::MAX)) as u32,
+                healthy_after: positive_in(p, c.healthy_after.as_ref(), &format!("{field}.healthy_after"), 2)
+                    .min(u64::from(u32::MAX)) as u32,
+            }
+        }),
     };
     UpstreamConfig {
         name: u.name.value.clone(),

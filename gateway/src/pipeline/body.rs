@@ -87,12 +87,14 @@ impl HttpBody for ProxyBody {
 }
 
 /// The body of a client's request: hyper's for HTTP/1.1 and HTTP/2, or an HTTP/3 request
-/// stream's receiving side.
+/// stream's receiving side; empty for the gateway's own requests (health checks).
 pub enum ClientBody {
     /// HTTP/1.1 or HTTP/2.
     Hyper(hyper::body::Incoming),
     /// HTTP/3.
     H3(H3Body),
+    /// No body.
+    Empty,
 }
 
 impl std::fmt::Debug for ClientBody {
@@ -100,6 +102,7 @@ impl std::fmt::Debug for ClientBody {
         match self {
             ClientBody::Hyper(b) => b.fmt(f),
             ClientBody::H3(b) => f.debug_struct("H3Body").field("state", &b.state).finish(),
+            ClientBody::Empty => f.write_str("Empty"),
         }
     }
 }
@@ -194,6 +197,7 @@ impl HttpBody for ClientBody {
                     H3State::Done => return Poll::Ready(None),
                 }
             },
+            ClientBody::Empty => Poll::Ready(None),
         }
     }
 
@@ -201,6 +205,7 @@ impl HttpBody for ClientBody {
         match self {
             ClientBody::Hyper(inner) => inner.is_end_stream(),
             ClientBody::H3(b) => b.state == H3State::Done,
+            ClientBody::Empty => true,
         }
     }
 
@@ -212,6 +217,7 @@ impl HttpBody for ClientBody {
                 (_, Some(n)) => SizeHint::with_exact(n),
                 _ => SizeHint::default(),
             },
+            ClientBody::Empty => SizeHint::with_exact(0),
         }
     }
 }

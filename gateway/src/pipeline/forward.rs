@@ -229,6 +229,23 @@ pub fn add_forwarding(
     };
 }
 
+/// `308 Permanent Redirect` to the same target over HTTPS at `host` and `port` (443 left out);
+/// method and body are to be kept by the client.
+pub fn https_redirect(host: &str, port: u16, uri: &http::Uri) -> http::Response<super::body::ProxyBody> {
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    };
+    let mut r = http::Response::new(super::body::ProxyBody::local(Bytes::new()));
+    *r.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::try_from(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
 /// The path the upstream gets when a route rewrites its prefix: `path` with the part `prefix`
 /// matched (on a segment boundary) replaced by `to`; the query stays.
 pub fn rewrite_prefix(prefix: &str, to: &str, pq: Option<&http::uri::PathAndQuery>) -> http::Uri {

@@ -379,6 +379,24 @@ async fn proxy(
     let host = route::normalize_host(host_raw);
     obs.host = host_value.clone();
 
+    // --- a plain listener that sends clients to HTTPS (not when a trusted proxy took HTTPS)
+    if let Some((port, counter)) = snap.https_redirect(&conn.listener) {
+        let behind_tls = trusted
+            && req
+                .headers()
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        if !behind_tls {
+            if host.is_empty() {
+                return Err(ProxyError::BadRequest {
+                    reason: "missing host header",
+                });
+            }
+            counter.inc();
+            return Ok(forward::https_redirect(&host, port, req.uri()));
+        }
+    }
+
     // --- the gateway's own paths: sign-in, callback, logout, back-channel logout
     if snap.login_enabled && snap.config.sessions.is_own_path(req.uri().path()) {
         let origin = origin(req.headers(), conn, trusted, host_raw);

@@ -102,6 +102,15 @@ pub struct UpstreamErrorLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `gateway_upstream_health_checks_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    /// Pool name.
+    pub pool: String,
+    /// `pass` or `fail`.
+    pub result: &'static str,
+}
+
 /// A single `pool` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
@@ -337,6 +346,10 @@ pub struct Metrics {
     pub ejections: Family<PoolLabels, Counter>,
     /// `gateway_upstream_retries_total`.
     pub upstream_retries: Family<PoolLabels, Counter>,
+    /// `gateway_upstream_endpoints_down`.
+    pub endpoints_down: Family<PoolLabels, Gauge>,
+    /// `gateway_upstream_health_checks_total`.
+    pub health_checks: Family<CheckLabels, Counter>,
     /// `gateway_upstream_connections_opened_total`.
     pub upstream_connections_opened: Family<PoolLabels, Counter>,
     /// `gateway_upstream_connections_idle`.
@@ -345,6 +358,8 @@ pub struct Metrics {
     pub connections_active: Family<ConnLabels, Gauge>,
     /// `gateway_connections_accepted_total`.
     pub connections_accepted: Family<ListenerLabels, Counter>,
+    /// `gateway_https_redirects_total`.
+    pub https_redirects: Family<ListenerLabels, Counter>,
     /// `gateway_connections_limited_total`.
     pub connections_limited: Family<ListenerLabels, Counter>,
     /// `gateway_connections_parked`.
@@ -520,10 +535,13 @@ impl Metrics {
             endpoints_ejected: Family::default(),
             ejections: Family::default(),
             upstream_retries: Family::default(),
+            endpoints_down: Family::default(),
+            health_checks: Family::default(),
             upstream_connections_opened: Family::default(),
             upstream_connections_idle: Family::default(),
             connections_active: Family::default(),
             connections_accepted: Family::default(),
+            https_redirects: Family::default(),
             connections_limited: Family::default(),
             connections_parked: Family::default(),
             connection_timeouts: Family::default(),
@@ -647,6 +665,16 @@ impl Metrics {
             m.upstream_retries.clone(),
         );
         r.register(
+            UPSTREAM_ENDPOINTS_DOWN,
+            "Endpoints out of rotation because they failed their active health checks",
+            m.endpoints_down.clone(),
+        );
+        r.register(
+            UPSTREAM_HEALTH_CHECKS,
+            "Active health checks by result",
+            m.health_checks.clone(),
+        );
+        r.register(
             UPSTREAM_CONNECTIONS_OPENED,
             "Upstream connections opened (pooled reuse opens none)",
             m.upstream_connections_opened.clone(),
@@ -665,6 +693,11 @@ impl Metrics {
             CONNECTIONS_ACCEPTED,
             "Client connections accepted, by listener",
             m.connections_accepted.clone(),
+        );
+        r.register(
+            HTTPS_REDIRECTS,
+            "Requests on a plain listener redirected to HTTPS",
+            m.https_redirects.clone(),
         );
         r.register(
             CONNECTIONS_LIMITED,

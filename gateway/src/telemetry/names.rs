@@ -15,6 +15,10 @@ pub const UPSTREAM_ERRORS: &str = "upstream_errors";
 pub const UPSTREAM_ENDPOINTS_EJECTED: &str = "upstream_endpoints_ejected";
 /// Ejections started, by pool (counter).
 pub const UPSTREAM_EJECTIONS: &str = "upstream_ejections";
+/// Endpoints out of rotation by active health checks, by pool (gauge).
+pub const UPSTREAM_ENDPOINTS_DOWN: &str = "upstream_endpoints_down";
+/// Active health checks by pool and result (counter).
+pub const UPSTREAM_HEALTH_CHECKS: &str = "upstream_health_checks";
 /// Requests moved to another endpoint after a connect failure, by pool (counter).
 pub const UPSTREAM_RETRIES: &str = "upstream_retries";
 /// Upstream connections opened, by pool (counter).
@@ -25,6 +29,8 @@ pub const UPSTREAM_CONNECTIONS_IDLE: &str = "upstream_connections_idle";
 pub const CONNECTIONS_ACTIVE: &str = "connections_active";
 /// Client connections accepted, by listener (counter).
 pub const CONNECTIONS_ACCEPTED: &str = "connections_accepted";
+/// Requests on a plain listener redirected to HTTPS, by listener (counter).
+pub const HTTPS_REDIRECTS: &str = "https_redirects";
 /// Accepts that had to wait because `max_connections` was reached, by listener (counter).
 pub const CONNECTIONS_LIMITED: &str = "connections_limited";
 /// Idle HTTP/1 keep-alive connections parked without hyper state, by listener (gauge).

@@ -277,6 +277,35 @@ pub async fn send(
     ))
 }
 
+/// One active health check: `GET path` on a fresh connection to `endpoint` (not from the pool,
+/// and not counted as opened by it), within `timeout`; the answer's status.
+pub async fn probe(
+    endpoint: &Endpoint,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    h2: bool,
+    path: &http::uri::PathAndQuery,
+    timeout: Duration,
+) -> Result<http::StatusCode, BoxError> {
+    let exchange = async {
+        let mut req = Request::get(path.as_str())
+            .header(http::header::HOST, endpoint.authority())
+            .header(http::header::USER_AGENT, "gateway-health-check")
+            .body(Limited::new(crate::pipeline::body::ClientBody::Empty, 0))?;
+        let status = match connect(endpoint, tls, timeout, h2).await? {
+            Conn::H1(mut s) => s.send_request(req).await?.status(),
+            Conn::H2(mut s) => {
+                absolute_form(&mut req, endpoint);
+                s.send_request(req).await?.status()
+            }
+        };
+        Ok::<_, BoxError>(status)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {timeout:?}").into()),
+    }
+}
+
 /// Puts `req` in absolute form for HTTP/2: `:scheme` from the endpoint, `:authority` from the
 /// `Host` the upstream would have got over HTTP/1.1 (moved out of the headers), else the
 /// endpoint's own.

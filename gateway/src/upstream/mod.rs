@@ -4,11 +4,14 @@
 //! ([`Pool::pick`]), sends on one of its connections ([`Pool::send`], `client.rs`), and reports
 //! the outcome back ([`Pool::record`]). An endpoint that fails `consecutive_failures` times in a
 //! row (connect failure, timeout, broken exchange, or 5xx) is ejected for `ejection_time`; the
-//! rest keep serving.
+//! rest keep serving. With `health.check`, active checks (`check.rs`) also take endpoints out of
+//! rotation and bring them back. A request no endpoint would take a connection for moves on to
+//! the next, up to `connect_attempts`.
 
+mod check;
 pub mod client;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
@@ -36,6 +39,10 @@ pub struct Endpoint {
     failures: AtomicU32,
     /// Milliseconds since the pool's epoch until which the endpoint is ejected; 0 = not ejected.
     ejected_until: AtomicU64,
+    /// Out of rotation by active health checks.
+    down: AtomicBool,
+    /// Active checks failed in a row (while up) or passed in a row (while down).
+    check_streak: AtomicU32,
 }
 
 /// Upstream error kinds (bounded label values).
@@ -65,6 +72,9 @@ pub struct Pool {
     ejected_gauge: Gauge,
     ejections: Counter,
     retries: Counter,
+    down_gauge: Gauge,
+    /// Active checks by result: passed, failed.
+    checks: [Counter; 2],
     errors: [Counter; 5],
 }
 
@@ -102,11 +112,13 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            check_streak: AtomicU32::new(0),
         })
     }
 
     /// `host:port` (as written in the endpoint URL).
-    fn authority(&self) -> &str {
+    pub(super) fn authority(&self) -> &str {
         self.base.split_once("://").map(|(_, a)| a).unwrap_or(&self.base)
     }
 
@@ -230,6 +242,16 @@ impl Pool {
             ejected_gauge: metrics.endpoints_ejected.get_or_create(&pool_label).clone(),
             ejections: metrics.ejections.get_or_create(&pool_label).clone(),
             retries: metrics.upstream_retries.get_or_create(&pool_label).clone(),
+            down_gauge: metrics.endpoints_down.get_or_create(&pool_label).clone(),
+            checks: ["pass", "fail"].map(|result| {
+                metrics
+                    .health_checks
+                    .get_or_create(&crate::telemetry::CheckLabels {
+                        pool: config.name.clone(),
+                        result,
+                    })
+                    .clone()
+            }),
             errors: [
                 err("connect"),
                 err("timeout"),
@@ -253,6 +275,7 @@ impl Pool {
                 }
             });
         }
+        check::spawn(&pool);
         Ok(pool)
     }
 
@@ -289,7 +312,7 @@ impl Pool {
 
     fn healthy(&self, e: &Endpoint, now: u64) -> bool {
         let until = e.ejected_until.load(Ordering::Relaxed);
-        until == 0 || until <= now
+        (until == 0 || until <= now) && !e.down.load(Ordering::Relaxed)
     }
 
     /// Picks an endpoint by the pool's policy among those not ejected.
