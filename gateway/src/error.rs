@@ -133,6 +133,12 @@ pub enum ProxyError {
         /// Provider name.
         provider: String,
     },
+    /// The route's rate limit refused the request.
+    #[error("over the route's rate limit; retry after {retry_after:?}")]
+    RateLimited {
+        /// Time until the caller has a cell again.
+        retry_after: std::time::Duration,
+    },
     /// Every endpoint of the pool is ejected.
     #[error("no healthy endpoint in pool {pool}")]
     NoHealthyEndpoint {
@@ -295,6 +301,13 @@ impl ProxyError {
                 "Service Unavailable",
                 "Tokens cannot be checked right now; try again later.",
             ),
+            RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                Side::Downstream,
+                "Too Many Requests",
+                "Too many requests for this route; try again after the time in Retry-After.",
+            ),
             NoHealthyEndpoint { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_healthy_endpoint",
@@ -373,6 +386,12 @@ pub fn rescue(err: &ProxyError, request_id: &str) -> Response<Bytes> {
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    if let ProxyError::RateLimited { retry_after, .. } = err {
+        // Whole seconds, rounded up: coming back earlier would be refused again.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     resp
 }

@@ -484,7 +484,7 @@ slos:
 }
 
 #[test]
-fn route_rewrites_and_header_changes_are_checked() {
+fn route_rewrites_header_changes_and_rate_limits_are_checked() {
     let yaml = "\
 listeners: [{ name: a, address: 127.0.0.1:1 }]
 routes:
@@ -495,6 +495,7 @@ routes:
       set: { transfer-encoding: chunked, x-forwarded-for: 1.2.3.4, \"bad name\": x, x-ok: \"a\\x01b\" }
       remove: [X-Auth-Subject]
     response_headers: { remove: [x-request-id, server] }
+    rate_limit: { rate: 10/d, burst: 0, by: ip }
 upstreams: [{ name: u, endpoints: [http://x] }]
 ";
     assert_eq!(
@@ -507,6 +508,9 @@ upstreams: [{ name: u, endpoints: [http://x] }]
             "gw.yaml:7:89: routes[0].request_headers.set.x-ok: not a header value (visible ASCII, spaces and tabs)",
             "gw.yaml:8:16: routes[0].request_headers.remove[0]: `x-auth-subject` is written by the gateway; it cannot be changed",
             "gw.yaml:9:34: routes[0].response_headers.remove[0]: `x-request-id` is written by the gateway; it cannot be changed",
+            "gw.yaml:10:25: routes[0].rate_limit.rate: `10/d` is not a rate like 100/s, 600/m or 1000/h",
+            "gw.yaml:10:38: routes[0].rate_limit.burst: must be greater than zero",
+            "gw.yaml:10:45: routes[0].rate_limit.by: `ip` is not `client`, `subject` or `route`",
         ]
     );
 }

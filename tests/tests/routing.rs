@@ -393,6 +393,101 @@ upstreams:
 }
 
 #[tokio::test]
+async fn rate_limits_by_client_route_and_subject() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let issuer = gateway::demo::Issuer::start().await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+trusted_proxies: [127.0.0.2]
+identity: {{ providers: [{{ name: demo, issuer: "{issuer}", audiences: [demo-api] }}] }}
+routes:
+  - {{ name: client, upstream: up, match: {{ host: client.test }}, rate_limit: {{ rate: 1/m, burst: 3 }} }}
+  - {{ name: all, upstream: up, match: {{ host: all.test }}, rate_limit: {{ rate: 2/h, by: route }} }}
+  - name: subject
+    upstream: up
+    match: {{ host: subject.test }}
+    auth: {{ bearer: demo }}
+    rate_limit: {{ rate: 1/m, burst: 2, by: subject }}
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+"#,
+        up.addr(),
+        issuer = issuer.issuer()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    // From one address: its burst, then 429 with the time until the next request is allowed.
+    for _ in 0..3 {
+        assert_eq!(send(addr, request("client.test", "/")).await?.status(), 200);
+    }
+    let r = send(addr, request("client.test", "/")).await?;
+    assert_problem(&r, 429, "rate-limited");
+    let wait: u64 = r.headers()["retry-after"].to_str()?.parse()?;
+    assert!((1..=60).contains(&wait), "one request a minute: {wait}");
+    // Behind a trusted proxy, each client the proxy forwards is counted apart.
+    let from = |ip: &str| -> anyhow::Result<_> {
+        Ok(http::Request::get("/")
+            .header("host", "client.test")
+            .header("x-forwarded-for", ip)
+            .body(Full::new(Bytes::new()))?)
+    };
+    let local = tokio::net::TcpSocket::new_v4()?;
+    local.bind("127.0.0.2:0".parse()?)?;
+    let stream = local.connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        assert_eq!(sender.send_request(from("198.51.100.7")?).await?.status(), 200);
+    }
+    assert_eq!(sender.send_request(from("198.51.100.7")?).await?.status(), 429);
+    // Counted by the address the proxy saw, not the proxy's own.
+    assert_eq!(sender.send_request(from("198.51.100.8")?).await?.status(), 200);
+
+    // By route: every client shares the two requests.
+    assert_eq!(send(addr, request("all.test", "/")).await?.status(), 200);
+    assert_eq!(send(addr, request("all.test", "/")).await?.status(), 200);
+    assert_eq!(send(addr, request("all.test", "/")).await?.status(), 429);
+
+    // By subject: each caller has its own count, after identity.
+    let call = |token: String| -> anyhow::Result<_> {
+        Ok(http::Request::get("/")
+            .header("host", "subject.test")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))?)
+    };
+    let alice = issuer.token("alice", "read", "urn:pwd", std::time::Duration::from_secs(300));
+    let bob = issuer.token("bob", "read", "urn:pwd", std::time::Duration::from_secs(300));
+    assert_eventually!(
+        send(addr, call(alice.clone())?).await?.status() == 200,
+        "the issuer's keys are loaded"
+    );
+    assert_eq!(send(addr, call(alice.clone())?).await?.status(), 200);
+    assert_eq!(send(addr, call(alice)?).await?.status(), 429);
+    assert_eq!(send(addr, call(bob)?).await?.status(), 200);
+    assert_eq!(
+        send(addr, request("subject.test", "/")).await?.status(),
+        401,
+        "identity comes first"
+    );
+
+    let m = gw.metrics().await?;
+    let limited = |route: &str| metric(&m, "gateway_rate_limited_total", &[("route", route)]);
+    assert_eq!(limited("client"), Some(2.0));
+    assert_eq!(limited("all"), Some(1.0));
+    assert_eq!(limited("subject"), Some(1.0));
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_request_errors_total",
+            &[("side", "downstream"), ("reason", "rate_limited")]
+        ),
+        Some(4.0)
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn upstream_errors_502_503_504() -> anyhow::Result<()> {
     let slow = Upstream::start("slow", "127.0.0.1:0".parse()?).await?;
     let dead = gateway_tests::free_port();

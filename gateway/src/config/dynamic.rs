@@ -209,6 +209,21 @@ impl Snapshot {
                 requirements: r.requirements.clone(),
                 trust: r.trust.clone(),
                 early_data: r.early_data,
+                // Kept across reloads while unchanged, so a reload forgets no client's count.
+                rate_limit: r.rate_limit.as_ref().map(|rl| {
+                    previous
+                        .and_then(|p| p.router.by_name(&r.name))
+                        .and_then(|old| old.rate_limit.clone())
+                        .filter(|old| old.config == *rl)
+                        .unwrap_or_else(|| {
+                            let route = crate::telemetry::RouteLabels { route: r.name.clone() };
+                            Arc::new(crate::pipeline::ratelimit::RateLimit::new(
+                                rl.clone(),
+                                metrics.rate_limited.get_or_create(&route).clone(),
+                                metrics.rate_limit_untracked.get_or_create(&route).clone(),
+                            ))
+                        })
+                }),
                 rewrite_prefix: r.rewrite_prefix.clone(),
                 request_headers: r.request_headers.clone(),
                 response_headers: r.response_headers.clone(),

@@ -266,6 +266,32 @@ pub struct FileRoute {
     /// (e.g. `strict-transport-security`).
     #[serde(default)]
     pub response_headers: Option<FileHeaderOps>,
+    /// Caps the route's requests (429 with `Retry-After` beyond); absent = no cap.
+    #[serde(default)]
+    pub rate_limit: Option<FileRateLimit>,
+}
+
+/// A route's rate limit.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    /// Sustained rate: `N/s`, `N/m` or `N/h`, e.g. `100/s`.
+    #[schemars(with = "String")]
+    pub rate: Str,
+    /// Requests that may come at once before the rate applies (default: N).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub burst: Option<Spanned<u64>>,
+    /// What is counted: `client` (the address; default), `subject` (the verified caller, or the
+    /// address of callers without one), or `route` (all requests together).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub by: Option<Str>,
+    /// Most clients or subjects tracked at once (default 100000); beyond, idle ones are
+    /// forgotten, and new ones are refused while none is idle.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_keys: Option<Spanned<u64>>,
 }
 
 /// Header changes: removals first, then the values set.

@@ -250,6 +250,32 @@ pub struct RouteConfig {
     pub request_headers: HeaderOps,
     /// Response header changes.
     pub response_headers: HeaderOps,
+    /// Rate limit, when set.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// What a rate limit counts requests under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKeyKind {
+    /// The client address.
+    Client,
+    /// The verified subject (else the address).
+    Subject,
+    /// The whole route.
+    Route,
+}
+
+/// A route's rate limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    /// Time for one request's cell to come back (the inverse of the rate).
+    pub period: Duration,
+    /// Requests at once.
+    pub burst: std::num::NonZeroU32,
+    /// What is counted.
+    pub by: RateKeyKind,
+    /// Keys tracked at most.
+    pub max_keys: usize,
 }
 
 /// Header changes of a route: `remove` first, then `set`.

@@ -174,6 +174,54 @@ fn header_ops(p: &mut Problems, ops: Option<&file::FileHeaderOps>, field: &str, 
     out
 }
 
+/// A route's `rate_limit`.
+fn rate_limit(p: &mut Problems, rl: &file::FileRateLimit, field: &str) -> Option<super::RateLimitConfig> {
+    let parsed = rl.rate.value.split_once('/').and_then(|(n, unit)| {
+        let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        Some((n, per / n))
+    });
+    let parsed = parsed.filter(|(_, period)| !period.is_zero());
+    if parsed.is_none() {
+        p.at(
+            pos(&rl.rate),
+            format!("{field}.rate"),
+            format!("`{}` is not a rate like 100/s, 600/m or 1000/h", rl.rate.value),
+        );
+    }
+    let n = parsed.map_or(1, |(n, _)| n);
+    let burst =
+        positive_in(p, rl.burst.as_ref(), &format!("{field}.burst"), u64::from(n)).min(u64::from(u32::MAX)) as u32;
+    let by = match rl.by.as_ref() {
+        None => super::RateKeyKind::Client,
+        Some(b) => match b.value.as_str() {
+            "client" => super::RateKeyKind::Client,
+            "subject" => super::RateKeyKind::Subject,
+            "route" => super::RateKeyKind::Route,
+            other => {
+                p.at(
+                    pos(b),
+                    format!("{field}.by"),
+                    format!("`{other}` is not `client`, `subject` or `route`"),
+                );
+                super::RateKeyKind::Client
+            }
+        },
+    };
+    let max_keys = positive_in(p, rl.max_keys.as_ref(), &format!("{field}.max_keys"), 100_000) as usize;
+    Some(super::RateLimitConfig {
+        period: parsed?.1,
+        burst: std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN),
+        by,
+        max_keys,
+    })
+}
+
 fn socket_addr(p: &mut Problems, s: &Str, field: &str) -> Option<SocketAddr> {
     match s.value.parse::<SocketAddr>() {
         Ok(a) => Some(a),
@@ -752,6 +800,10 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             &format!("{base}.response_headers"),
             &GATEWAY_RESPONSE_HEADERS,
         );
+        let rate_limit = r
+            .rate_limit
+            .as_ref()
+            .and_then(|rl| rate_limit(&mut p, rl, &format!("{base}.rate_limit")));
         routes.push(RouteConfig {
             name: r.name.value.clone(),
             host,
@@ -767,6 +819,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             rewrite_prefix,
             request_headers,
             response_headers,
+            rate_limit,
         });
     }
 

@@ -36,6 +36,22 @@ pub fn wants_upgrade(headers: &HeaderMap, version: http::Version) -> bool {
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
+/// The client's address: the peer's, or, when the peer is a trusted proxy, the address that
+/// proxy saw (the last `X-Forwarded-For` entry).
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: bool) -> IpAddr {
+    if !trusted {
+        return peer;
+    }
+    headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.rsplit(',').next())
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
 /// Whether `TE` lists `trailers`.
 pub fn accepts_trailers(headers: &HeaderMap) -> bool {
     headers

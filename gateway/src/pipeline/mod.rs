@@ -16,6 +16,7 @@
 pub mod body;
 pub mod forward;
 pub mod observe;
+pub mod ratelimit;
 pub mod route;
 pub mod trust;
 
@@ -421,6 +422,16 @@ async fn proxy(
         early_data(&method, req.headers_mut(), &route.name, route.early_data)?;
     }
     let stale_ms = snap.config.engine.stale_after.as_millis() as u64;
+    let limit = |rl: &ratelimit::RateLimit, subject: Option<&Arc<str>>| {
+        let client = forward::client_ip(req.headers(), conn.peer.ip(), trusted);
+        rl.check(&rl.key(client, subject))
+            .map_err(|retry_after| ProxyError::RateLimited { retry_after })
+    };
+
+    // --- rate limit by client or route (before identity: bad credentials count too)
+    if let Some(rl) = route.rate_limit.as_ref().filter(|rl| rl.before_identity()) {
+        limit(rl, None)?;
+    }
 
     // --- identify
     let identity_span = (route.bearer.is_some() || route.login.is_some())
@@ -503,6 +514,11 @@ async fn proxy(
     }
     if let Some(mut span) = identity_span {
         span.set_attribute(KeyValue::new("gateway.auth", obs.auth.name()));
+    }
+
+    // --- rate limit by subject
+    if let Some(rl) = route.rate_limit.as_ref().filter(|rl| !rl.before_identity()) {
+        limit(rl, obs.subject.as_ref())?;
     }
 
     // --- trust

@@ -46,6 +46,8 @@ pub struct Route {
     pub request_headers: crate::config::HeaderOps,
     /// Response header changes.
     pub response_headers: crate::config::HeaderOps,
+    /// Rate limit, when set.
+    pub rate_limit: Option<Arc<super::ratelimit::RateLimit>>,
     /// Metric handles.
     pub metrics: Arc<RouteMetrics>,
 }
@@ -243,6 +245,11 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
 // === impl Router ===
 
 impl Router {
+    /// The route named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| &*r.name == name)
+    }
+
     /// Builds the router from routes in file order.
     pub fn new(configs: &[RouteConfig], routes: Vec<Arc<Route>>) -> Self {
         let mut r = Router {

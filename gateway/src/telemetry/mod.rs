@@ -348,6 +348,10 @@ pub struct Metrics {
     pub upstream_retries: Family<PoolLabels, Counter>,
     /// `gateway_upstream_endpoints_down`.
     pub endpoints_down: Family<PoolLabels, Gauge>,
+    /// `gateway_rate_limited_total`.
+    pub rate_limited: Family<RouteLabels, Counter>,
+    /// `gateway_rate_limit_untracked_total`.
+    pub rate_limit_untracked: Family<RouteLabels, Counter>,
     /// `gateway_upstream_health_checks_total`.
     pub health_checks: Family<CheckLabels, Counter>,
     /// `gateway_upstream_connections_opened_total`.
@@ -536,6 +540,8 @@ impl Metrics {
             ejections: Family::default(),
             upstream_retries: Family::default(),
             endpoints_down: Family::default(),
+            rate_limited: Family::default(),
+            rate_limit_untracked: Family::default(),
             health_checks: Family::default(),
             upstream_connections_opened: Family::default(),
             upstream_connections_idle: Family::default(),
@@ -663,6 +669,16 @@ impl Metrics {
             UPSTREAM_RETRIES,
             "Requests moved to another endpoint after a connect failure",
             m.upstream_retries.clone(),
+        );
+        r.register(
+            RATE_LIMITED,
+            "Requests refused by a route's rate limit",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            RATE_LIMIT_UNTRACKED,
+            "Requests of new clients passed uncounted: the route's rate limit table was full of active clients",
+            m.rate_limit_untracked.clone(),
         );
         r.register(
             UPSTREAM_ENDPOINTS_DOWN,

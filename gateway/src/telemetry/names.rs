@@ -15,6 +15,10 @@ pub const UPSTREAM_ERRORS: &str = "upstream_errors";
 pub const UPSTREAM_ENDPOINTS_EJECTED: &str = "upstream_endpoints_ejected";
 /// Ejections started, by pool (counter).
 pub const UPSTREAM_EJECTIONS: &str = "upstream_ejections";
+/// Requests refused by a route's rate limit, by route (counter).
+pub const RATE_LIMITED: &str = "rate_limited";
+/// Requests of new clients passed uncounted by a full rate limit table, by route (counter).
+pub const RATE_LIMIT_UNTRACKED: &str = "rate_limit_untracked";
 /// Endpoints out of rotation by active health checks, by pool (gauge).
 pub const UPSTREAM_ENDPOINTS_DOWN: &str = "upstream_endpoints_down";
 /// Active health checks by pool and result (counter).
