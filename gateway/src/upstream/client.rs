@@ -231,7 +231,8 @@ pub async fn send(
     mut req: Request<UpstreamBody>,
 ) -> Result<(Response<Incoming>, Option<Loan>), SendError> {
     if h2 {
-        return send_h2(endpoint, tls, connect_timeout, req).await;
+        // Boxed: its state would otherwise enlarge every HTTP/1.1 request's future too.
+        return Box::pin(send_h2(endpoint, tls, connect_timeout, req)).await;
     }
     while let Some(mut sender) = endpoint.idle.take(idle_timeout) {
         if sender.ready().await.is_err() {
