@@ -375,6 +375,14 @@ routes:
     match:
       path_prefix: /broken
     upstream: nowhere
+  - name: limited
+    match:
+      path_prefix: /limited
+    upstream: demo
+    rewrite_prefix: /                 # the upstream sees /limited/x as /x
+    rate_limit: {{ rate: 5/s }}          # per client address; beyond it 429 with Retry-After
+    response_headers:
+      set: {{ x-demo-limit: 5/s }}
 upstreams:
   - name: demo
     endpoints: [http://{upstream}]
@@ -382,6 +390,7 @@ upstreams:
     health:
       consecutive_failures: 5
       ejection_time: 10s
+      check: {{ path: /healthz, interval: 5s }}
   - name: nowhere
     endpoints: [http://127.0.0.1:9]
 engine:
@@ -420,6 +429,7 @@ Try:
   curl -i http://127.0.0.1:{http}/broken                        # 502, problem+json body
   curl -i -X POST --data-binary @/dev/zero -H 'content-length: 2000000' http://127.0.0.1:{http}/drain   # 413
   curl -s http://127.0.0.1:{admin}/metrics | grep gateway_requests_total
+  for i in $(seq 8); do curl -s -o /dev/null -w '%{{http_code}} ' http://127.0.0.1:{http}/limited/x; done; echo   # 200 x5, then 429
 
 Bearer tokens (the demo issuer signed this one for alice: scope read, acr urn:demo:pwd, valid 1 h):
   TOKEN={token}

@@ -75,6 +75,20 @@ async fn demo_serves_and_counts() -> anyhow::Result<()> {
     let r = get(&format!("http://127.0.0.1:{http}/broken")).await?;
     assert_eq!(r.status(), 502);
 
+    // The rate-limited route the banner loops over: its prefix rewritten, its header set, five
+    // requests at once, then 429.
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let r = get(&format!("http://127.0.0.1:{http}/limited/x")).await?;
+        if i == 0 {
+            assert_eq!(json(&r)["path"], "/x");
+            assert_eq!(r.headers()["x-demo-limit"], "5/s");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..5], &[200; 5], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+
     // The bearer lines the banner prints: no token, allowed, missing scope, step-up.
     let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse()?;
     let api = |path: &str, with_token: bool| {
