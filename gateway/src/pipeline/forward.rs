@@ -36,6 +36,14 @@ pub fn wants_upgrade(headers: &HeaderMap, version: http::Version) -> bool {
         && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
+/// Whether a trusted proxy says the request reached it over HTTPS (`X-Forwarded-Proto`).
+pub fn came_over_https(headers: &HeaderMap, trusted: bool) -> bool {
+    trusted
+        && headers
+            .get(&X_FORWARDED_PROTO)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
 /// The client's address: the peer's, or, when the peer is a trusted proxy, the address that
 /// proxy saw (the last `X-Forwarded-For` entry).
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: bool) -> IpAddr {

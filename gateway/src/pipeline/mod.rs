@@ -382,12 +382,7 @@ async fn proxy(
 
     // --- a plain listener that sends clients to HTTPS (not when a trusted proxy took HTTPS)
     if let Some((port, counter)) = snap.https_redirect(&conn.listener) {
-        let behind_tls = trusted
-            && req
-                .headers()
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-        if !behind_tls {
+        if !forward::came_over_https(req.headers(), trusted) {
             if host.is_empty() {
                 return Err(ProxyError::BadRequest {
                     reason: "missing host header",

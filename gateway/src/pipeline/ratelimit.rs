@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub enum RateKey {
 pub struct Table {
     map: Mutex<HashMap<RateKey, Nanos>>,
     max: usize,
+    /// Set when the map reaches `max`, so the limiter sweeps before the next request (and only
+    /// then: no count of the map on every request).
+    full: Arc<AtomicBool>,
     untracked: Counter,
 }
 
@@ -60,6 +63,9 @@ impl StateStore for Table {
         let (out, next) = f(None)?;
         if map.len() < self.max {
             map.insert(key.clone(), next);
+            if map.len() == self.max {
+                self.full.store(true, Ordering::Relaxed);
+            }
         } else {
             self.untracked.inc();
         }
@@ -87,6 +93,8 @@ pub struct RateLimit {
     /// The config it was built from (kept across reloads while unchanged).
     pub config: RateLimitConfig,
     limiter: governor::RateLimiter<RateKey, Table, DefaultClock>,
+    /// The table reached `max_keys`.
+    full: Arc<AtomicBool>,
     /// Milliseconds since `epoch` before which a full table is not swept again.
     next_sweep: AtomicU64,
     epoch: tokio::time::Instant,
@@ -111,13 +119,16 @@ impl RateLimit {
         let quota = governor::Quota::with_period(config.period)
             .unwrap_or_else(|| governor::Quota::per_second(std::num::NonZeroU32::MIN))
             .allow_burst(config.burst);
+        let full = Arc::new(AtomicBool::new(false));
         let table = Table {
             map: Mutex::new(HashMap::new()),
             max: config.max_keys,
+            full: full.clone(),
             untracked,
         };
         Self {
             limiter: governor::RateLimiter::new(quota, table, DefaultClock::default()),
+            full,
             config,
             next_sweep: AtomicU64::new(0),
             epoch: tokio::time::Instant::now(),
@@ -144,7 +155,7 @@ impl RateLimit {
 
     /// Takes a cell for `key`, or says how long until one is free.
     pub fn check(&self, key: &RateKey) -> Result<(), Duration> {
-        if self.limiter.len() >= self.config.max_keys {
+        if self.full.load(Ordering::Relaxed) {
             self.make_room();
         }
         self.limiter.check_key(key).map_err(|not_until| {
@@ -160,7 +171,9 @@ impl RateLimit {
             return;
         }
         self.limiter.retain_recent();
-        if self.limiter.len() >= self.config.max_keys {
+        if self.limiter.len() < self.config.max_keys {
+            self.full.store(false, Ordering::Relaxed);
+        } else {
             self.next_sweep.store(now + 1000, Ordering::Relaxed);
             tracing::warn!(
                 keys = self.limiter.len(),
@@ -231,6 +244,28 @@ mod tests {
         // Known keys are still limited.
         assert_eq!(l.check(&ip(0)), Ok(()));
         assert!(l.check(&ip(0)).is_err());
+    }
+
+    #[test]
+    fn a_full_table_forgets_idle_keys_to_track_new_ones() {
+        let untracked = Counter::default();
+        let l = RateLimit::new(
+            RateLimitConfig {
+                period: Duration::from_millis(1),
+                burst: std::num::NonZeroU32::MIN,
+                by: RateKeyKind::Client,
+                max_keys: 2,
+            },
+            Counter::default(),
+            untracked.clone(),
+        );
+        assert_eq!(l.check(&ip(1)), Ok(()));
+        assert_eq!(l.check(&ip(2)), Ok(()));
+        // Both are back at a full burst well before this.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(l.check(&ip(3)), Ok(()));
+        assert_eq!(untracked.get(), 0, "room was made, not skipped");
+        assert_eq!(l.keys(), 1, "the idle keys went, the new one is tracked");
     }
 
     #[test]
