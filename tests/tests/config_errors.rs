@@ -112,6 +112,7 @@ upstreams:
     connect_timeout: 5
     connect_attempts: 0
     health: { check: { path: healthz, unhealthy_after: 0 } }
+    retry: { attempts: 11, statuses: [503, 404] }
 ";
     assert_eq!(
         problems(yaml),
@@ -123,6 +124,8 @@ upstreams:
             "gw.yaml:12:23: upstreams[0].connect_attempts: must be greater than zero",
             "gw.yaml:13:30: upstreams[0].health.check.path: `healthz` is not a path like /healthz",
             "gw.yaml:13:56: upstreams[0].health.check.unhealthy_after: must be greater than zero",
+            "gw.yaml:14:24: upstreams[0].retry.attempts: must be at most 10",
+            "gw.yaml:14:44: upstreams[0].retry.statuses[1]: 404 is not a 5xx status like 502 or 503",
         ]
     );
 }
@@ -484,7 +487,7 @@ slos:
 }
 
 #[test]
-fn route_rewrites_header_changes_and_rate_limits_are_checked() {
+fn route_rewrites_header_changes_rate_limits_and_timeouts_are_checked() {
     let yaml = "\
 listeners: [{ name: a, address: 127.0.0.1:1 }]
 routes:
@@ -496,6 +499,7 @@ routes:
       remove: [X-Auth-Subject]
     response_headers: { remove: [x-request-id, server] }
     rate_limit: { rate: 10/d, burst: 0, by: ip }
+    request_timeout: 0s
 upstreams: [{ name: u, endpoints: [http://x] }]
 ";
     assert_eq!(
@@ -511,6 +515,7 @@ upstreams: [{ name: u, endpoints: [http://x] }]
             "gw.yaml:10:25: routes[0].rate_limit.rate: `10/d` is not a rate like 100/s, 600/m or 1000/h",
             "gw.yaml:10:38: routes[0].rate_limit.burst: must be greater than zero",
             "gw.yaml:10:45: routes[0].rate_limit.by: `ip` is not `client`, `subject` or `route`",
+            "gw.yaml:11:22: routes[0].request_timeout: must be greater than zero",
         ]
     );
 }

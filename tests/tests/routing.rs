@@ -177,6 +177,7 @@ async fn broken_endpoint() -> anyhow::Result<(std::net::SocketAddr, Arc<AtomicUs
 async fn ejected_endpoint_gets_no_traffic_until_ejection_ends() -> anyhow::Result<()> {
     let good = Upstream::start("good", "127.0.0.1:0".parse()?).await?;
     let (bad, hits) = broken_endpoint().await?;
+    // No retries, so every failure shows as a 502 until the ejection.
     let yaml = format!(
         r#"
 listeners: [{{ name: http, address: "127.0.0.1:0" }}]
@@ -186,6 +187,7 @@ upstreams:
   - name: p
     endpoints: [http://{}, http://{bad}]
     health: {{ consecutive_failures: 2, ejection_time: 1s }}
+    retry: {{ attempts: 1 }}
 "#,
         good.addr()
     );
@@ -286,7 +288,7 @@ upstreams:
     assert_problem(&send(addr, request("dead.test", "/")).await?, 502, "upstream-connect");
 
     let m = gw.metrics().await?;
-    let count = |name: &str, pool: &str| metric(&m, name, &[("pool", pool)]);
+    let count = |name: &str, pool: &str| metric(&m, name, &[("pool", pool), ("reason", "connect")]);
     let connect = |pool: &str| {
         metric(
             &m,
@@ -498,6 +500,7 @@ admin: {{ address: "127.0.0.1:0" }}
 routes:
   - {{ name: dead, upstream: dead, match: {{ path_prefix: /dead }} }}
   - {{ name: slow, upstream: slow }}
+  - {{ name: patient, upstream: slow, match: {{ host: patient.test }}, request_timeout: 5s }}
 upstreams:
   - name: dead
     endpoints: [http://127.0.0.1:{dead}]
@@ -515,6 +518,8 @@ upstreams:
     assert_problem(&send(addr, request("x", "/delay/3000")).await?, 504, "upstream-timeout");
     // The slow endpoint keeps serving fast requests.
     assert_eq!(send(addr, request("x", "/delay/1")).await?.status(), 200);
+    // A route's own request_timeout replaces the pool's.
+    assert_eq!(send(addr, request("patient.test", "/delay/600")).await?.status(), 200);
     let m = gw.metrics().await?;
     assert_eq!(
         metric(

@@ -181,17 +181,26 @@ async fn unsampled_requests_still_carry_trace_context() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_connect_retry_shows_on_the_upstream_span() -> anyhow::Result<()> {
+async fn retries_show_on_the_upstream_span() -> anyhow::Result<()> {
     let receiver = OtlpReceiver::start().await?;
     let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
     let dead = format!("http://127.0.0.1:{}", gateway_tests::free_port());
-    // Round robin starts at the first endpoint: the refusing one.
+    // An endpoint that takes connections and closes them unanswered.
+    let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let broken = format!("http://{}", closing.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = closing.accept().await {
+            drop(s);
+        }
+    });
+    // Round robin starts at the first endpoint: the refusing one; the GET then meets the
+    // closing one, and is sent again to the third.
     let yaml = format!(
         r#"
 listeners: [{{ name: http, address: "127.0.0.1:0" }}]
 admin: {{ address: "127.0.0.1:0" }}
 routes: [{{ name: open, upstream: up }}]
-upstreams: [{{ name: up, endpoints: ["{dead}", "http://{up}"] }}]
+upstreams: [{{ name: up, endpoints: ["{dead}", "{broken}", "http://{up}"] }}]
 telemetry: {{ traces: {{ endpoint: "http://{otlp}", sampling_ratio: 1.0 }} }}
 "#,
         up = up.addr(),
@@ -208,28 +217,34 @@ telemetry: {{ traces: {{ endpoint: "http://{otlp}", sampling_ratio: 1.0 }} }}
         .find(|s| s.span.name == "upstream")
         .expect("an upstream span");
     assert_eq!(upstream.attr("server.address"), Some(format!("http://{}", up.addr())));
-    assert_eq!(upstream.attr("gateway.upstream.attempts").as_deref(), Some("2"));
+    assert_eq!(upstream.attr("gateway.upstream.attempts").as_deref(), Some("3"));
     assert_eq!(upstream.attr("url.path").as_deref(), Some("/x"));
     assert_eq!(upstream.attr("network.protocol.version").as_deref(), Some("1.1"));
     assert_eq!(upstream.attr("http.response.status_code").as_deref(), Some("200"));
-    let failed: Vec<_> = upstream
+    let events: Vec<_> = upstream
         .span
         .events
         .iter()
-        .filter(|e| e.name == "connect_failed")
+        .map(|e| {
+            let at = e
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "server.address")
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| v.value.clone());
+            (e.name.as_str(), at)
+        })
         .collect();
-    assert_eq!(failed.len(), 1, "{:?}", upstream.span.events);
-    let at = failed[0]
-        .attributes
-        .iter()
-        .find(|kv| kv.key == "server.address")
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.clone());
-    assert_eq!(
-        at,
+    let text = |s: &str| {
         Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
-            dead
+            s.to_string(),
         ))
+    };
+    assert_eq!(
+        events,
+        [("connect_failed", text(&dead)), ("exchange_failed", text(&broken))],
+        "{:?}",
+        upstream.span.events
     );
     Ok(())
 }

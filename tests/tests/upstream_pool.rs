@@ -1,21 +1,38 @@
 //! Upstream connection pooling: keep-alive connections are reused, an upstream that closes
 //! its connections costs no failed request, and idle connections are closed after
-//! `idle_timeout`. The upstream here is a raw HTTP/1.1 server that counts connections.
+//! `idle_timeout`; requests that can be sent again are retried after a broken exchange or a
+//! listed status, the others are not. The upstreams here are raw HTTP/1.1 servers that count
+//! connections and requests.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use gateway_tests::{assert_eventually, request, send, TestGateway};
+use gateway_tests::{assert_eventually, json, metric, request, send, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Default)]
 struct Counts {
     opened: AtomicUsize,
     closed: AtomicUsize,
+    requests: AtomicUsize,
 }
 
-/// Answers every request with `ok`; with `close_each`, closes the connection after each answer.
-async fn counting_upstream(close_each: bool) -> anyhow::Result<(std::net::SocketAddr, Arc<Counts>)> {
+/// How the raw upstream treats the requests on a connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// `200 ok`, keeping the connection.
+    KeepAlive,
+    /// `200 ok`, then closes.
+    CloseEach,
+    /// `200 ok` to the first request; reads the second and closes without an answer, as an
+    /// upstream closing an idle connection just as a request arrives.
+    DropSecond,
+    /// `503` to every request, keeping the connection.
+    Unavailable,
+}
+
+/// A raw HTTP/1.1 upstream counting connections and requests (heads; bodies are not read).
+async fn counting_upstream(mode: Mode) -> anyhow::Result<(std::net::SocketAddr, Arc<Counts>)> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
     let counts = Arc::new(Counts::default());
@@ -27,6 +44,7 @@ async fn counting_upstream(close_each: bool) -> anyhow::Result<(std::net::Socket
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
+                let mut served = 0;
                 loop {
                     let n = match s.read(&mut chunk).await {
                         Ok(0) | Err(_) => break,
@@ -35,12 +53,18 @@ async fn counting_upstream(close_each: bool) -> anyhow::Result<(std::net::Socket
                     buf.extend_from_slice(&chunk[..n]);
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         buf.drain(..end + 4);
-                        let head: &[u8] = if close_each {
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-                        } else {
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                        c.requests.fetch_add(1, Ordering::SeqCst);
+                        served += 1;
+                        let head: &[u8] = match mode {
+                            Mode::DropSecond if served == 2 => {
+                                c.closed.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            Mode::CloseEach => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                            Mode::Unavailable => b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy",
+                            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
                         };
-                        if s.write_all(head).await.is_err() || close_each {
+                        if s.write_all(head).await.is_err() || mode == Mode::CloseEach {
                             c.closed.fetch_add(1, Ordering::SeqCst);
                             return;
                         }
@@ -63,7 +87,7 @@ async fn gateway(upstream: std::net::SocketAddr, idle: &str) -> anyhow::Result<T
 
 #[tokio::test]
 async fn keep_alive_connections_are_reused() -> anyhow::Result<()> {
-    let (up, counts) = counting_upstream(false).await?;
+    let (up, counts) = counting_upstream(Mode::KeepAlive).await?;
     let gw = gateway(up, "60s").await?;
     for _ in 0..20 {
         let r = send(gw.addr("http"), request("x", "/")).await?;
@@ -80,7 +104,7 @@ async fn keep_alive_connections_are_reused() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn an_upstream_closing_connections_costs_no_request() -> anyhow::Result<()> {
-    let (up, counts) = counting_upstream(true).await?;
+    let (up, counts) = counting_upstream(Mode::CloseEach).await?;
     let gw = gateway(up, "60s").await?;
     for i in 0..20 {
         let r = send(gw.addr("http"), request("x", "/")).await?;
@@ -96,7 +120,7 @@ async fn an_upstream_closing_connections_costs_no_request() -> anyhow::Result<()
 
 #[tokio::test]
 async fn idle_connections_close_after_idle_timeout() -> anyhow::Result<()> {
-    let (up, counts) = counting_upstream(false).await?;
+    let (up, counts) = counting_upstream(Mode::KeepAlive).await?;
     let gw = gateway(up, "300ms").await?;
     assert_eq!(send(gw.addr("http"), request("x", "/")).await?.status(), 200);
     assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
@@ -107,5 +131,136 @@ async fn idle_connections_close_after_idle_timeout() -> anyhow::Result<()> {
     // The next request opens a fresh connection.
     assert_eq!(send(gw.addr("http"), request("x", "/")).await?.status(), 200);
     assert_eq!(counts.opened.load(Ordering::SeqCst), 2);
+    Ok(())
+}
+
+async fn metrics_of(gw: &TestGateway, pool: &str, reason: &str) -> anyhow::Result<Option<f64>> {
+    let m = gw.metrics().await?;
+    Ok(metric(
+        &m,
+        "gateway_upstream_retries_total",
+        &[("pool", pool), ("reason", reason)],
+    ))
+}
+
+#[tokio::test]
+async fn a_request_a_pooled_connection_dropped_is_sent_again_when_it_can_be() -> anyhow::Result<()> {
+    let (up, counts) = counting_upstream(Mode::DropSecond).await?;
+    let (up_once, counts_once) = counting_upstream(Mode::DropSecond).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes:
+  - {{ name: r, upstream: u, match: {{ host: retry.test }} }}
+  - {{ name: once, upstream: once, match: {{ host: once.test }} }}
+upstreams:
+  - {{ name: u, endpoints: ["http://{up}"] }}
+  - {{ name: once, endpoints: ["http://{up_once}"], retry: {{ attempts: 1 }} }}
+"#
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    // The second GET goes out on the pooled connection, which the upstream drops unanswered;
+    // sent again on a new connection, it is answered.
+    for i in 0..2 {
+        let r = send(addr, request("retry.test", "/")).await?;
+        assert_eq!(r.status(), 200, "GET {i}: {:?}", r.body());
+        assert_eq!(r.body().as_ref(), b"ok");
+    }
+    assert_eq!(
+        counts.opened.load(Ordering::SeqCst),
+        2,
+        "the retry took a new connection"
+    );
+    assert_eq!(counts.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(metrics_of(&gw, "u", "reset").await?, Some(1.0));
+    // A POST with a body may have been acted on: never sent twice.
+    let post = http::Request::post("/")
+        .header("host", "retry.test")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"once only")))?;
+    let r = send(addr, post).await?;
+    assert_eq!(r.status(), 502, "{:?}", r.body());
+    assert_eq!(json(&r)["type"], "urn:gateway:problem:upstream-protocol");
+    assert_eq!(counts.requests.load(Ordering::SeqCst), 4, "the POST went out once");
+    assert_eq!(metrics_of(&gw, "u", "reset").await?, Some(1.0));
+    // With `attempts: 1`, the dropped GET is answered 502.
+    assert_eq!(send(addr, request("once.test", "/")).await?.status(), 200);
+    assert_eq!(send(addr, request("once.test", "/")).await?.status(), 502);
+    assert_eq!(counts_once.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(metrics_of(&gw, "once", "reset").await?, Some(0.0));
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_upstream_errors_total",
+            &[("pool", "u"), ("kind", "protocol")]
+        ),
+        Some(2.0),
+        "every broken exchange counts, retried or not"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn listed_statuses_are_retried_on_another_endpoint() -> anyhow::Result<()> {
+    let good = gateway_tests::Upstream::start("good", "127.0.0.1:0".parse()?).await?;
+    let (busy, _) = counting_upstream(Mode::Unavailable).await?;
+    let (alone, alone_counts) = counting_upstream(Mode::Unavailable).await?;
+    let good = good.addr();
+    // Health never ejects here, so the busy endpoint keeps its turn.
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes:
+  - {{ name: s, upstream: s, match: {{ host: s.test }} }}
+  - {{ name: n, upstream: n, match: {{ host: n.test }} }}
+  - {{ name: alone, upstream: alone, match: {{ host: alone.test }} }}
+upstreams:
+  - name: s
+    endpoints: ["http://{busy}", "http://{good}"]
+    retry: {{ statuses: [503] }}
+    health: {{ consecutive_failures: 1000 }}
+  - name: n
+    endpoints: ["http://{busy}", "http://{good}"]
+    health: {{ consecutive_failures: 1000 }}
+  - name: alone
+    endpoints: ["http://{alone}"]
+    retry: {{ attempts: 3, statuses: [502, 503] }}
+    health: {{ consecutive_failures: 1000 }}
+"#
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    for i in 0..6 {
+        let r = send(addr, request("s.test", "/")).await?;
+        assert_eq!(r.status(), 200, "GET {i}");
+        assert_eq!(r.headers()["x-upstream"], "good");
+    }
+    assert_eq!(metrics_of(&gw, "s", "status").await?, Some(3.0));
+    // A POST is not sent again: the busy endpoint's answer passes as it is.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let post = http::Request::post("/")
+            .header("host", "s.test")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))?;
+        statuses.push(send(addr, post).await?.status().as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 503]);
+    // Without `statuses`, a 503 is passed on.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send(addr, request("n.test", "/")).await?.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|&&s| s == 503).count(), 2, "{statuses:?}");
+    // One endpoint: tried `attempts` times, then its last answer is passed on.
+    let r = send(addr, request("alone.test", "/")).await?;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.body().as_ref(), b"busy");
+    assert_eq!(alone_counts.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(metrics_of(&gw, "alone", "status").await?, Some(2.0));
+    assert_eq!(metrics_of(&gw, "n", "status").await?, Some(0.0));
     Ok(())
 }

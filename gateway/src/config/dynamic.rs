@@ -225,6 +225,7 @@ impl Snapshot {
                         })
                 }),
                 rewrite_prefix: r.rewrite_prefix.clone(),
+                request_timeout: r.request_timeout,
                 request_headers: r.request_headers.clone(),
                 response_headers: r.response_headers.clone(),
                 metrics: route_metrics,

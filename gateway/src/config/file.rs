@@ -241,6 +241,11 @@ pub struct FileRoute {
     #[serde(default)]
     #[schemars(with = "Option<u64>")]
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// Time from sending a request to the response head on this route, e.g. `5m` for a slow
+    /// export; replaces its upstream's `request_timeout` (504 beyond).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub request_timeout: Option<Str>,
     /// Authentication the route requires; absent means public.
     #[serde(default)]
     pub auth: Option<FileRouteAuth>,
@@ -615,12 +620,36 @@ pub struct FileUpstream {
     #[serde(default)]
     #[schemars(with = "Option<u64>")]
     pub connect_attempts: Option<Spanned<u64>>,
+    /// Sending a request again after its exchange failed: idempotent requests without a body
+    /// only.
+    #[serde(default)]
+    pub retry: Option<FileRetry>,
     /// TLS to `https://` endpoints.
     #[serde(default)]
     pub tls: Option<FileUpstreamTls>,
     /// Passive health checking.
     #[serde(default)]
     pub health: Option<FileHealth>,
+}
+
+/// Retries of requests already sent. Only requests that can be sent again as they were are
+/// retried: an idempotent method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), no body, no upgrade.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetry {
+    /// Tries in all for such a request (default 2; 1 = never again). A try is retried when its
+    /// connection closed or broke before a response head came (a pooled connection the
+    /// upstream closed as the request went out, a crashed endpoint), or when the answer's
+    /// status is listed in `statuses`. Each try after the first goes to another endpoint when
+    /// one is usable, on a new connection, all within the pool's `request_timeout`.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub attempts: Option<Spanned<u64>>,
+    /// 5xx statuses that are retried too, e.g. `[502, 503]` (default none); the last try's
+    /// answer is passed on as it is.
+    #[serde(default)]
+    #[schemars(with = "Vec<u64>")]
+    pub statuses: Vec<Spanned<u64>>,
 }
 
 /// TLS towards an upstream.

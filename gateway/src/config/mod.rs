@@ -234,6 +234,8 @@ pub struct RouteConfig {
     pub upstream: String,
     /// Largest request body.
     pub max_body_bytes: u64,
+    /// Time to response head, when it replaces the upstream's.
+    pub request_timeout: Option<Duration>,
     /// Provider whose bearer tokens the route accepts.
     pub bearer: Option<String>,
     /// Provider browsers sign in with. Neither this nor `bearer`: the route is public.
@@ -729,10 +731,21 @@ pub struct UpstreamConfig {
     pub max_idle_per_endpoint: usize,
     /// Endpoints a request may try to connect to (1 = no retry on connect failure).
     pub connect_attempts: u32,
+    /// Retries of requests already sent.
+    pub retry: RetryConfig,
     /// TLS to https endpoints.
     pub tls: UpstreamTls,
     /// Passive health.
     pub health: HealthConfig,
+}
+
+/// Retries of idempotent requests without a body after a failed exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Tries in all (1 = none).
+    pub attempts: u32,
+    /// Answer statuses retried too.
+    pub statuses: Vec<http::StatusCode>,
 }
 
 /// Upstream TLS trust.

@@ -811,6 +811,14 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             methods,
             upstream: r.upstream.value.clone(),
             max_body_bytes,
+            request_timeout: r.request_timeout.is_some().then(|| {
+                duration(
+                    &mut p,
+                    &r.request_timeout,
+                    &format!("{base}.request_timeout"),
+                    Duration::from_secs(30),
+                )
+            }),
             bearer,
             login,
             requirements,
@@ -1590,7 +1598,38 @@ fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> Upst
         ) as usize,
         connect_attempts: positive(p, &u.connect_attempts, &format!("{base}.connect_attempts"), 3)
             .min(u64::from(u32::MAX)) as u32,
+        retry: retry(p, u.retry.as_ref(), &format!("{base}.retry")),
         tls,
         health,
     }
+}
+
+/// An upstream's `retry`.
+fn retry(p: &mut Problems, r: Option<&file::FileRetry>, field: &str) -> super::RetryConfig {
+    let given = r.and_then(|r| r.attempts.as_ref());
+    let mut attempts = positive_in(p, given, &format!("{field}.attempts"), 2);
+    if let Some(a) = given.filter(|_| attempts > 10) {
+        p.at(pos(a), format!("{field}.attempts"), "must be at most 10");
+        attempts = 10;
+    }
+    let attempts = attempts as u32;
+    let mut statuses: Vec<http::StatusCode> = Vec::new();
+    for (i, s) in r.map(|r| r.statuses.as_slice()).unwrap_or_default().iter().enumerate() {
+        match u16::try_from(s.value)
+            .ok()
+            .and_then(|v| http::StatusCode::from_u16(v).ok())
+        {
+            Some(code) if code.is_server_error() => {
+                if !statuses.contains(&code) {
+                    statuses.push(code);
+                }
+            }
+            _ => p.at(
+                pos(s),
+                format!("{field}.statuses[{i}]"),
+                format!("{} is not a 5xx status like 502 or 503", s.value),
+            ),
+        }
+    }
+    super::RetryConfig { attempts, statuses }
 }

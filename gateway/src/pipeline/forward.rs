@@ -293,6 +293,36 @@ pub fn rewrite_prefix(prefix: &str, to: &str, pq: Option<&http::uri::PathAndQuer
     http::Uri::try_from(s).unwrap_or_else(|_| http::Uri::from_static("/"))
 }
 
+/// The head of an upstream request without a body, kept to send the request again.
+#[derive(Debug)]
+pub struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+}
+
+// === impl Replay ===
+
+impl Replay {
+    /// A copy of `parts` (its extensions aside: nothing upstream reads them).
+    pub fn of(parts: &http::request::Parts) -> Replay {
+        Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        }
+    }
+
+    /// The request again, with an empty body.
+    pub fn request(&self) -> http::Request<crate::upstream::client::UpstreamBody> {
+        let mut req = http::Request::new(super::body::Limited::new(super::body::ClientBody::Empty, 0));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,7 @@ use crate::identity::provider::AuthError;
 use crate::telemetry::trace;
 use crate::telemetry::ErrorLabels;
 use crate::upstream::client::SendError;
-use crate::upstream::{Endpoint, Failure};
+use crate::upstream::{Endpoint, Failure, RetryReason};
 use crate::Shared;
 use baseline_engine::{AuthOutcome, Decision};
 use body::{Body, BodyLimitExceeded, ClientBody, Limited, Observed, ProxyBody};
@@ -650,76 +650,117 @@ async fn proxy(
         ]);
     }
     obs.trace.inject(&mut parts.headers, upstream_span.as_ref());
+    // A request that can go again as it was (idempotent, no body, no upgrade) keeps a copy of
+    // its head for the pool's `retry`.
+    let retry = &pool.config.retry;
+    let replay = (retry.attempts > 1 && !upgrade && limited.is_end_stream() && parts.method.is_idempotent())
+        .then(|| forward::Replay::of(&parts));
     let mut up_req = Request::from_parts(parts, limited);
 
     // --- exchange: a request no endpoint would take a connection for moves on, unsent, to the
-    // next (up to `connect_attempts`), all within one `request_timeout`.
-    let timeout = pool.config.request_timeout;
+    // next (up to `connect_attempts`); one that can go again is retried after a broken exchange
+    // or a listed status (up to `retry.attempts`); all within one `request_timeout`.
+    let timeout = route.request_timeout.unwrap_or(pool.config.request_timeout);
     let sent_at = tokio::time::Instant::now();
     let deadline = sent_at + timeout;
+    // Endpoints that refused a connection.
     let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+    // Exchanges started (connections that took the request), and tries in all.
+    let (mut exchanges, mut attempts) = (1u32, 1usize);
+    let mut fresh = false;
     let exchange = loop {
-        match tokio::time::timeout_at(deadline, pool.send(&endpoint, up_req)).await {
-            Err(_) => {
-                trace::fail(&mut upstream_span, "timeout");
-                pool.record(&endpoint, Some(Failure::Timeout));
-                break Err(ProxyError::UpstreamTimeout {
-                    endpoint: endpoint.base.clone(),
-                    timeout,
-                });
-            }
-            Ok(Err(SendError::Connect { source, request })) => {
-                pool.record(&endpoint, Some(Failure::Connect));
-                tried.push(endpoint.clone());
-                let Some((next, in_flight)) = pool.retry_connect(&tried) else {
-                    trace::fail(&mut upstream_span, "connect");
-                    break Err(ProxyError::UpstreamConnect {
+        // The next try: where, the request again, and why (span event, error or status).
+        let (next, in_flight, request, event, why) =
+            match tokio::time::timeout_at(deadline, pool.send(&endpoint, up_req, fresh)).await {
+                Err(_) => {
+                    trace::fail(&mut upstream_span, "timeout");
+                    pool.record(&endpoint, Some(Failure::Timeout));
+                    break Err(ProxyError::UpstreamTimeout {
                         endpoint: endpoint.base.clone(),
-                        source,
+                        timeout,
                     });
-                };
-                tracing::info!(
-                    request_id = obs.request_id.to_str().unwrap_or(""),
-                    pool = pool.name(),
-                    endpoint = %endpoint.base,
-                    next = %next.base,
-                    attempt = tried.len(),
-                    error = %source,
-                    "upstream connect failed; trying another endpoint"
-                );
-                if let Some(s) = &mut upstream_span {
-                    s.add_event(
-                        "connect_failed",
-                        vec![
-                            KeyValue::new("server.address", endpoint.base.clone()),
-                            KeyValue::new("error.message", source.to_string()),
-                        ],
-                    );
                 }
-                endpoint = next;
-                obs.endpoint = Some(endpoint.clone());
-                obs.in_flight = Some(in_flight);
-                up_req = *request;
-            }
-            Ok(Err(SendError::Exchange(e))) => {
-                if is_caused_by::<BodyLimitExceeded>(&e) {
-                    break Err(ProxyError::BodyTooLarge { limit });
+                Ok(Err(SendError::Connect { source, request })) => {
+                    pool.record(&endpoint, Some(Failure::Connect));
+                    tried.push(endpoint.clone());
+                    let Some((next, in_flight)) = pool.retry_connect(&tried) else {
+                        trace::fail(&mut upstream_span, "connect");
+                        break Err(ProxyError::UpstreamConnect {
+                            endpoint: endpoint.base.clone(),
+                            source,
+                        });
+                    };
+                    (next, in_flight, *request, "connect_failed", source.to_string())
                 }
-                trace::fail(&mut upstream_span, "protocol");
-                pool.record(&endpoint, Some(Failure::Protocol));
-                break Err(ProxyError::UpstreamProtocol {
-                    endpoint: endpoint.base.clone(),
-                    source: Box::new(e),
-                });
-            }
-            Ok(Ok(r)) => break Ok(r),
-        }
+                Ok(Err(SendError::Exchange(e))) => {
+                    if is_caused_by::<BodyLimitExceeded>(&e) {
+                        break Err(ProxyError::BodyTooLarge { limit });
+                    }
+                    pool.record(&endpoint, Some(Failure::Protocol));
+                    let again = replay
+                        .as_ref()
+                        .filter(|_| exchanges < retry.attempts)
+                        .and_then(|r| Some((r, pool.retry_exchange(&endpoint, RetryReason::Reset)?)));
+                    let Some((r, (next, in_flight))) = again else {
+                        trace::fail(&mut upstream_span, "protocol");
+                        break Err(ProxyError::UpstreamProtocol {
+                            endpoint: endpoint.base.clone(),
+                            source: Box::new(e),
+                        });
+                    };
+                    exchanges += 1;
+                    (next, in_flight, r.request(), "exchange_failed", e.to_string())
+                }
+                Ok(Ok((resp, loan))) => {
+                    let status = resp.status();
+                    // A listed status is retried after a short random pause (up to 25 ms,
+                    // doubling with each try), when that still ends before the deadline.
+                    let again = replay
+                        .as_ref()
+                        .filter(|_| exchanges < retry.attempts && retry.statuses.contains(&status))
+                        .and_then(|r| {
+                            let pause =
+                                std::time::Duration::from_millis(fastrand::u64(..=25u64 << (exchanges - 1).min(4)));
+                            (tokio::time::Instant::now() + pause < deadline).then_some(())?;
+                            Some((r, pause, pool.retry_exchange(&endpoint, RetryReason::Status)?))
+                        });
+                    let Some((r, pause, (next, in_flight))) = again else {
+                        break Ok((resp, loan));
+                    };
+                    pool.record(&endpoint, Some(Failure::Status5xx));
+                    // The answer is dropped, and its connection with it.
+                    drop((resp, loan));
+                    tokio::time::sleep(pause).await;
+                    exchanges += 1;
+                    (
+                        next,
+                        in_flight,
+                        r.request(),
+                        "status_retried",
+                        status.as_str().to_string(),
+                    )
+                }
+            };
+        note_retry(
+            obs,
+            &mut upstream_span,
+            pool.name(),
+            &endpoint,
+            &next,
+            event,
+            &why,
+            attempts,
+        );
+        attempts += 1;
+        fresh = exchanges > 1;
+        endpoint = next;
+        obs.endpoint = Some(endpoint.clone());
+        obs.in_flight = Some(in_flight);
+        up_req = request;
     };
     if let Some(s) = &mut upstream_span {
         // The endpoint that answered, or the last one tried.
         s.set_attribute(KeyValue::new("server.address", endpoint.base.clone()));
-        // Endpoints tried: those that refused, plus the last one unless it refused too.
-        let attempts = tried.len() + usize::from(tried.last().is_none_or(|t| !Arc::ptr_eq(t, &endpoint)));
         if attempts > 1 {
             s.set_attribute(KeyValue::new("gateway.upstream.attempts", attempts as i64));
         }
@@ -778,6 +819,41 @@ async fn proxy(
         loan
     };
     Ok(Response::from_parts(rparts, ProxyBody::upstream(rbody, loan)))
+}
+
+/// Notes that a request goes on from `from` to `to` after try `attempt` failed (`event`: the
+/// span event, `connect_failed`, `exchange_failed` or `status_retried`; `why`: the error or
+/// the status): an info log line and an event on the upstream span.
+#[allow(clippy::too_many_arguments)]
+fn note_retry(
+    obs: &Observer,
+    span: &mut Option<trace::SpanGuard>,
+    pool: &str,
+    from: &Endpoint,
+    to: &Endpoint,
+    event: &'static str,
+    why: &str,
+    attempt: usize,
+) {
+    tracing::info!(
+        request_id = obs.request_id.to_str().unwrap_or(""),
+        pool,
+        endpoint = %from.base,
+        next = %to.base,
+        attempt,
+        reason = event,
+        error = why,
+        "upstream try failed; trying again"
+    );
+    if let Some(s) = span {
+        s.add_event(
+            event,
+            vec![
+                KeyValue::new("server.address", from.base.clone()),
+                KeyValue::new("error.message", why.to_string()),
+            ],
+        );
+    }
 }
 
 /// A plain response used by built-in endpoints.

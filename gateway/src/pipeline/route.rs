@@ -30,6 +30,8 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// Body limit.
     pub max_body_bytes: u64,
+    /// Time to response head, when it replaces the pool's.
+    pub request_timeout: Option<std::time::Duration>,
     /// Provider whose bearer tokens the route accepts.
     pub bearer: Option<Arc<crate::identity::provider::Provider>>,
     /// Provider browsers sign in with.

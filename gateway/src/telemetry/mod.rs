@@ -111,6 +111,15 @@ pub struct CheckLabels {
     pub result: &'static str,
 }
 
+/// Labels of `gateway_upstream_retries_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// Pool name.
+    pub pool: String,
+    /// `connect`, `reset` or `status`.
+    pub reason: &'static str,
+}
+
 /// A single `pool` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
@@ -345,7 +354,7 @@ pub struct Metrics {
     /// `gateway_upstream_ejections_total`.
     pub ejections: Family<PoolLabels, Counter>,
     /// `gateway_upstream_retries_total`.
-    pub upstream_retries: Family<PoolLabels, Counter>,
+    pub upstream_retries: Family<RetryLabels, Counter>,
     /// `gateway_upstream_endpoints_down`.
     pub endpoints_down: Family<PoolLabels, Gauge>,
     /// `gateway_rate_limited_total`.
@@ -667,7 +676,7 @@ impl Metrics {
         );
         r.register(
             UPSTREAM_RETRIES,
-            "Requests moved to another endpoint after a connect failure",
+            "Upstream tries after the first: after a connect failure, a broken exchange or a listed status",
             m.upstream_retries.clone(),
         );
         r.register(

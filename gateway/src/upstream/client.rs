@@ -6,8 +6,8 @@
 //! one, or connects (TCP, then TLS with the endpoint's host as SNI for `https://`), and the
 //! connection goes back when the response body has ended. A pooled connection the upstream has
 //! closed in the meantime is detected before the request is written, and the request moves to a
-//! fresh connection; once written, a request is never retried. Upgraded connections never
-//! return.
+//! fresh connection; once written, a request is never sent again here (the pipeline may retry
+//! it on a new connection when the pool's `retry` allows). Upgraded connections never return.
 //!
 //! HTTP/2 (`protocol: h2`): every request to an endpoint shares its one connection (ALPN `h2`
 //! over TLS, prior knowledge over TCP), opened by the first request that finds none and again
@@ -220,13 +220,13 @@ async fn connect(
     }
 }
 
-/// Sends `req` to `endpoint` on a pooled or new connection; the loan (HTTP/1.1 only) goes back
-/// to the pool when the response has ended.
+/// Sends `req` to `endpoint` on a pooled connection idle for less than `idle_timeout` (`None`:
+/// on a new one); the loan (HTTP/1.1 only) goes back to the pool when the response has ended.
 pub async fn send(
     endpoint: &Arc<Endpoint>,
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
-    idle_timeout: Duration,
+    idle_timeout: Option<Duration>,
     h2: bool,
     mut req: Request<UpstreamBody>,
 ) -> Result<(Response<Incoming>, Option<Loan>), SendError> {
@@ -234,7 +234,7 @@ pub async fn send(
         // Boxed: its state would otherwise enlarge every HTTP/1.1 request's future too.
         return Box::pin(send_h2(endpoint, tls, connect_timeout, req)).await;
     }
-    while let Some(mut sender) = endpoint.idle.take(idle_timeout) {
+    while let Some(mut sender) = idle_timeout.and_then(|t| endpoint.idle.take(t)) {
         if sender.ready().await.is_err() {
             continue;
         }

@@ -58,6 +58,27 @@ pub enum Failure {
     Status5xx,
 }
 
+/// Why a request is tried again (after a failed exchange).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The connection closed or broke before a response head came.
+    Reset = 1,
+    /// The answer's status is one the pool retries.
+    Status = 2,
+}
+
+// === impl RetryReason ===
+
+impl RetryReason {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::Reset => "reset",
+            RetryReason::Status => "status",
+        }
+    }
+}
+
 /// A pool of endpoints.
 #[derive(Debug)]
 pub struct Pool {
@@ -71,7 +92,8 @@ pub struct Pool {
     epoch: Instant,
     ejected_gauge: Gauge,
     ejections: Counter,
-    retries: Counter,
+    /// Retries by reason: connect, reset, status.
+    retries: [Counter; 3],
     down_gauge: Gauge,
     /// Active checks by result: passed, failed.
     checks: [Counter; 2],
@@ -241,7 +263,15 @@ impl Pool {
             epoch: Instant::now(),
             ejected_gauge: metrics.endpoints_ejected.get_or_create(&pool_label).clone(),
             ejections: metrics.ejections.get_or_create(&pool_label).clone(),
-            retries: metrics.upstream_retries.get_or_create(&pool_label).clone(),
+            retries: ["connect", "reset", "status"].map(|reason| {
+                metrics
+                    .upstream_retries
+                    .get_or_create(&crate::telemetry::RetryLabels {
+                        pool: config.name.clone(),
+                        reason,
+                    })
+                    .clone()
+            }),
             down_gauge: metrics.endpoints_down.get_or_create(&pool_label).clone(),
             checks: ["pass", "fail"].map(|result| {
                 metrics
@@ -279,17 +309,18 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Sends a request to `endpoint` on a pooled or new connection.
+    /// Sends a request to `endpoint` on a pooled or (`fresh`, or none idle) new connection.
     pub async fn send(
         &self,
         endpoint: &Arc<Endpoint>,
         req: http::Request<client::UpstreamBody>,
+        fresh: bool,
     ) -> Result<(http::Response<hyper::body::Incoming>, Option<client::Loan>), client::SendError> {
         client::send(
             endpoint,
             self.tls.clone(),
             self.config.connect_timeout,
-            self.config.idle_timeout,
+            (!fresh).then_some(self.config.idle_timeout),
             self.h2(),
             req,
         )
@@ -368,7 +399,18 @@ impl Pool {
             return None;
         }
         let next = self.pick_avoiding(tried)?;
-        self.retries.inc();
+        self.retries[0].inc();
+        Some(next)
+    }
+
+    /// After a failed exchange with `failed` (already recorded), the endpoint for the next try
+    /// of a request that may be sent again: another usable endpoint when there is one, else
+    /// `failed` itself if it is still usable; counted as a retry for `reason`.
+    pub fn retry_exchange(&self, failed: &Arc<Endpoint>, reason: RetryReason) -> Option<(Arc<Endpoint>, InFlight)> {
+        let next = self
+            .pick_avoiding(std::slice::from_ref(failed))
+            .or_else(|| self.pick())?;
+        self.retries[reason as usize].inc();
         Some(next)
     }
 
