@@ -145,6 +145,12 @@ pub enum ProxyError {
         /// Pool name.
         pool: String,
     },
+    /// Every usable endpoint of the pool has its most requests in flight.
+    #[error("every endpoint of pool {pool} is at max_in_flight_per_endpoint")]
+    UpstreamOverloaded {
+        /// Pool name.
+        pool: String,
+    },
     /// Could not connect to the endpoint.
     #[error("connecting to {endpoint} failed: {source}")]
     UpstreamConnect {
@@ -315,6 +321,13 @@ impl ProxyError {
                 "Service Unavailable",
                 "No healthy upstream endpoint is available; try again later.",
             ),
+            UpstreamOverloaded { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_overloaded",
+                Side::Upstream,
+                "Service Unavailable",
+                "The upstream service has as many requests as it takes; try again shortly.",
+            ),
             UpstreamConnect { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "upstream_connect",
@@ -384,8 +397,14 @@ pub fn rescue(err: &ProxyError, request_id: &str) -> Response<Bytes> {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
     }
     if status == StatusCode::SERVICE_UNAVAILABLE {
+        // A full pool frees places as its requests finish: sooner than an ejection ends.
+        let secs = if matches!(err, ProxyError::UpstreamOverloaded { .. }) {
+            "1"
+        } else {
+            "5"
+        };
         resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
     }
     if let ProxyError::RateLimited { retry_after, .. } = err {
         // Whole seconds, rounded up: coming back earlier would be refused again.

@@ -113,6 +113,7 @@ upstreams:
     connect_attempts: 0
     health: { check: { path: healthz, unhealthy_after: 0 } }
     retry: { attempts: 11, statuses: [503, 404] }
+    max_in_flight_per_endpoint: 0
 ";
     assert_eq!(
         problems(yaml),
@@ -126,6 +127,7 @@ upstreams:
             "gw.yaml:13:56: upstreams[0].health.check.unhealthy_after: must be greater than zero",
             "gw.yaml:14:24: upstreams[0].retry.attempts: must be at most 10",
             "gw.yaml:14:44: upstreams[0].retry.statuses[1]: 404 is not a 5xx status like 502 or 503",
+            "gw.yaml:15:33: upstreams[0].max_in_flight_per_endpoint: must be greater than zero",
         ]
     );
 }

@@ -1,10 +1,11 @@
 //! Upstream connection pooling: keep-alive connections are reused, an upstream that closes
 //! its connections costs no failed request, and idle connections are closed after
 //! `idle_timeout`; requests that can be sent again are retried after a broken exchange or a
-//! listed status, the others are not. The upstreams here are raw HTTP/1.1 servers that count
+//! listed status, the others are not; an endpoint at `max_in_flight_per_endpoint` takes no more
+//! requests. The upstreams here are raw HTTP/1.1 servers that count
 //! connections and requests.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use gateway_tests::{assert_eventually, json, metric, request, send, TestGateway};
@@ -15,6 +16,8 @@ struct Counts {
     opened: AtomicUsize,
     closed: AtomicUsize,
     requests: AtomicUsize,
+    /// Lets `Mode::Hold` answer.
+    released: AtomicBool,
 }
 
 /// How the raw upstream treats the requests on a connection.
@@ -29,6 +32,8 @@ enum Mode {
     DropSecond,
     /// `503` to every request, keeping the connection.
     Unavailable,
+    /// `200 ok` once `released` is set.
+    Hold,
 }
 
 /// A raw HTTP/1.1 upstream counting connections and requests (heads; bodies are not read).
@@ -55,6 +60,9 @@ async fn counting_upstream(mode: Mode) -> anyhow::Result<(std::net::SocketAddr, 
                         buf.drain(..end + 4);
                         c.requests.fetch_add(1, Ordering::SeqCst);
                         served += 1;
+                        while mode == Mode::Hold && !c.released.load(Ordering::SeqCst) {
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
                         let head: &[u8] = match mode {
                             Mode::DropSecond if served == 2 => {
                                 c.closed.fetch_add(1, Ordering::SeqCst);
@@ -262,5 +270,64 @@ upstreams:
     assert_eq!(alone_counts.requests.load(Ordering::SeqCst), 3);
     assert_eq!(metrics_of(&gw, "alone", "status").await?, Some(2.0));
     assert_eq!(metrics_of(&gw, "n", "status").await?, Some(0.0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn endpoints_at_their_in_flight_cap_take_no_more() -> anyhow::Result<()> {
+    let (a, a_counts) = counting_upstream(Mode::Hold).await?;
+    let (b, b_counts) = counting_upstream(Mode::Hold).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes: [{{ name: r, upstream: u }}]
+upstreams:
+  - {{ name: u, endpoints: ["http://{a}", "http://{b}"], max_in_flight_per_endpoint: 2 }}
+"#
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    // Four held requests fill both endpoints: round robin alternates, and each takes two.
+    let held: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { send(addr, request("x", "/")).await }))
+        .collect();
+    assert_eventually!(
+        a_counts.requests.load(Ordering::SeqCst) == 2 && b_counts.requests.load(Ordering::SeqCst) == 2,
+        "both endpoints hold two requests"
+    );
+    // A fifth finds no place: 503 at once, without reaching an endpoint.
+    let r = send(addr, request("x", "/")).await?;
+    assert_eq!(r.status(), 503, "{:?}", r.body());
+    assert_eq!(json(&r)["type"], "urn:gateway:problem:upstream-overloaded");
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(
+        a_counts.requests.load(Ordering::SeqCst) + b_counts.requests.load(Ordering::SeqCst),
+        4
+    );
+    a_counts.released.store(true, Ordering::SeqCst);
+    b_counts.released.store(true, Ordering::SeqCst);
+    for h in held {
+        assert_eq!(h.await??.status(), 200);
+    }
+    // Places come back as requests end.
+    assert_eq!(send(addr, request("x", "/")).await?.status(), 200);
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_upstream_errors_total",
+            &[("pool", "u"), ("kind", "overloaded")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_request_errors_total",
+            &[("side", "upstream"), ("reason", "upstream_overloaded")]
+        ),
+        Some(1.0)
+    );
     Ok(())
 }

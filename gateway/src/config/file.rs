@@ -614,6 +614,12 @@ pub struct FileUpstream {
     #[serde(default)]
     #[schemars(with = "Option<u64>")]
     pub max_idle_per_endpoint: Option<Spanned<u64>>,
+    /// Most requests in flight to one endpoint (absent = no cap). A request goes to another
+    /// endpoint with a place left; when none has one, it is answered 503 at once
+    /// (`upstream-overloaded`, `Retry-After: 1`) instead of piling up on a saturated upstream.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_in_flight_per_endpoint: Option<Spanned<u64>>,
     /// Endpoints a request may try to connect to before it is answered 502 (default 3; 1 = no
     /// retry). A request moves to another endpoint only when no connection could be made, so
     /// nothing of it has been sent and any method may move.

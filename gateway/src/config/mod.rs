@@ -729,6 +729,8 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Idle pooled connections per endpoint.
     pub max_idle_per_endpoint: usize,
+    /// Requests in flight per endpoint at most (`usize::MAX`: no cap).
+    pub max_in_flight_per_endpoint: usize,
     /// Endpoints a request may try to connect to (1 = no retry on connect failure).
     pub connect_attempts: u32,
     /// Retries of requests already sent.

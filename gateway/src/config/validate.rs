@@ -1596,6 +1596,16 @@ fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> Upst
             &format!("{base}.max_idle_per_endpoint"),
             256,
         ) as usize,
+        max_in_flight_per_endpoint: u.max_in_flight_per_endpoint.as_ref().map_or(usize::MAX, |_| {
+            positive(
+                p,
+                &u.max_in_flight_per_endpoint,
+                &format!("{base}.max_in_flight_per_endpoint"),
+                u64::MAX,
+            )
+            .try_into()
+            .unwrap_or(usize::MAX)
+        }),
         connect_attempts: positive(p, &u.connect_attempts, &format!("{base}.connect_attempts"), 3)
             .min(u64::from(u32::MAX)) as u32,
         retry: retry(p, u.retry.as_ref(), &format!("{base}.retry")),

@@ -35,7 +35,7 @@ use crate::identity::provider::AuthError;
 use crate::telemetry::trace;
 use crate::telemetry::ErrorLabels;
 use crate::upstream::client::SendError;
-use crate::upstream::{Endpoint, Failure, RetryReason};
+use crate::upstream::{Endpoint, Failure, RetryReason, Unavailable};
 use crate::Shared;
 use baseline_engine::{AuthOutcome, Decision};
 use body::{Body, BodyLimitExceeded, ClientBody, Limited, Observed, ProxyBody};
@@ -570,11 +570,16 @@ async fn proxy(
 
     // --- endpoint
     let pool = &route.pool;
-    let Some((mut endpoint, in_flight)) = pool.pick() else {
-        pool.record_no_healthy();
-        return Err(ProxyError::NoHealthyEndpoint {
-            pool: pool.name().to_string(),
-        });
+    let (mut endpoint, in_flight) = match pool.pick() {
+        Ok(picked) => picked,
+        Err(why) => {
+            pool.record_unavailable(why);
+            let pool = pool.name().to_string();
+            return Err(match why {
+                Unavailable::NoHealthy => ProxyError::NoHealthyEndpoint { pool },
+                Unavailable::Overloaded => ProxyError::UpstreamOverloaded { pool },
+            });
+        }
     };
     obs.endpoint = Some(endpoint.clone());
     obs.in_flight = Some(in_flight);

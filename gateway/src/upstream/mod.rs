@@ -58,6 +58,15 @@ pub enum Failure {
     Status5xx,
 }
 
+/// Why no endpoint could take a request (the index of its upstream error kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Every endpoint is ejected or down.
+    NoHealthy = 4,
+    /// Every usable endpoint has `max_in_flight_per_endpoint` requests in flight.
+    Overloaded = 5,
+}
+
 /// Why a request is tried again (after a failed exchange).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryReason {
@@ -97,7 +106,7 @@ pub struct Pool {
     down_gauge: Gauge,
     /// Active checks by result: passed, failed.
     checks: [Counter; 2],
-    errors: [Counter; 5],
+    errors: [Counter; 6],
 }
 
 /// Keeps an endpoint's in-flight count raised while a request is outstanding.
@@ -288,6 +297,7 @@ impl Pool {
                 err("protocol"),
                 err("status_5xx"),
                 err("no_healthy_endpoint"),
+                err("overloaded"),
             ],
         });
         // Close idle connections that outlived idle_timeout, until the pool is dropped (reload).
@@ -346,9 +356,30 @@ impl Pool {
         (until == 0 || until <= now) && !e.down.load(Ordering::Relaxed)
     }
 
-    /// Picks an endpoint by the pool's policy among those not ejected.
-    pub fn pick(&self) -> Option<(Arc<Endpoint>, InFlight)> {
-        self.pick_avoiding(&[])
+    /// Picks an endpoint by the pool's policy among those not ejected and below
+    /// `max_in_flight_per_endpoint`; when none is, says why.
+    pub fn pick(&self) -> Result<(Arc<Endpoint>, InFlight), Unavailable> {
+        self.pick_avoiding(&[]).ok_or_else(|| {
+            let now = self.now_ms();
+            if self.endpoints.iter().any(|e| self.healthy(e, now)) {
+                Unavailable::Overloaded
+            } else {
+                Unavailable::NoHealthy
+            }
+        })
+    }
+
+    /// Takes one of `e`'s in-flight places, if it has one left.
+    fn acquire(&self, e: &Arc<Endpoint>) -> Option<(Arc<Endpoint>, InFlight)> {
+        let cap = self.config.max_in_flight_per_endpoint;
+        if cap == usize::MAX {
+            e.in_flight.fetch_add(1, Ordering::Relaxed);
+        } else {
+            e.in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < cap).then_some(n + 1))
+                .ok()?;
+        }
+        Some((e.clone(), InFlight(e.clone())))
     }
 
     /// [`Pool::pick`] among the endpoints not in `avoid` (those a request could not connect to).
@@ -358,7 +389,9 @@ impl Pool {
             return None;
         }
         let now = self.now_ms();
-        let usable = |e: &Arc<Endpoint>| self.healthy(e, now) && !avoid.iter().any(|a| Arc::ptr_eq(a, e));
+        let cap = self.config.max_in_flight_per_endpoint;
+        let usable =
+            |e: &Arc<Endpoint>| self.healthy(e, now) && e.in_flight() < cap && !avoid.iter().any(|a| Arc::ptr_eq(a, e));
         let chosen = match self.config.balance {
             Balance::RoundRobin => {
                 // A retry continues from where the rotation stands, without taking a turn, so a
@@ -386,9 +419,14 @@ impl Pool {
                 }
             }
         };
-        let e = chosen?.clone();
-        e.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some((e.clone(), InFlight(e)))
+        // The chosen endpoint may have reached its cap since (another thread took its last
+        // place): then the first usable one that still has a place.
+        self.acquire(chosen?).or_else(|| {
+            self.endpoints
+                .iter()
+                .filter(|e| usable(e))
+                .find_map(|e| self.acquire(e))
+        })
     }
 
     /// After connect failures on each endpoint in `tried` (each already recorded), the next
@@ -409,14 +447,14 @@ impl Pool {
     pub fn retry_exchange(&self, failed: &Arc<Endpoint>, reason: RetryReason) -> Option<(Arc<Endpoint>, InFlight)> {
         let next = self
             .pick_avoiding(std::slice::from_ref(failed))
-            .or_else(|| self.pick())?;
+            .or_else(|| self.pick().ok())?;
         self.retries[reason as usize].inc();
         Some(next)
     }
 
-    /// Counts a request refused because every endpoint is ejected.
-    pub fn record_no_healthy(&self) {
-        self.errors[4].inc();
+    /// Counts a request refused because no endpoint could take it.
+    pub fn record_unavailable(&self, why: Unavailable) {
+        self.errors[why as usize].inc();
     }
 
     /// Reports the outcome of an exchange with `e`.
