@@ -70,6 +70,27 @@ pub struct Shared {
     loaded_fingerprint: std::sync::Mutex<Option<u64>>,
 }
 
+// === impl Shared ===
+
+impl Shared {
+    /// Sets the gauges read from live state when `/metrics` is scraped: requests in flight per
+    /// pool (the endpoints' own counters, so the request path keeps no gauge of its own).
+    pub fn refresh_scraped_gauges(&self) {
+        let snap = self.snapshot.load();
+        // Pools a reload removed disappear from the output.
+        self.metrics.upstream_in_flight.clear();
+        for pool in snap.pools.values() {
+            let n: usize = pool.endpoints.iter().map(|e| e.in_flight()).sum();
+            self.metrics
+                .upstream_in_flight
+                .get_or_create(&telemetry::PoolLabels {
+                    pool: pool.name().to_string(),
+                })
+                .set(n as i64);
+        }
+    }
+}
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -305,6 +305,8 @@ upstreams:
         a_counts.requests.load(Ordering::SeqCst) + b_counts.requests.load(Ordering::SeqCst),
         4
     );
+    let in_flight = |m: &str| metric(m, "gateway_upstream_requests_in_flight", &[("pool", "u")]);
+    assert_eq!(in_flight(&gw.metrics().await?), Some(4.0));
     a_counts.released.store(true, Ordering::SeqCst);
     b_counts.released.store(true, Ordering::SeqCst);
     for h in held {
@@ -313,6 +315,7 @@ upstreams:
     // Places come back as requests end.
     assert_eq!(send(addr, request("x", "/")).await?.status(), 200);
     let m = gw.metrics().await?;
+    assert_eq!(in_flight(&m), Some(0.0));
     assert_eq!(
         metric(
             &m,

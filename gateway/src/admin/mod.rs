@@ -86,6 +86,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             }
         }
         (&Method::GET, "/metrics") => {
+            shared.refresh_scraped_gauges();
             let wants_openmetrics = req
                 .headers()
                 .get_all(http::header::ACCEPT)

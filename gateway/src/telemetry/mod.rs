@@ -357,6 +357,8 @@ pub struct Metrics {
     pub upstream_retries: Family<RetryLabels, Counter>,
     /// `gateway_upstream_endpoints_down`.
     pub endpoints_down: Family<PoolLabels, Gauge>,
+    /// `gateway_upstream_requests_in_flight` (set when scraped).
+    pub upstream_in_flight: Family<PoolLabels, Gauge>,
     /// `gateway_rate_limited_total`.
     pub rate_limited: Family<RouteLabels, Counter>,
     /// `gateway_rate_limit_untracked_total`.
@@ -549,6 +551,7 @@ impl Metrics {
             ejections: Family::default(),
             upstream_retries: Family::default(),
             endpoints_down: Family::default(),
+            upstream_in_flight: Family::default(),
             rate_limited: Family::default(),
             rate_limit_untracked: Family::default(),
             health_checks: Family::default(),
@@ -693,6 +696,11 @@ impl Metrics {
             UPSTREAM_ENDPOINTS_DOWN,
             "Endpoints out of rotation because they failed their active health checks",
             m.endpoints_down.clone(),
+        );
+        r.register(
+            UPSTREAM_IN_FLIGHT,
+            "Requests in flight to the pool's endpoints when scraped",
+            m.upstream_in_flight.clone(),
         );
         r.register(
             UPSTREAM_HEALTH_CHECKS,

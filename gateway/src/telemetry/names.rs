@@ -21,9 +21,11 @@ pub const RATE_LIMITED: &str = "rate_limited";
 pub const RATE_LIMIT_UNTRACKED: &str = "rate_limit_untracked";
 /// Endpoints out of rotation by active health checks, by pool (gauge).
 pub const UPSTREAM_ENDPOINTS_DOWN: &str = "upstream_endpoints_down";
+/// Requests in flight to a pool's endpoints, by pool (gauge, set when scraped).
+pub const UPSTREAM_IN_FLIGHT: &str = "upstream_requests_in_flight";
 /// Active health checks by pool and result (counter).
 pub const UPSTREAM_HEALTH_CHECKS: &str = "upstream_health_checks";
-/// Requests moved to another endpoint after a connect failure, by pool (counter).
+/// Upstream tries after a request's first, by pool and reason (counter).
 pub const UPSTREAM_RETRIES: &str = "upstream_retries";
 /// Upstream connections opened, by pool (counter).
 pub const UPSTREAM_CONNECTIONS_OPENED: &str = "upstream_connections_opened";
