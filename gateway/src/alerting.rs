@@ -179,7 +179,7 @@ fn count(metrics: &Metrics, target: &'static str, result: &'static str) {
 }
 
 async fn send_loop(cfg: EngineAlerts, mut rx: tokio::sync::mpsc::Receiver<Batch>, metrics: Metrics) {
-    let tls = match crate::upstream::client_tls("", true, &[], "engine.alerts") {
+    let tls = match crate::upstream::client_tls("", true, &[], None, "engine.alerts") {
         Ok(tls) => Arc::new(tls),
         Err(e) => {
             tracing::error!(error = ?e, "no TLS client for alert receivers; alerts are not sent");

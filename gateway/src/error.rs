@@ -133,6 +133,9 @@ pub enum ProxyError {
         /// Provider name.
         provider: String,
     },
+    /// The route requires a client certificate and the connection has none.
+    #[error("the route requires a client certificate")]
+    ClientCertificateRequired,
     /// The route's rate limit refused the request.
     #[error("over the route's rate limit; retry after {retry_after:?}")]
     RateLimited {
@@ -306,6 +309,13 @@ impl ProxyError {
                 Side::Upstream,
                 "Service Unavailable",
                 "Tokens cannot be checked right now; try again later.",
+            ),
+            ClientCertificateRequired => (
+                StatusCode::FORBIDDEN,
+                "client_certificate_required",
+                Side::Downstream,
+                "Forbidden",
+                "This route requires a client certificate; connect with one the gateway trusts.",
             ),
             RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -91,6 +91,27 @@ impl TestPki {
         Ok((c, k))
     }
 
+    /// A TLS 1.3 client config trusting this CA, offering `alpn`, and presenting a client
+    /// certificate for `names` that this CA issues.
+    pub fn client_config_with_certificate(
+        &self,
+        alpn: &[&[u8]],
+        names: &[&str],
+    ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.ca)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone())?;
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(anyhow::Error::msg)?;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(gateway::listen::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![cert.der().clone()], key)?;
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        Ok(Arc::new(cfg))
+    }
+
     /// A rustls client config trusting this CA, offering `alpn`, for the given TLS versions.
     pub fn client_config(
         &self,

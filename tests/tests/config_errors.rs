@@ -309,7 +309,7 @@ upstreams: [{{ name: u, endpoints: [http://127.0.0.1:2] }}]
             "gw.yaml:11:19: identity.sessions.idle_timeout: `soon` is not a duration like 500ms, 10s, 5m or 1h",
             "gw.yaml:12:20: identity.sessions.callback_path: a path like /.gateway/callback is required",
             "gw.yaml:14:44: routes[0].auth.login: identity provider `api` has no `login` client for browser sign-in",
-            "gw.yaml:15:13: routes[1].auth: name a provider in `bearer`, `login` or both (leave `auth` out for a public route)",
+            "gw.yaml:15:13: routes[1].auth: name a provider in `bearer`, `login` or both (leave `auth` out for a public route, or require only `client_certificate`)",
         ]
     );
     // The key file is read with the rest of the files the config names.
@@ -539,4 +539,58 @@ upstreams: [{ name: u, endpoints: [http://x], protocol: h3 }]
             "gw.yaml:5:57: upstreams[0].protocol: `h3` is not an upstream protocol: use http1 or h2",
         ]
     );
+}
+
+#[test]
+fn mutual_tls_problems_are_checked() {
+    // Early data would be served before the client's certificate is checked; a route cannot
+    // ask for a certificate no listener asks for.
+    let yaml = "\
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    tls: { certificates: [{ cert: c.pem, key: k.pem }], client_auth: { ca_files: [ca.pem] } }
+    quic: { early_data: true }
+routes: [{ name: r, upstream: u, auth: { client_certificate: true, scopes: [x] } }]
+upstreams: [{ name: u, endpoints: [http://x] }]
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "gw.yaml:2:11: listeners[0].quic.early_data: early data would serve requests before the client certificate is verified; turn off one of quic.early_data and tls.client_auth",
+            "gw.yaml:6:18: routes[0].auth: name a provider in `bearer`, `login` or both (leave `auth` out for a public route, or require only `client_certificate`)",
+        ]
+    );
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+routes: [{ name: r, upstream: u, auth: { client_certificate: true } }]
+upstreams: [{ name: u, endpoints: [http://x] }]
+";
+    assert_eq!(
+        problems(yaml),
+        vec!["gw.yaml:2:18: routes[0].auth.client_certificate: no listener asks for client certificates (listeners[].tls.client_auth)"]
+    );
+    // Files are read: the client CAs of a listener, the certificate presented to an upstream.
+    let yaml = "\
+listeners:
+  - name: a
+    address: 127.0.0.1:1
+    tls:
+      certificates: [{ cert: /nonexistent/c.pem, key: /nonexistent/k.pem }]
+      client_auth: { ca_files: [/nonexistent/clients.pem] }
+routes: [{ name: r, upstream: u }]
+upstreams:
+  - name: u
+    endpoints: [https://x]
+    tls: { client_certificate: { cert: /nonexistent/me.pem, key: /nonexistent/me.key } }
+";
+    let (code, err) = check(yaml);
+    assert_eq!(code, 64);
+    for line in [
+        "gw.yaml:6:33: listeners[0].tls.client_auth.ca_files[0]: cannot read /nonexistent/clients.pem",
+        "gw.yaml:11:40: upstreams[0].tls.client_certificate.cert: cannot read /nonexistent/me.pem",
+        "gw.yaml:11:66: upstreams[0].tls.client_certificate.key: cannot read /nonexistent/me.key",
+    ] {
+        assert!(err.contains(line), "{line}\n{err}");
+    }
 }

@@ -705,3 +705,59 @@ async fn losses_are_recovered_and_counted() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_over_http3_reaches_the_upstream() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let pki = TestPki::new()?;
+    let (cert, key) = pki.leaf("leaf", &["app.test"])?;
+    let ca = pki.dir.path().join("ca.pem");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: https
+    address: 127.0.0.1:0
+    tls:
+      certificates: [{{ cert: "{}", key: "{}" }}]
+      client_auth: {{ ca_files: ["{}"], required: false }}
+    quic: {{}}
+admin: {{ address: "127.0.0.1:0" }}
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+routes:
+  - {{ name: devices, upstream: up, match: {{ path_prefix: /devices }}, auth: {{ client_certificate: true }} }}
+  - {{ name: app, upstream: up }}
+"#,
+        cert.display(),
+        key.display(),
+        ca.display(),
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("https");
+    let device = pki.client_config_with_certificate(&[b"h3"], &["device-9.test"])?;
+    let with = H3Client::connect(addr, "app.test", &device).await?;
+    let (resp, body) = with.send(H3Client::get("app.test", "/devices/9"), Bytes::new()).await?;
+    assert_eq!(resp.status(), 200);
+    let xfcc = json(&body)["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        xfcc.starts_with("Hash=") && xfcc.ends_with(";DNS=device-9.test"),
+        "{xfcc}"
+    );
+    // Without a certificate, the connection is let in and the route refuses the request.
+    let without = H3Client::connect(addr, "app.test", &client_tls(&pki)).await?;
+    let (resp, _) = without
+        .send(H3Client::get("app.test", "/devices/9"), Bytes::new())
+        .await?;
+    assert_eq!(resp.status(), 403);
+    let (resp, _) = without.send(H3Client::get("app.test", "/other"), Bytes::new()).await?;
+    assert_eq!(resp.status(), 200);
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(&m, "gateway_tls_client_certificates_total", &[("listener", "https")]),
+        Some(1.0)
+    );
+    Ok(())
+}

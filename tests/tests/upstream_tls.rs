@@ -108,3 +108,110 @@ async fn https_upstream_over_h2_by_alpn() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn mutual_tls_towards_an_upstream_that_asks_for_a_client_certificate() -> anyhow::Result<()> {
+    let pki = TestPki::new()?;
+    let origin = Upstream::start("origin", "127.0.0.1:0".parse()?).await?;
+    let ca = pki.dir.path().join("ca.pem").display().to_string();
+    let (cert, key) = pki.leaf("upstream", &["localhost"])?;
+    let (client_cert, client_key) = pki.leaf("front-client", &["front.internal"])?;
+    let tls = |client_auth: &str| {
+        format!(
+            r#"{{ certificates: [{{ cert: "{}", key: "{}" }}], client_auth: {client_auth} }}"#,
+            cert.display(),
+            key.display()
+        )
+    };
+    // The second gateway: one listener refuses handshakes without a client certificate, the
+    // other lets them in, and its /devices route asks for one.
+    let up = TestGateway::start(&format!(
+        r#"
+listeners:
+  - {{ name: strict, address: 127.0.0.1:0, tls: {strict} }}
+  - {{ name: lenient, address: 127.0.0.1:0, tls: {lenient} }}
+admin: {{ address: 127.0.0.1:0 }}
+routes:
+  - {{ name: devices, upstream: origin, match: {{ path_prefix: /devices }}, auth: {{ client_certificate: true }} }}
+  - {{ name: open, upstream: origin }}
+upstreams: [{{ name: origin, endpoints: ["http://{origin}"] }}]
+"#,
+        strict = tls(&format!(r#"{{ ca_files: ["{ca}"] }}"#)),
+        lenient = tls(&format!(r#"{{ ca_files: ["{ca}"], required: false }}"#)),
+        origin = origin.addr()
+    ))
+    .await?;
+    let (strict, lenient) = (up.addr("strict").port(), up.addr("lenient").port());
+    let pool = |name: &str, port: u16, identity: &str| {
+        format!(
+            "  - {{ name: {name}, endpoints: [\"https://localhost:{port}\"], health: {{ consecutive_failures: 100 }}, \
+             tls: {{ ca_files: [\"{ca}\"], system_roots: false{identity} }} }}\n"
+        )
+    };
+    let identity = format!(
+        r#", client_certificate: {{ cert: "{}", key: "{}" }}"#,
+        client_cert.display(),
+        client_key.display()
+    );
+    let yaml = format!(
+        "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: 127.0.0.1:0 }}\nroutes:\n\
+         \x20 - {{ name: with, upstream: with, match: {{ host: with.test }} }}\n\
+         \x20 - {{ name: without, upstream: without, match: {{ host: without.test }} }}\n\
+         \x20 - {{ name: lenient, upstream: lenient, match: {{ host: lenient.test }} }}\n\
+         upstreams:\n{}{}{}",
+        pool("with", strict, &identity),
+        pool("without", strict, ""),
+        pool("lenient", lenient, ""),
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+
+    // With its certificate, the front is let in, and the origin learns who connected.
+    let r = send(addr, request("with.test", "/devices/7")).await?;
+    assert_eq!(r.status(), 200, "{:?}", r.body());
+    let xfcc = json(&r)["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        xfcc.starts_with("Hash=") && xfcc.ends_with(";DNS=front.internal"),
+        "{xfcc}"
+    );
+    // Without one, the strict listener refuses the handshake: the front answers 502.
+    let r = send(addr, request("without.test", "/devices/7")).await?;
+    assert_eq!(r.status(), 502, "{:?}", r.body());
+    // The lenient listener lets the connection in; the route that asks for a certificate
+    // refuses its request, the others serve it, and a client's own header never gets through.
+    let r = send(addr, request("lenient.test", "/devices/7")).await?;
+    assert_eq!(r.status(), 403, "{:?}", r.body());
+    assert_eq!(json(&r)["type"], "urn:gateway:problem:client-certificate-required");
+    let mut forged = request("lenient.test", "/open");
+    forged
+        .headers_mut()
+        .insert("x-forwarded-client-cert", http::HeaderValue::from_static("Hash=forged"));
+    let r = send(addr, forged).await?;
+    assert_eq!(r.status(), 200);
+    assert!(
+        json(&r)["headers"].get("x-forwarded-client-cert").is_none(),
+        "{:?}",
+        r.body()
+    );
+
+    let m = up.metrics().await?;
+    let verified = |l: &str| metric(&m, "gateway_tls_client_certificates_total", &[("listener", l)]);
+    assert_eq!(
+        verified("strict"),
+        Some(1.0),
+        "one pooled connection with a certificate"
+    );
+    assert_eq!(verified("lenient"), Some(0.0));
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_request_errors_total",
+            &[("reason", "client_certificate_required")]
+        ),
+        Some(1.0)
+    );
+    Ok(())
+}

@@ -109,7 +109,13 @@ impl Snapshot {
                     providers.insert(pc.name.clone(), p.clone());
                 }
                 None => {
-                    match crate::upstream::client_tls(file, true, &pc.ca_files, &format!("identity.providers[{i}]")) {
+                    match crate::upstream::client_tls(
+                        file,
+                        true,
+                        &pc.ca_files,
+                        None,
+                        &format!("identity.providers[{i}]"),
+                    ) {
                         Ok(tls) => {
                             let secret = match pc.login.as_ref().map(|l| &l.client_secret) {
                                 None => None,
@@ -225,6 +231,7 @@ impl Snapshot {
                         })
                 }),
                 rewrite_prefix: r.rewrite_prefix.clone(),
+                client_certificate: r.client_certificate,
                 request_timeout: r.request_timeout,
                 request_headers: r.request_headers.clone(),
                 response_headers: r.response_headers.clone(),

@@ -161,6 +161,37 @@ pub struct FileTls {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub min_version: Option<Str>,
+    /// Mutual TLS: ask clients for a certificate signed by one of these CAs; absent = none is
+    /// asked for.
+    #[serde(default)]
+    pub client_auth: Option<FileClientAuth>,
+}
+
+/// Client certificates a listener asks for.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileClientAuth {
+    /// PEM files with the CA certificates that sign client certificates.
+    #[schemars(with = "Vec<String>")]
+    pub ca_files: Vec<Str>,
+    /// Refuse the handshake of a client without a certificate (default true). With false, such
+    /// a client connects, and routes with `auth.client_certificate` refuse its requests. A
+    /// certificate presented is always verified.
+    #[serde(default)]
+    pub required: Option<bool>,
+}
+
+/// A certificate chain and its private key, both PEM files, that the gateway presents as a
+/// client.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileClientCertificate {
+    /// PEM file with the certificate chain, leaf first.
+    #[schemars(with = "String")]
+    pub cert: Str,
+    /// PEM file with the private key.
+    #[schemars(with = "String")]
+    pub key: Str,
 }
 
 /// A certificate chain and its private key, both PEM files.
@@ -390,6 +421,10 @@ pub struct FileRouteAuth {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub max_age: Option<Str>,
+    /// Require a verified client certificate on the connection (a listener's `tls.client_auth`);
+    /// else 403. Independent of `bearer` and `login`.
+    #[serde(default)]
+    pub client_certificate: Option<bool>,
 }
 
 /// Identity settings.
@@ -669,6 +704,9 @@ pub struct FileUpstreamTls {
     /// Trust the system's root certificates too (default true).
     #[serde(default)]
     pub system_roots: Option<bool>,
+    /// Mutual TLS: the certificate the gateway presents to endpoints that ask for one.
+    #[serde(default)]
+    pub client_certificate: Option<FileClientCertificate>,
 }
 
 /// Passive health: eject endpoints that keep failing; and, with `check`, active health checks.

@@ -45,6 +45,19 @@ pub struct ConfigError {
 
 // === impl ConfigError ===
 
+impl ConfigError {
+    /// A problem with `field` of `file`, written at `at`.
+    pub fn at(file: &str, at: Pos, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.to_string(),
+            line: at.line,
+            column: at.column,
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
@@ -165,6 +178,19 @@ pub struct TlsConfig {
     pub certificates: Vec<CertConfig>,
     /// Whether TLS 1.2 is accepted besides 1.3.
     pub allow_tls12: bool,
+    /// Client certificates asked for, when set.
+    pub client_auth: Option<ClientAuthConfig>,
+}
+
+/// Mutual TLS on a listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientAuthConfig {
+    /// CA files with their config positions.
+    pub ca_files: Vec<(PathBuf, Pos)>,
+    /// Whether a client without a certificate is refused at the handshake.
+    pub required: bool,
+    /// Field path, for errors.
+    pub field: String,
 }
 
 /// A certificate and key on disk.
@@ -242,6 +268,8 @@ pub struct RouteConfig {
     pub login: Option<String>,
     /// What the token must also satisfy.
     pub requirements: Requirements,
+    /// Whether requests need a verified client certificate on their connection.
+    pub client_certificate: bool,
     /// How risk decides the route's requests; `None`: not consulted.
     pub trust: Option<TrustConfig>,
     /// Whether 0-RTT early data is forwarded for safe methods.
@@ -757,6 +785,8 @@ pub struct UpstreamTls {
     pub ca_files: Vec<(PathBuf, Pos)>,
     /// Whether system roots are trusted.
     pub system_roots: bool,
+    /// The certificate presented to endpoints that ask for one.
+    pub client_certificate: Option<CertConfig>,
 }
 
 /// Passive health settings.

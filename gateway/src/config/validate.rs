@@ -115,7 +115,8 @@ const FRAMING_HEADERS: [&str; 8] = [
 ];
 
 /// Request headers the gateway writes for the upstream itself.
-const GATEWAY_REQUEST_HEADERS: [&str; 7] = [
+const GATEWAY_REQUEST_HEADERS: [&str; 8] = [
+    "x-forwarded-client-cert",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
@@ -315,7 +316,16 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                     "QUIC needs the listener's `tls` (HTTP/3 is always encrypted)",
                 );
             }
-            quic_config(&mut p, q, &base)
+            let quic = quic_config(&mut p, q, &base);
+            if quic.early_data && tls.as_ref().is_some_and(|t| t.client_auth.is_some()) {
+                p.at(
+                    pos(&l.name),
+                    format!("{base}.quic.early_data"),
+                    "early data would serve requests before the client certificate is verified; \
+                     turn off one of quic.early_data and tls.client_auth",
+                );
+            }
+            quic
         });
         let redirect_to_https = l.redirect_to_https.as_ref().and_then(|r| {
             let field = format!("{base}.redirect_to_https");
@@ -559,6 +569,9 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
     });
 
     // --- routes
+    let mutual_tls = listeners
+        .iter()
+        .any(|l| l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()));
     let mut route_names = HashMap::new();
     let mut route_keys: HashMap<(Option<String>, String, Vec<String>), Pos> = HashMap::new();
     let mut routes = Vec::new();
@@ -666,11 +679,14 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
         let bearer = r.auth.as_ref().and_then(|a| provider_ref(&a.bearer, "bearer", false));
         let login = r.auth.as_ref().and_then(|a| provider_ref(&a.login, "login", true));
         if let Some(a) = &r.auth {
-            if a.bearer.is_none() && a.login.is_none() {
+            let token_checks =
+                !a.scopes.is_empty() || !a.claims.is_empty() || !a.acr_values.is_empty() || a.max_age.is_some();
+            if a.bearer.is_none() && a.login.is_none() && (token_checks || a.client_certificate != Some(true)) {
                 p.at(
                     pos(&r.name),
                     format!("{base}.auth"),
-                    "name a provider in `bearer`, `login` or both (leave `auth` out for a public route)",
+                    "name a provider in `bearer`, `login` or both (leave `auth` out for a public route, \
+                     or require only `client_certificate`)",
                 );
             }
         }
@@ -822,6 +838,17 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             bearer,
             login,
             requirements,
+            client_certificate: match r.auth.as_ref().and_then(|a| a.client_certificate) {
+                Some(true) if !mutual_tls => {
+                    p.at(
+                        pos(&r.name),
+                        format!("{base}.auth.client_certificate"),
+                        "no listener asks for client certificates (listeners[].tls.client_auth)",
+                    );
+                    false
+                }
+                v => v.unwrap_or(false),
+            },
             trust,
             early_data: r.early_data.unwrap_or(false),
             rewrite_prefix,
@@ -1446,9 +1473,21 @@ fn tls_config(p: &mut Problems, t: &file::FileTls, base: &str) -> TlsConfig {
             server_names,
         });
     }
+    let client_auth = t.client_auth.as_ref().map(|c| {
+        let field = format!("{base}.tls.client_auth");
+        if c.ca_files.is_empty() {
+            p.at(TOP, format!("{field}.ca_files"), "at least one CA file is required");
+        }
+        super::ClientAuthConfig {
+            ca_files: c.ca_files.iter().map(|f| (PathBuf::from(&f.value), pos(f))).collect(),
+            required: c.required.unwrap_or(true),
+            field,
+        }
+    });
     TlsConfig {
         certificates,
         allow_tls12,
+        client_auth,
     }
 }
 
@@ -1528,6 +1567,18 @@ fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> Upst
             .map(|t| t.ca_files.iter().map(|c| (PathBuf::from(&c.value), pos(c))).collect())
             .unwrap_or_default(),
         system_roots: u.tls.as_ref().and_then(|t| t.system_roots).unwrap_or(true),
+        client_certificate: u
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_certificate.as_ref())
+            .map(|c| CertConfig {
+                cert: PathBuf::from(&c.cert.value),
+                key: PathBuf::from(&c.key.value),
+                cert_at: pos(&c.cert),
+                key_at: pos(&c.key),
+                field: format!("{base}.tls.client_certificate"),
+                server_names: Vec::new(),
+            }),
     };
     let h = u.health.as_ref();
     let health = HealthConfig {

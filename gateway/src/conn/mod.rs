@@ -41,6 +41,8 @@ pub struct ConnInfo {
     pub peer_headers: crate::pipeline::forward::PeerHeaders,
     /// `Alt-Svc` for the answers, when the listener also serves HTTP/3.
     pub alt_svc: Option<http::HeaderValue>,
+    /// The client certificate the listener verified, on mutual TLS.
+    pub client_cert: Option<Arc<crate::identity::certificate::ClientCert>>,
 }
 
 impl ConnInfo {
@@ -56,6 +58,7 @@ impl ConnInfo {
             state: self.state.clone(),
             peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
             alt_svc: self.alt_svc.clone(),
+            client_cert: self.client_cert.clone(),
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct ListenerCtx {
     pub limited: Counter,
     /// Failed handshakes.
     pub handshake_errors: Counter,
+    /// Connections with a verified client certificate.
+    pub client_certificates: Counter,
     /// Timeouts by kind.
     pub header_timeouts: Counter,
     /// Idle timeouts.
@@ -109,6 +114,7 @@ impl ListenerCtx {
             accepted: metrics.connections_accepted.get_or_create(&l).clone(),
             limited: metrics.connections_limited.get_or_create(&l).clone(),
             handshake_errors: metrics.tls_handshake_errors.get_or_create(&l).clone(),
+            client_certificates: metrics.tls_client_certificates.get_or_create(&l).clone(),
             header_timeouts: t("header"),
             idle_timeouts: t("idle"),
             handshake_timeouts: t("handshake"),
@@ -172,10 +178,35 @@ async fn serve_tls(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let version = match tls.get_ref().1.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_2) => Some(baseline_engine::TlsVersion::Tls12),
-        _ => Some(baseline_engine::TlsVersion::Tls13),
+        Some(rustls::ProtocolVersion::TLSv1_2) => baseline_engine::TlsVersion::Tls12,
+        _ => baseline_engine::TlsVersion::Tls13,
     };
-    serve_io(tls, h2, version, peer, ctx, shared, drain, limits).await;
+    let client_cert = client_cert(
+        tls.get_ref().1.peer_certificates(),
+        &ctx.client_certificates,
+        &ctx.name,
+        peer,
+    );
+    serve_io(tls, h2, Some((version, client_cert)), peer, ctx, shared, drain, limits).await;
+}
+
+/// The verified client certificate of a connection (counted), if it presented one.
+pub fn client_cert(
+    chain: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    verified: &Counter,
+    listener: &str,
+    peer: SocketAddr,
+) -> Option<Arc<crate::identity::certificate::ClientCert>> {
+    let leaf = chain?.first()?;
+    verified.inc();
+    let cert = crate::identity::certificate::ClientCert::from_der(leaf.as_ref());
+    match &cert {
+        Some(c) => {
+            tracing::debug!(listener, %peer, subject = %c.subject, sha256 = %c.sha256, "client certificate verified")
+        }
+        None => tracing::warn!(listener, %peer, "verified client certificate could not be read; forwarded without it"),
+    }
+    cert.map(Arc::new)
 }
 
 async fn serve_plain(
@@ -244,7 +275,10 @@ impl Readable for tokio_rustls::server::TlsStream<TcpStream> {
 async fn serve_io<I>(
     io: I,
     h2: bool,
-    tls_version: Option<baseline_engine::TlsVersion>,
+    tls: Option<(
+        baseline_engine::TlsVersion,
+        Option<Arc<crate::identity::certificate::ClientCert>>,
+    )>,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
@@ -276,10 +310,11 @@ async fn serve_io<I>(
         peer,
         tls: ctx.tls,
         protocol,
-        tls_version,
+        tls_version: tls.as_ref().map(|(v, _)| *v),
         state: state.clone(),
         peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
         alt_svc: ctx.alt_svc.clone(),
+        client_cert: tls.and_then(|(_, c)| c),
     });
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let req = req.map(crate::pipeline::body::ClientBody::Hyper);

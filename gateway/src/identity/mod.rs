@@ -5,9 +5,11 @@
 //! [`provider`] keeps discovery and keys fresh, caches verified bearer tokens and speaks to the
 //! token endpoint; [`login`] signs browsers in and out; [`session`] keeps their sessions;
 //! [`check`] holds a caller to a route's requirements (scopes, claims, `acr`, `auth_time`);
-//! [`assertion`] signs what upstreams receive; [`Revocations`] refuses revoked subjects.
+//! [`assertion`] signs what upstreams receive; [`Revocations`] refuses revoked subjects;
+//! [`certificate`] reads verified client certificates for upstreams.
 
 pub mod assertion;
+pub mod certificate;
 pub mod jwt;
 pub mod login;
 pub mod provider;

@@ -273,6 +273,14 @@ async fn serve(
         state: Arc::new(ConnState::new()),
         peer_headers: crate::pipeline::forward::PeerHeaders::new(peer),
         alt_svc: None,
+        // Known once the handshake is done (early data is refused with client certificates).
+        client_cert: conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+            .and_then(|chain| {
+                let verified = l.metrics.tls_client_certificates.get_or_create(&l.labels()).clone();
+                crate::conn::client_cert(Some(&chain), &verified, &l.name, peer)
+            }),
     });
     let streams = l.metrics.quic_streams.get_or_create(&l.labels()).clone();
     let heads = Heads {

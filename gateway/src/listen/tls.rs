@@ -45,6 +45,20 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("{} holds no usable PEM private key: {e}", path.display()))
 }
 
+/// A certificate chain and its key from `c`'s files; errors name their config positions.
+pub fn read_pair(
+    file: &str,
+    c: &crate::config::CertConfig,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Vec<ConfigError>> {
+    let err = |at: Pos, field: String, reason: String| ConfigError::at(file, at, field, reason);
+    let certs = read_certs(&c.cert).map_err(|r| err(c.cert_at, format!("{}.cert", c.field), r));
+    let key = read_key(&c.key).map_err(|r| err(c.key_at, format!("{}.key", c.field), r));
+    match (certs, key) {
+        (Ok(c), Ok(k)) => Ok((c, k)),
+        (a, b) => Err(a.err().into_iter().chain(b.err()).collect()),
+    }
+}
+
 struct Entry {
     key: Arc<CertifiedKey>,
     leaf: CertificateDer<'static>,
@@ -114,13 +128,7 @@ pub struct ListenerTls {
 pub fn server_config(file: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigError>> {
     let provider = provider();
     let mut errors = Vec::new();
-    let err = |at: Pos, field: String, reason: String| ConfigError {
-        file: file.to_string(),
-        line: at.line,
-        column: at.column,
-        field,
-        reason,
-    };
+    let err = |at: Pos, field: String, reason: String| ConfigError::at(file, at, field, reason);
     let mut resolver = SniResolver {
         exact: HashMap::new(),
         wildcard: HashMap::new(),
@@ -129,13 +137,10 @@ pub fn server_config(file: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<Con
     };
     let mut expiries = Vec::new();
     for c in &tls.certificates {
-        let certs = read_certs(&c.cert).map_err(|r| err(c.cert_at, format!("{}.cert", c.field), r));
-        let key = read_key(&c.key).map_err(|r| err(c.key_at, format!("{}.key", c.field), r));
-        let (certs, key) = match (certs, key) {
-            (Ok(c), Ok(k)) => (c, k),
-            (a, b) => {
-                errors.extend(a.err());
-                errors.extend(b.err());
+        let (certs, key) = match read_pair(file, c) {
+            Ok(pair) => pair,
+            Err(e) => {
+                errors.extend(e);
                 continue;
             }
         };
@@ -181,6 +186,25 @@ pub fn server_config(file: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<Con
             };
         }
     }
+    // Mutual TLS: a verifier of client certificates against the listener's CAs.
+    let verifier = tls.client_auth.as_ref().map(|ca| {
+        let roots = crate::upstream::roots(file, false, &ca.ca_files, &ca.field)?;
+        let mut v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        if !ca.required {
+            v = v.allow_unauthenticated();
+        }
+        v.build().map_err(|e| {
+            let at = ca.ca_files.first().map_or(Pos { line: 1, column: 1 }, |(_, at)| *at);
+            vec![err(at, ca.field.clone(), format!("no usable client CA: {e}"))]
+        })
+    });
+    let verifier = match verifier.transpose() {
+        Ok(v) => v,
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -189,11 +213,14 @@ pub fn server_config(file: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<Con
     } else {
         &[&rustls::version::TLS13]
     };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
-        .map_err(|e| vec![err(Pos { line: 1, column: 1 }, "tls".into(), e.to_string())])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(|e| vec![err(Pos { line: 1, column: 1 }, "tls".into(), e.to_string())])?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(ListenerTls {
         config: Arc::new(cfg),
@@ -224,63 +251,12 @@ pub fn quic_config(tls: &rustls::ServerConfig, q: &crate::config::QuicConfig) ->
     Ok(sc)
 }
 
-/// One DER element: its tag and contents, and what follows it.
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
-/// The leaf certificate's `notAfter` (RFC 5280 §4.1.2.5) in Unix seconds.
-///
-/// Walks the DER just far enough: Certificate → tbsCertificate → [version] serial signature
-/// issuer validity. rustls has already accepted the certificate; this only reads its date.
+/// The leaf certificate's `notAfter` (RFC 5280 §4.1.2.5) in Unix seconds; rustls has already
+/// accepted the certificate, this only reads its date.
 pub fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
-    let (0x30, certificate, _) = der_element(cert.as_ref())? else {
-        return None;
-    };
-    let (0x30, mut tbs, _) = der_element(certificate)? else {
-        return None;
-    };
-    if tbs.first() == Some(&0xa0) {
-        tbs = der_element(tbs)?.2; // explicit version
-    }
-    for _ in 0..3 {
-        tbs = der_element(tbs)?.2; // serial, signature algorithm, issuer
-    }
-    let (0x30, validity, _) = der_element(tbs)? else {
-        return None;
-    };
-    let (_, _, validity) = der_element(validity)?; // notBefore
-    let (tag, time, _) = der_element(validity)?;
-    let text = std::str::from_utf8(time).ok()?;
-    let (year, rest) = match tag {
-        0x17 if text.len() == 13 => {
-            let yy: i64 = text[..2].parse().ok()?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
-        }
-        0x18 if text.len() == 15 => (text[..4].parse().ok()?, &text[4..]),
-        _ => return None,
-    };
-    if !rest.ends_with('Z') || !rest[..10].bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let field = |i: usize| -> i64 { rest[i..i + 2].parse().unwrap_or(0) };
-    let (month, day) = (field(0), field(2));
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    Some(crate::calendar::days_from_civil(year, month, day) * 86_400 + field(4) * 3600 + field(6) * 60 + field(8))
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, c) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    Some(c.validity().not_after.timestamp())
 }
 
 #[cfg(test)]

@@ -428,6 +428,11 @@ async fn proxy(
         limit(rl, None)?;
     }
 
+    // --- client certificate (mutual TLS), when the route requires one
+    if route.client_certificate && conn.client_cert.is_none() {
+        return Err(ProxyError::ClientCertificateRequired);
+    }
+
     // --- identify
     let identity_span = (route.bearer.is_some() || route.login.is_some())
         .then(|| obs.trace.child("identity", SpanKind::Internal))
@@ -627,6 +632,7 @@ async fn proxy(
         if conn.tls { "https" } else { "http" },
         host_value.as_ref(),
     );
+    crate::identity::certificate::forward(&mut parts.headers, conn.client_cert.as_deref(), trusted);
     parts.headers.insert(&forward::X_REQUEST_ID, obs.request_id.clone());
     if let Some(h) = host_value {
         if !parts.headers.contains_key(header::HOST) {

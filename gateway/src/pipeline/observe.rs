@@ -195,6 +195,10 @@ impl Observer {
         if let Some(s) = &self.subject {
             attrs.push(KeyValue::new("enduser.id", s.to_string()));
         }
+        if let Some(c) = &self.conn.client_cert {
+            attrs.push(KeyValue::new("tls.client.subject", c.subject.clone()));
+            attrs.push(KeyValue::new("tls.client.hash.sha256", c.sha256.clone()));
+        }
         let (decision, reasons) = match &self.decision {
             Decision::Allow => ("allow", String::new()),
             Decision::StepUp { reasons } => ("step_up", reasons.join(",")),

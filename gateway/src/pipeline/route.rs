@@ -38,6 +38,8 @@ pub struct Route {
     pub login: Option<Arc<crate::identity::provider::Provider>>,
     /// What an authenticated caller must also satisfy.
     pub requirements: crate::config::Requirements,
+    /// Whether requests need a verified client certificate.
+    pub client_certificate: bool,
     /// How risk decides its requests.
     pub trust: Option<crate::config::TrustConfig>,
     /// Whether HTTP/3 early data is forwarded for safe methods.

@@ -383,6 +383,8 @@ pub struct Metrics {
     pub connection_timeouts: Family<TimeoutLabels, Counter>,
     /// `gateway_tls_handshake_errors_total`.
     pub tls_handshake_errors: Family<ListenerLabels, Counter>,
+    /// `gateway_tls_client_certificates_total`.
+    pub tls_client_certificates: Family<ListenerLabels, Counter>,
     /// `gateway_quic_handshakes_total`.
     pub quic_handshakes: Family<HandshakeLabels, Counter>,
     /// `gateway_quic_streams_total`.
@@ -564,6 +566,7 @@ impl Metrics {
             connections_parked: Family::default(),
             connection_timeouts: Family::default(),
             tls_handshake_errors: Family::default(),
+            tls_client_certificates: Family::default(),
             tls_certificate_expiry: Family::default(),
             quic_handshakes: Family::default(),
             quic_streams: Family::default(),
@@ -751,6 +754,11 @@ impl Metrics {
             TLS_HANDSHAKE_ERRORS,
             "Failed TLS handshakes, by listener",
             m.tls_handshake_errors.clone(),
+        );
+        r.register(
+            TLS_CLIENT_CERTIFICATES,
+            "TLS and QUIC connections that presented a client certificate the listener's CAs verified",
+            m.tls_client_certificates.clone(),
         );
         r.register(
             QUIC_HANDSHAKES,

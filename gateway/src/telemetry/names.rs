@@ -45,6 +45,8 @@ pub const CONNECTIONS_PARKED: &str = "connections_parked";
 pub const CONNECTION_TIMEOUTS: &str = "connection_timeouts";
 /// Failed TLS handshakes, by listener (counter).
 pub const TLS_HANDSHAKE_ERRORS: &str = "tls_handshake_errors";
+/// Connections with a verified client certificate, by listener (counter).
+pub const TLS_CLIENT_CERTIFICATES: &str = "tls_client_certificates";
 /// QUIC connection attempts by listener and result (counter).
 pub const QUIC_HANDSHAKES: &str = "quic_handshakes";
 /// HTTP/3 request streams accepted, by listener (counter).

@@ -175,21 +175,14 @@ fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
     })
 }
 
-/// A TLS client config trusting the system roots (when asked) and the given CA files; errors
-/// name the files' config positions under `field` (`…ca_files[j]`).
-pub fn client_tls(
+/// The roots of trust from the system (when asked) and the given CA files; errors name the
+/// files' config positions under `field` (`…ca_files[j]`).
+pub fn roots(
     file: &str,
     system: bool,
     ca_files: &[(std::path::PathBuf, crate::config::Pos)],
     field: &str,
-) -> Result<rustls::ClientConfig, Vec<ConfigError>> {
-    let error = |line: u64, column: u64, field: String, reason: String| ConfigError {
-        file: file.into(),
-        line,
-        column,
-        field,
-        reason,
-    };
+) -> Result<rustls::RootCertStore, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut roots = rustls::RootCertStore::empty();
     if system {
@@ -199,30 +192,59 @@ pub fn client_tls(
         }
     }
     for (j, (path, at)) in ca_files.iter().enumerate() {
-        let field = format!("{field}.ca_files[{j}]");
+        let error = |reason: String| ConfigError::at(file, *at, format!("{field}.ca_files[{j}]"), reason);
         match crate::listen::tls::read_certs(path) {
             Ok(certs) => {
                 for c in certs {
                     if let Err(e) = roots.add(c) {
-                        errors.push(error(
-                            at.line,
-                            at.column,
-                            field.clone(),
-                            format!("{}: not a usable CA certificate: {e}", path.display()),
-                        ));
+                        errors.push(error(format!("{}: not a usable CA certificate: {e}", path.display())));
                     }
                 }
             }
-            Err(reason) => errors.push(error(at.line, at.column, field, reason)),
+            Err(reason) => errors.push(error(reason)),
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
+    if errors.is_empty() {
+        Ok(roots)
+    } else {
+        Err(errors)
     }
-    rustls::ClientConfig::builder_with_provider(crate::listen::tls::provider())
+}
+
+/// A TLS client config trusting the system roots (when asked) and the given CA files, and
+/// presenting `identity` to servers that ask for a client certificate; errors name the files'
+/// config positions under `field`.
+pub fn client_tls(
+    file: &str,
+    system: bool,
+    ca_files: &[(std::path::PathBuf, crate::config::Pos)],
+    identity: Option<&crate::config::CertConfig>,
+    field: &str,
+) -> Result<rustls::ClientConfig, Vec<ConfigError>> {
+    let roots = roots(file, system, ca_files, field);
+    let identity = identity.map(|c| crate::listen::tls::read_pair(file, c));
+    let (roots, identity) = match (roots, identity.transpose()) {
+        (Ok(r), Ok(i)) => (r, i),
+        (r, i) => return Err(r.err().into_iter().chain(i.err()).flatten().collect()),
+    };
+    let error = |reason: String| {
+        vec![ConfigError::at(
+            file,
+            crate::config::Pos { line: 1, column: 1 },
+            field,
+            reason,
+        )]
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(crate::listen::tls::provider())
         .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-        .map_err(|e| vec![error(1, 1, field.to_string(), e.to_string())])
+        .map_err(|e| error(e.to_string()))?
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((certs, key)) => builder
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| error(format!("the client certificate cannot be used: {e}"))),
+    }
 }
 
 // === impl Pool ===
@@ -239,6 +261,7 @@ impl Pool {
             file,
             config.tls.system_roots,
             &config.tls.ca_files,
+            config.tls.client_certificate.as_ref(),
             &format!("upstreams[{index}].tls"),
         )?;
         let pool_label = PoolLabels {
