@@ -204,11 +204,11 @@ async fn run(cfg: config::Config, path: PathBuf) -> ExitCode {
 
 async fn run_demo(ports: demo::DemoPorts) -> ExitCode {
     let dir = std::env::temp_dir().join(format!("gateway-demo-{}", std::process::id()));
-    let prepared = (|| -> std::io::Result<(PathBuf, PathBuf)> {
+    let prepared = (|| -> std::io::Result<((PathBuf, PathBuf), PathBuf)> {
         std::fs::create_dir_all(&dir)?;
-        demo::write_self_signed(&dir)
+        Ok((demo::write_self_signed(&dir)?, demo::write_device_identity(&dir)?))
     })();
-    let (cert, key) = match prepared {
+    let ((cert, key), devices_ca) = match prepared {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, dir = %dir.display(), "cannot write demo files");
@@ -232,7 +232,7 @@ async fn run_demo(ports: demo::DemoPorts) -> ExitCode {
     let path = dir.join("gateway.yaml");
     if let Err(e) = std::fs::write(
         &path,
-        demo::config_text(ports, upstream.addr(), &cert, &key, &issuer.issuer()),
+        demo::config_text(ports, upstream.addr(), (&cert, &key), &devices_ca, &issuer.issuer()),
     ) {
         tracing::error!(error = %e, "cannot write the demo config");
         return ExitCode::from(EXIT_RUNTIME);

@@ -318,8 +318,37 @@ pub fn write_self_signed(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
+/// Writes a device identity into `dir`: a CA (`devices-ca.pem`, which the HTTPS listener trusts
+/// for client certificates) and a certificate it signed for `demo-device` (`device.pem`,
+/// `device.key`, for `curl --cert`); returns the CA's path.
+pub fn write_device_identity(dir: &Path) -> std::io::Result<PathBuf> {
+    let io = std::io::Error::other;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(io)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "gateway demo devices CA");
+    let ca_key = rcgen::KeyPair::generate().map_err(io)?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(io)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut device = rcgen::CertificateParams::new(vec!["demo-device".to_string()]).map_err(io)?;
+    device.distinguished_name.push(rcgen::DnType::CommonName, "demo device");
+    let device_key = rcgen::KeyPair::generate().map_err(io)?;
+    let device_cert = device.signed_by(&device_key, &issuer).map_err(io)?;
+    let ca_path = dir.join("devices-ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem())?;
+    std::fs::write(dir.join("device.pem"), device_cert.pem())?;
+    std::fs::write(dir.join("device.key"), device_key.serialize_pem())?;
+    Ok(ca_path)
+}
+
 /// The demo's config text.
-pub fn config_text(ports: DemoPorts, upstream: SocketAddr, cert: &Path, key: &Path, issuer: &str) -> String {
+pub fn config_text(
+    ports: DemoPorts,
+    upstream: SocketAddr,
+    (cert, key): (&Path, &Path),
+    devices_ca: &Path,
+    issuer: &str,
+) -> String {
     format!(
         r#"# Demo config written by `gateway demo`. Edit and save: the gateway reloads it.
 listeners:
@@ -329,6 +358,9 @@ listeners:
       certificates:
         - cert: {cert}
           key: {key}
+      client_auth:                    # mutual TLS: a device certificate is verified when sent
+        ca_files: [{devices_ca}]
+        required: false               # clients without one connect too; /device asks for one
     quic: {{}}
   - name: http
     address: 127.0.0.1:{http}
@@ -383,6 +415,12 @@ routes:
     rate_limit: {{ rate: 5/s }}          # per client address; beyond it 429 with Retry-After
     response_headers:
       set: {{ x-demo-limit: 5/s }}
+  - name: device
+    match:
+      path_prefix: /device
+    upstream: demo
+    auth:
+      client_certificate: true        # 403 without a verified client certificate
 upstreams:
   - name: demo
     endpoints: [http://{upstream}]
@@ -403,6 +441,7 @@ reload:
         admin = ports.admin,
         cert = cert.display(),
         key = key.display(),
+        devices_ca = devices_ca.display(),
         upstream = upstream,
         issuer = issuer,
     )
@@ -430,6 +469,10 @@ Try:
   curl -i -X POST --data-binary @/dev/zero -H 'content-length: 2000000' http://127.0.0.1:{http}/drain   # 413
   curl -s http://127.0.0.1:{admin}/metrics | grep gateway_requests_total
   for i in $(seq 8); do curl -s -o /dev/null -w '%{{http_code}} ' http://127.0.0.1:{http}/limited/x; done; echo   # 200 x5, then 429
+
+Device identity (mutual TLS; the demo made a device certificate in the directory above):
+  curl -k --cert {dir}/device.pem --key {dir}/device.key https://localhost:{https}/device/hello   # allowed; see x-forwarded-client-cert upstream
+  curl -k -i https://localhost:{https}/device/hello                                           # 403, no client certificate
 
 Bearer tokens (the demo issuer signed this one for alice: scope read, acr urn:demo:pwd, valid 1 h):
   TOKEN={token}

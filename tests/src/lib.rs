@@ -450,9 +450,21 @@ impl Process {
     }
 }
 
+/// A request header as the built-in upstream echoed it in its JSON answer (empty when absent).
+pub fn echoed_header(answer: &serde_json::Value, name: &str) -> String {
+    answer["headers"][name].as_str().unwrap_or_default().to_string()
+}
+
 /// A TLS 1.3 client that accepts any server certificate (to inspect what is served, and for
 /// the demo's self-signed certificate).
 pub fn insecure_client() -> std::sync::Arc<rustls::ClientConfig> {
+    insecure_client_presenting(None)
+}
+
+/// [`insecure_client`] presenting a client certificate chain and key, when given.
+pub fn insecure_client_presenting(
+    identity: Option<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>,
+) -> std::sync::Arc<rustls::ClientConfig> {
     #[derive(Debug)]
     struct AcceptAny;
     impl rustls::client::danger::ServerCertVerifier for AcceptAny {
@@ -492,8 +504,13 @@ pub fn insecure_client() -> std::sync::Arc<rustls::ClientConfig> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
         .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAny))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(std::sync::Arc::new(AcceptAny));
+    let cfg = match identity {
+        Some((chain, key)) => cfg
+            .with_client_auth_cert(chain, key)
+            .expect("a usable client certificate"),
+        None => cfg.with_no_client_auth(),
+    };
     std::sync::Arc::new(cfg)
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use gateway_tests::traffic::{self, Kind};
 use gateway_tests::{assert_eventually, get, json, metric, send, Process, TlsConn};
 use http_body_util::Full;
+use rustls::pki_types::pem::PemObject;
 use tokio::io::AsyncBufReadExt;
 
 #[tokio::test]
@@ -74,6 +75,32 @@ async fn demo_serves_and_counts() -> anyhow::Result<()> {
 
     let r = get(&format!("http://127.0.0.1:{http}/broken")).await?;
     assert_eq!(r.status(), 502);
+
+    // The device lines: the certificate the demo wrote lets /device through, and the origin
+    // learns which device connected; without it, 403.
+    let dir = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Config (edit it, it reloads):"))
+        .and_then(|p| p.trim().strip_suffix("/gateway.yaml"))
+        .unwrap_or_default()
+        .to_string();
+    let dir = std::path::Path::new(&dir);
+    let chain: Vec<_> =
+        rustls::pki_types::CertificateDer::pem_file_iter(dir.join("device.pem"))?.collect::<Result<_, _>>()?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("device.key"))?;
+    let tls_addr: std::net::SocketAddr = format!("127.0.0.1:{https}").parse()?;
+    let device = gateway_tests::insecure_client_presenting(Some((chain, key)));
+    let conn = TlsConn::connect(tls_addr, "localhost", device).await?;
+    let r = conn.send(gateway_tests::request("localhost", "/device/hello")).await?;
+    assert_eq!(r.status(), 200, "{:?}", r.body());
+    let xfcc = gateway_tests::echoed_header(&json(&r), "x-forwarded-client-cert");
+    assert!(
+        xfcc.contains("CN=demo device") && xfcc.ends_with("DNS=demo-device"),
+        "{xfcc}"
+    );
+    let conn = TlsConn::connect(tls_addr, "localhost", gateway_tests::insecure_client()).await?;
+    let r = conn.send(gateway_tests::request("localhost", "/device/hello")).await?;
+    assert_eq!(r.status(), 403);
 
     // The rate-limited route the banner loops over: its prefix rewritten, its header set, five
     // requests at once, then 429.

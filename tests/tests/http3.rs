@@ -738,10 +738,7 @@ routes:
     let with = H3Client::connect(addr, "app.test", &device).await?;
     let (resp, body) = with.send(H3Client::get("app.test", "/devices/9"), Bytes::new()).await?;
     assert_eq!(resp.status(), 200);
-    let xfcc = json(&body)["headers"]["x-forwarded-client-cert"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let xfcc = gateway_tests::echoed_header(&json(&body), "x-forwarded-client-cert");
     assert!(
         xfcc.starts_with("Hash=") && xfcc.ends_with(";DNS=device-9.test"),
         "{xfcc}"

@@ -169,10 +169,7 @@ upstreams: [{{ name: origin, endpoints: ["http://{origin}"] }}]
     // With its certificate, the front is let in, and the origin learns who connected.
     let r = send(addr, request("with.test", "/devices/7")).await?;
     assert_eq!(r.status(), 200, "{:?}", r.body());
-    let xfcc = json(&r)["headers"]["x-forwarded-client-cert"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let xfcc = gateway_tests::echoed_header(&json(&r), "x-forwarded-client-cert");
     assert!(
         xfcc.starts_with("Hash=") && xfcc.ends_with(";DNS=front.internal"),
         "{xfcc}"
