@@ -136,6 +136,12 @@ pub enum ProxyError {
     /// The route requires a client certificate and the connection has none.
     #[error("the route requires a client certificate")]
     ClientCertificateRequired,
+    /// A CORS preflight asked for what the route's policy does not allow.
+    #[error("CORS preflight refused: {what} not allowed")]
+    CorsRefused {
+        /// `origin`, `method` or `header`.
+        what: &'static str,
+    },
     /// The route's rate limit refused the request.
     #[error("over the route's rate limit; retry after {retry_after:?}")]
     RateLimited {
@@ -316,6 +322,13 @@ impl ProxyError {
                 Side::Downstream,
                 "Forbidden",
                 "This route requires a client certificate; connect with one the gateway trusts.",
+            ),
+            CorsRefused { .. } => (
+                StatusCode::FORBIDDEN,
+                "cors_refused",
+                Side::Downstream,
+                "Forbidden",
+                "This route does not allow the cross-origin request the preflight asks for.",
             ),
             RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,

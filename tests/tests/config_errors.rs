@@ -594,3 +594,31 @@ upstreams:
         assert!(err.contains(line), "{line}\n{err}");
     }
 }
+
+#[test]
+fn cors_policies_are_checked() {
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+routes:
+  - name: r
+    upstream: u
+    cors:
+      allow_origins: [\"*\", app.example.com, \"https://*.\"]
+      allow_methods: [\"GE T\"]
+      allow_headers: [\"bad name\"]
+      max_age: 5
+      allow_credentials: true
+upstreams: [{ name: u, endpoints: [http://x] }]
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "gw.yaml:6:23: routes[0].cors.allow_origins[0]: `*` cannot go with allow_credentials: browsers refuse it; list the origins",
+            "gw.yaml:6:28: routes[0].cors.allow_origins[1]: `app.example.com` is not an origin like https://app.example.com or https://*.example.com",
+            "gw.yaml:6:45: routes[0].cors.allow_origins[2]: `https://*.` is not an origin like https://app.example.com or https://*.example.com",
+            "gw.yaml:7:23: routes[0].cors.allow_methods[0]: `GE T` is not a method",
+            "gw.yaml:8:23: routes[0].cors.allow_headers[0]: `bad name` is not a header name",
+            "gw.yaml:9:16: routes[0].cors.max_age: `5` has no unit: write it like 500ms, 10s, 5m or 1h",
+        ]
+    );
+}

@@ -230,6 +230,18 @@ impl Snapshot {
                             ))
                         })
                 }),
+                cors: r.cors.as_ref().map(|c| {
+                    let preflights = ["allowed", "refused"].map(|result| {
+                        metrics
+                            .cors_preflights
+                            .get_or_create(&crate::telemetry::RouteResultLabels {
+                                route: r.name.clone(),
+                                result,
+                            })
+                            .clone()
+                    });
+                    Arc::new(crate::pipeline::cors::Cors::new(c.clone(), preflights))
+                }),
                 rewrite_prefix: r.rewrite_prefix.clone(),
                 client_certificate: r.client_certificate,
                 request_timeout: r.request_timeout,

@@ -305,6 +305,41 @@ pub struct FileRoute {
     /// Caps the route's requests (429 with `Retry-After` beyond); absent = no cap.
     #[serde(default)]
     pub rate_limit: Option<FileRateLimit>,
+    /// Cross-origin requests from browsers: preflights answered by the gateway (before any
+    /// authentication), CORS headers on every answer to an allowed origin; absent = the
+    /// upstream's own business.
+    #[serde(default)]
+    pub cors: Option<FileCors>,
+}
+
+/// A route's CORS policy.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileCors {
+    /// Allowed origins: `https://app.example.com`, `https://*.example.com` (any subdomain), or
+    /// `*` (any origin; not with `allow_credentials`).
+    #[schemars(with = "Vec<String>")]
+    pub allow_origins: Vec<Str>,
+    /// Methods a preflight may ask for (default: the route's `match.methods`, else GET, HEAD,
+    /// POST, PUT, PATCH, DELETE).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub allow_methods: Vec<Str>,
+    /// Request headers a preflight may ask for (default: `authorization`, `content-type`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub allow_headers: Vec<Str>,
+    /// Response headers scripts may read (default: `x-request-id`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub expose_headers: Vec<Str>,
+    /// How long browsers may cache a preflight answer, e.g. `10m` (default 5m).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Str>,
+    /// Let scripts send cookies and read answers to credentialed requests (default false).
+    #[serde(default)]
+    pub allow_credentials: Option<bool>,
 }
 
 /// A route's rate limit.

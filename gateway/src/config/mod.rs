@@ -282,6 +282,41 @@ pub struct RouteConfig {
     pub response_headers: HeaderOps,
     /// Rate limit, when set.
     pub rate_limit: Option<RateLimitConfig>,
+    /// CORS policy, when set.
+    pub cors: Option<CorsConfig>,
+}
+
+/// An allowed origin of a CORS policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPattern {
+    /// Any origin (`*`).
+    Any,
+    /// Exactly this origin, lowercase (`https://app.example.com`).
+    Exact(String),
+    /// `scheme://` followed by any subdomain of `suffix` (`https://*.example.com`).
+    Subdomains {
+        /// `https://` or `http://`.
+        scheme: String,
+        /// `.example.com`.
+        suffix: String,
+    },
+}
+
+/// A route's CORS policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorsConfig {
+    /// Allowed origins.
+    pub origins: Vec<OriginPattern>,
+    /// Methods a preflight may ask for.
+    pub methods: Vec<http::Method>,
+    /// Request headers a preflight may ask for (lowercase).
+    pub headers: Vec<http::HeaderName>,
+    /// Response headers exposed to scripts.
+    pub expose: Vec<http::HeaderName>,
+    /// Preflight cache lifetime.
+    pub max_age: Duration,
+    /// Whether credentials are allowed.
+    pub credentials: bool,
 }
 
 /// What a rate limit counts requests under.

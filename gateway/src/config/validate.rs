@@ -175,6 +175,120 @@ fn header_ops(p: &mut Problems, ops: Option<&file::FileHeaderOps>, field: &str, 
     out
 }
 
+/// A route's `cors`; `methods` are the route's own (its default for `allow_methods`).
+fn cors(p: &mut Problems, c: &file::FileCors, field: &str, methods: &[http::Method]) -> super::CorsConfig {
+    use super::OriginPattern;
+    if c.allow_origins.is_empty() {
+        p.at(TOP, format!("{field}.allow_origins"), "at least one origin is required");
+    }
+    let credentials = c.allow_credentials.unwrap_or(false);
+    let mut origins = Vec::new();
+    for (i, o) in c.allow_origins.iter().enumerate() {
+        let f = format!("{field}.allow_origins[{i}]");
+        let v = o.value.trim_end_matches('/').to_ascii_lowercase();
+        if v == "*" {
+            if credentials {
+                p.at(
+                    pos(o),
+                    f,
+                    "`*` cannot go with allow_credentials: browsers refuse it; list the origins",
+                );
+                continue;
+            }
+            origins.push(OriginPattern::Any);
+            continue;
+        }
+        let parsed = v
+            .split_once("://")
+            .filter(|(s, _)| *s == "https" || *s == "http")
+            .map(|(scheme, host)| match host.strip_prefix("*.") {
+                Some(rest) => (scheme, true, rest),
+                None => (scheme, false, host),
+            })
+            .filter(|(_, _, host)| {
+                !host.is_empty()
+                    && !host.contains(['/', '?', '#', '*', '@'])
+                    && http::uri::Authority::try_from(*host).is_ok()
+            });
+        let Some((scheme, wild, host)) = parsed else {
+            p.at(
+                pos(o),
+                f,
+                format!(
+                    "`{}` is not an origin like https://app.example.com or https://*.example.com",
+                    o.value
+                ),
+            );
+            continue;
+        };
+        origins.push(if wild {
+            OriginPattern::Subdomains {
+                scheme: format!("{scheme}://"),
+                suffix: format!(".{host}"),
+            }
+        } else {
+            OriginPattern::Exact(v)
+        });
+    }
+    let mut allow_methods = Vec::new();
+    for (i, m) in c.allow_methods.iter().enumerate() {
+        match http::Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => allow_methods.push(m),
+            Err(_) => p.at(
+                pos(m),
+                format!("{field}.allow_methods[{i}]"),
+                format!("`{}` is not a method", m.value),
+            ),
+        }
+    }
+    if allow_methods.is_empty() {
+        allow_methods = if methods.is_empty() {
+            use http::Method;
+            vec![
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ]
+        } else {
+            methods.to_vec()
+        };
+    }
+    let names = |p: &mut Problems, list: &[Str], what: &str, default: &[&'static str]| -> Vec<http::HeaderName> {
+        if list.is_empty() {
+            return default.iter().map(|n| http::HeaderName::from_static(n)).collect();
+        }
+        list.iter()
+            .enumerate()
+            .filter_map(
+                |(i, n)| match http::HeaderName::from_bytes(n.value.to_ascii_lowercase().as_bytes()) {
+                    Ok(h) => Some(h),
+                    Err(_) => {
+                        p.at(
+                            pos(n),
+                            format!("{field}.{what}[{i}]"),
+                            format!("`{}` is not a header name", n.value),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect()
+    };
+    let headers = names(p, &c.allow_headers, "allow_headers", &["authorization", "content-type"]);
+    let expose = names(p, &c.expose_headers, "expose_headers", &["x-request-id"]);
+    super::CorsConfig {
+        origins,
+        methods: allow_methods,
+        headers,
+        expose,
+        max_age: duration(p, &c.max_age, &format!("{field}.max_age"), Duration::from_secs(300)),
+        credentials,
+    }
+}
+
 /// A route's `rate_limit`.
 fn rate_limit(p: &mut Problems, rl: &file::FileRateLimit, field: &str) -> Option<super::RateLimitConfig> {
     let parsed = rl.rate.value.split_once('/').and_then(|(n, unit)| {
@@ -820,6 +934,10 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             .rate_limit
             .as_ref()
             .and_then(|rl| rate_limit(&mut p, rl, &format!("{base}.rate_limit")));
+        let cors = r
+            .cors
+            .as_ref()
+            .map(|c| cors(&mut p, c, &format!("{base}.cors"), &methods));
         routes.push(RouteConfig {
             name: r.name.value.clone(),
             host,
@@ -855,6 +973,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             request_headers,
             response_headers,
             rate_limit,
+            cors,
         });
     }
 

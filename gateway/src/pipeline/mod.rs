@@ -14,6 +14,7 @@
 //! through the [`Observer`](observe::Observer) carried inside the response body.
 
 pub mod body;
+pub mod cors;
 pub mod forward;
 pub mod observe;
 pub mod ratelimit;
@@ -63,6 +64,8 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Clien
         shared.tap.clone(),
         trace,
     );
+    // Kept for the CORS headers of the answer (browsers send it on cross-origin requests).
+    let origin = req.headers().get(header::ORIGIN).cloned();
     let result = proxy(&shared, &snap, &conn, &mut obs, req, trusted).await;
     let mut resp = match result {
         Ok(resp) => resp,
@@ -89,6 +92,9 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Clien
     };
     if let Some(route) = obs.route.as_ref().filter(|r| !r.response_headers.is_empty()) {
         route.response_headers.apply(resp.headers_mut());
+    }
+    if let (Some(o), Some(c)) = (&origin, obs.route.as_ref().and_then(|r| r.cors.as_ref())) {
+        c.decorate(o, resp.headers_mut());
     }
     let mut answer = finish(resp, obs);
     if let Some(v) = &conn.alt_svc {
@@ -397,6 +403,17 @@ async fn proxy(
     if snap.login_enabled && snap.config.sessions.is_own_path(req.uri().path()) {
         let origin = origin(req.headers(), conn, trusted, host_raw);
         return crate::identity::login::serve(shared, snap, conn, &origin, req).await;
+    }
+
+    // --- CORS preflight: routed by the method it asks for, answered here when that route has
+    // a `cors` policy (before rate limits and identity: browsers send it without credentials).
+    if let Some(method) = cors::preflight_method(&req) {
+        if let RouteMatch::Found(r) = snap.router.find(&host, req.uri().path(), &method) {
+            if let Some(c) = r.cors.clone() {
+                obs.route = Some(r.clone());
+                return c.preflight(req.headers(), &method);
+            }
+        }
     }
 
     // --- route

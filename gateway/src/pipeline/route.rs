@@ -52,6 +52,8 @@ pub struct Route {
     pub response_headers: crate::config::HeaderOps,
     /// Rate limit, when set.
     pub rate_limit: Option<Arc<super::ratelimit::RateLimit>>,
+    /// CORS policy, when set.
+    pub cors: Option<Arc<super::cors::Cors>>,
     /// Metric handles.
     pub metrics: Arc<RouteMetrics>,
 }

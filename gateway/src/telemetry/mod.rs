@@ -111,6 +111,15 @@ pub struct CheckLabels {
     pub result: &'static str,
 }
 
+/// Labels of `gateway_cors_preflights_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteResultLabels {
+    /// Route name.
+    pub route: String,
+    /// `allowed` or `refused`.
+    pub result: &'static str,
+}
+
 /// Labels of `gateway_upstream_retries_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
@@ -361,6 +370,8 @@ pub struct Metrics {
     pub upstream_in_flight: Family<PoolLabels, Gauge>,
     /// `gateway_rate_limited_total`.
     pub rate_limited: Family<RouteLabels, Counter>,
+    /// `gateway_cors_preflights_total`.
+    pub cors_preflights: Family<RouteResultLabels, Counter>,
     /// `gateway_rate_limit_untracked_total`.
     pub rate_limit_untracked: Family<RouteLabels, Counter>,
     /// `gateway_upstream_health_checks_total`.
@@ -555,6 +566,7 @@ impl Metrics {
             endpoints_down: Family::default(),
             upstream_in_flight: Family::default(),
             rate_limited: Family::default(),
+            cors_preflights: Family::default(),
             rate_limit_untracked: Family::default(),
             health_checks: Family::default(),
             upstream_connections_opened: Family::default(),
@@ -684,6 +696,11 @@ impl Metrics {
             UPSTREAM_RETRIES,
             "Upstream tries after the first: after a connect failure, a broken exchange or a listed status",
             m.upstream_retries.clone(),
+        );
+        r.register(
+            CORS_PREFLIGHTS,
+            "CORS preflights a route's cors policy answered, by result",
+            m.cors_preflights.clone(),
         );
         r.register(
             RATE_LIMITED,
