@@ -37,6 +37,11 @@ pub struct Snapshot {
     pub tracing: Arc<crate::telemetry::trace::Tracing>,
     /// Whether some route signs browsers in (the gateway then answers its own paths).
     pub login_enabled: bool,
+    /// Whether some route has a CORS policy (requests' `Origin` is then kept for the answer).
+    pub cors_enabled: bool,
+    /// Request headers only the gateway writes (identity headers, the assertion header),
+    /// removed from what clients send.
+    pub owned_headers: Vec<http::HeaderName>,
     /// TLS server configs by listener name.
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// QUIC server configs by listener name (listeners with `quic`).
@@ -251,6 +256,13 @@ impl Snapshot {
             }));
         }
         let login_enabled = config.routes.iter().any(|r| r.login.is_some());
+        let cors_enabled = config.routes.iter().any(|r| r.cors.is_some());
+        let owned_headers = config
+            .identity_headers
+            .names()
+            .chain(config.assertion.as_ref().map(|a| &a.header))
+            .cloned()
+            .collect();
         metrics.tls_certificate_expiry.clear();
         let tls = tls
             .into_iter()
@@ -290,6 +302,8 @@ impl Snapshot {
             cookie_key,
             tracing,
             login_enabled,
+            cors_enabled,
+            owned_headers,
             tls,
             quic,
             unrouted: Arc::new(RouteMetrics::new("none", metrics)),

@@ -65,7 +65,10 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Clien
         trace,
     );
     // Kept for the CORS headers of the answer (browsers send it on cross-origin requests).
-    let origin = req.headers().get(header::ORIGIN).cloned();
+    let origin = snap
+        .cors_enabled
+        .then(|| req.headers().get(header::ORIGIN).cloned())
+        .flatten();
     let result = proxy(&shared, &snap, &conn, &mut obs, req, trusted).await;
     let mut resp = match result {
         Ok(resp) => resp,
@@ -619,14 +622,23 @@ async fn proxy(
     if te_trailers {
         parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    // Identity headers: never from the client; set from the verified token.
+    // Headers only the gateway writes: identity headers and the assertion (set from the
+    // verified token), and X-Forwarded-Client-Cert unless a trusted proxy sent it. Clients
+    // rarely send any: one pass over the names, removals only when one is there.
+    let xfcc = &crate::identity::certificate::FORWARDED_CLIENT_CERT;
+    if parts
+        .headers
+        .keys()
+        .any(|k| snap.owned_headers.contains(k) || (!trusted && k == xfcc))
+    {
+        for n in &snap.owned_headers {
+            parts.headers.remove(n);
+        }
+        if !trusted {
+            parts.headers.remove(xfcc);
+        }
+    }
     let ih = &snap.config.identity_headers;
-    for n in ih.names() {
-        parts.headers.remove(n);
-    }
-    if let Some(a) = &snap.config.assertion {
-        parts.headers.remove(&a.header);
-    }
     if let Some((c, digest)) = &verified {
         crate::identity::set_upstream_headers(&mut parts.headers, ih, c);
         if let (Some(a), Some(signer)) = (&snap.config.assertion, &snap.signer) {
@@ -649,7 +661,9 @@ async fn proxy(
         if conn.tls { "https" } else { "http" },
         host_value.as_ref(),
     );
-    crate::identity::certificate::forward(&mut parts.headers, conn.client_cert.as_deref(), trusted);
+    if let Some(c) = conn.client_cert.as_deref() {
+        crate::identity::certificate::forward(&mut parts.headers, Some(c), trusted);
+    }
     parts.headers.insert(&forward::X_REQUEST_ID, obs.request_id.clone());
     if let Some(h) = host_value {
         if !parts.headers.contains_key(header::HOST) {
