@@ -622,3 +622,25 @@ upstreams: [{ name: u, endpoints: [http://x] }]
         ]
     );
 }
+
+#[test]
+fn route_splits_are_checked() {
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+routes:
+  - name: r
+    upstream: u
+    split: [{ upstream: v, percent: 60 }, { upstream: v, percent: 50 }, { upstream: nope, percent: 0 }, { upstream: u, percent: 1 }]
+upstreams: [{ name: u, endpoints: [http://x] }, { name: v, endpoints: [http://y] }]
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "gw.yaml:5:55: routes[0].split[1].upstream: `v` already has a share of this route",
+            "gw.yaml:5:67: routes[0].split[1].percent: the route's shares add up to 110 percent, more than 100",
+            "gw.yaml:5:85: routes[0].split[2].upstream: no upstream named `nope`",
+            "gw.yaml:5:100: routes[0].split[2].percent: a share from above 0 to 100",
+            "gw.yaml:5:117: routes[0].split[3].upstream: `u` already has a share of this route",
+        ]
+    );
+}

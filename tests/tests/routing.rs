@@ -650,3 +650,59 @@ async fn more_than_a_hundred_headers_when_configured() -> anyhow::Result<()> {
     assert_problem(&send(gw.addr("http"), req).await?, 431, "head-too-large");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_split_sends_its_share_of_requests_to_other_pools() -> anyhow::Result<()> {
+    let stable = Upstream::start("stable", "127.0.0.1:0".parse()?).await?;
+    let canary = Upstream::start("canary", "127.0.0.1:0".parse()?).await?;
+    let next = Upstream::start("next", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes:
+  - name: api
+    upstream: stable
+    split: [{{ upstream: canary, percent: 25 }}]
+    match: {{ host: api.test }}
+  - name: moved
+    upstream: stable
+    split: [{{ upstream: next, percent: 100 }}]
+    match: {{ host: moved.test }}
+upstreams:
+  - {{ name: stable, endpoints: ["http://{}"] }}
+  - {{ name: canary, endpoints: ["http://{}"] }}
+  - {{ name: next, endpoints: ["http://{}"] }}
+"#,
+        stable.addr(),
+        canary.addr(),
+        next.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    let mut to_canary = 0;
+    for _ in 0..400 {
+        let r = send(addr, request("api.test", "/")).await?;
+        assert_eq!(r.status(), 200);
+        match r.headers()["x-upstream"].to_str()? {
+            "canary" => to_canary += 1,
+            "stable" => {}
+            other => anyhow::bail!("unexpected upstream {other}"),
+        }
+    }
+    // Each request is drawn on its own: about 100 of 400 (50 to 150 is more than five standard
+    // deviations either way).
+    assert!((50..=150).contains(&to_canary), "{to_canary} of 400 to the canary");
+    for _ in 0..5 {
+        assert_eq!(
+            send(addr, request("moved.test", "/")).await?.headers()["x-upstream"],
+            "next"
+        );
+    }
+    let m = gw.metrics().await?;
+    let split =
+        |route: &str, pool: &str| metric(&m, "gateway_split_requests_total", &[("route", route), ("pool", pool)]);
+    assert_eq!(split("api", "canary"), Some(f64::from(to_canary)));
+    assert_eq!(split("moved", "next"), Some(5.0));
+    Ok(())
+}

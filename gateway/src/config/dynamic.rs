@@ -214,6 +214,25 @@ impl Snapshot {
                 prefix: r.path_prefix.clone(),
                 methods: r.methods.clone(),
                 pool: pool.clone(),
+                split: {
+                    // Cumulative shares: a request's draw in [0, 100) picks the first above it.
+                    let mut upto = 0.0;
+                    r.split
+                        .iter()
+                        .filter_map(|(name, pct)| {
+                            upto += pct;
+                            let pool = pools.get(name)?.clone();
+                            let counter = metrics
+                                .split_requests
+                                .get_or_create(&crate::telemetry::SplitLabels {
+                                    route: r.name.clone(),
+                                    pool: name.clone(),
+                                })
+                                .clone();
+                            Some((upto, pool, counter))
+                        })
+                        .collect()
+                },
                 max_body_bytes: r.max_body_bytes,
                 bearer: r.bearer.as_ref().and_then(|b| providers.get(b).cloned()),
                 login: r.login.as_ref().and_then(|b| providers.get(b).cloned()),

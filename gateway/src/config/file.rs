@@ -268,6 +268,10 @@ pub struct FileRoute {
     /// Name of the upstream pool.
     #[schemars(with = "String")]
     pub upstream: Str,
+    /// Canary and gradual rollouts: shares of the route's requests sent to other pools, each
+    /// request drawn on its own; what is left goes to `upstream`.
+    #[serde(default)]
+    pub split: Vec<FileSplit>,
     /// Largest request body for this route in bytes.
     #[serde(default)]
     #[schemars(with = "Option<u64>")]
@@ -340,6 +344,19 @@ pub struct FileCors {
     /// Let scripts send cookies and read answers to credentialed requests (default false).
     #[serde(default)]
     pub allow_credentials: Option<bool>,
+}
+
+/// A share of a route's requests for another pool.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSplit {
+    /// Name of the upstream pool.
+    #[schemars(with = "String")]
+    pub upstream: Str,
+    /// Share of the route's requests, in percent (e.g. `5` or `0.5`); the shares of a route add
+    /// up to 100 at most.
+    #[schemars(with = "f64")]
+    pub percent: Spanned<f64>,
 }
 
 /// A route's rate limit.

@@ -258,6 +258,8 @@ pub struct RouteConfig {
     pub methods: Vec<http::Method>,
     /// Upstream pool name.
     pub upstream: String,
+    /// Other pools with their share of requests, in percent.
+    pub split: Vec<(String, f64)>,
     /// Largest request body.
     pub max_body_bytes: u64,
     /// Time to response head, when it replaces the upstream's.

@@ -706,6 +706,40 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                 format!("no upstream named `{}` ({known})", r.upstream.value),
             );
         }
+        let mut split = Vec::new();
+        let mut total = 0.0;
+        for (j, s) in r.split.iter().enumerate() {
+            let f = format!("{base}.split[{j}]");
+            if !upstream_names.contains_key(&s.upstream.value) {
+                p.at(
+                    pos(&s.upstream),
+                    format!("{f}.upstream"),
+                    format!("no upstream named `{}`", s.upstream.value),
+                );
+            } else if s.upstream.value == r.upstream.value || split.iter().any(|(u, _)| *u == s.upstream.value) {
+                p.at(
+                    pos(&s.upstream),
+                    format!("{f}.upstream"),
+                    format!("`{}` already has a share of this route", s.upstream.value),
+                );
+            }
+            let pct = s.percent.value;
+            if !(pct > 0.0 && pct <= 100.0) {
+                p.at(pos(&s.percent), format!("{f}.percent"), "a share from above 0 to 100");
+                continue;
+            }
+            let before = total;
+            total += pct;
+            // Said once, at the share that goes over.
+            if total > 100.0 + 1e-9 && before <= 100.0 + 1e-9 {
+                p.at(
+                    pos(&s.percent),
+                    format!("{f}.percent"),
+                    format!("the route's shares add up to {total} percent, more than 100"),
+                );
+            }
+            split.push((s.upstream.value.clone(), pct));
+        }
         let m = r.matches.as_ref();
         let host = m.and_then(|m| m.host.as_ref()).map(|h| {
             let v = h.value.to_ascii_lowercase();
@@ -944,6 +978,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             path_prefix: prefix,
             methods,
             upstream: r.upstream.value.clone(),
+            split,
             max_body_bytes,
             request_timeout: r.request_timeout.is_some().then(|| {
                 duration(

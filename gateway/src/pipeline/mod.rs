@@ -594,7 +594,7 @@ async fn proxy(
     }
 
     // --- endpoint
-    let pool = &route.pool;
+    let pool = route.pick_pool();
     let (mut endpoint, in_flight) = match pool.pick() {
         Ok(picked) => picked,
         Err(why) => {

@@ -28,6 +28,8 @@ pub struct Route {
     pub methods: Vec<Method>,
     /// Pool it forwards to.
     pub pool: Arc<Pool>,
+    /// Other pools with a share of its requests: cumulative percent, pool, requests sent there.
+    pub split: Vec<(f64, Arc<Pool>, prometheus_client::metrics::counter::Counter)>,
     /// Body limit.
     pub max_body_bytes: u64,
     /// Time to response head, when it replaces the pool's.
@@ -68,6 +70,26 @@ pub struct RouteMetrics {
     /// Trust decisions by [decision][mode].
     decisions: [[OnceLock<Counter>; 2]; 3],
     risk: OnceLock<Histogram>,
+}
+
+// === impl Route ===
+
+impl Route {
+    /// The pool for one request: its own upstream, or a pool of its `split` by a draw over the
+    /// shares (counted there).
+    pub fn pick_pool(&self) -> &Arc<Pool> {
+        if self.split.is_empty() {
+            return &self.pool;
+        }
+        let draw = fastrand::f64() * 100.0;
+        match self.split.iter().find(|(upto, ..)| draw < *upto) {
+            Some((_, pool, counter)) => {
+                counter.inc();
+                pool
+            }
+            None => &self.pool,
+        }
+    }
 }
 
 // === impl RouteMetrics ===

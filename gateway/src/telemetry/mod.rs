@@ -111,6 +111,15 @@ pub struct CheckLabels {
     pub result: &'static str,
 }
 
+/// Labels of `gateway_split_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SplitLabels {
+    /// Route name.
+    pub route: String,
+    /// Pool name.
+    pub pool: String,
+}
+
 /// Labels of `gateway_cors_preflights_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteResultLabels {
@@ -372,6 +381,8 @@ pub struct Metrics {
     pub rate_limited: Family<RouteLabels, Counter>,
     /// `gateway_cors_preflights_total`.
     pub cors_preflights: Family<RouteResultLabels, Counter>,
+    /// `gateway_split_requests_total`.
+    pub split_requests: Family<SplitLabels, Counter>,
     /// `gateway_rate_limit_untracked_total`.
     pub rate_limit_untracked: Family<RouteLabels, Counter>,
     /// `gateway_upstream_health_checks_total`.
@@ -567,6 +578,7 @@ impl Metrics {
             upstream_in_flight: Family::default(),
             rate_limited: Family::default(),
             cors_preflights: Family::default(),
+            split_requests: Family::default(),
             rate_limit_untracked: Family::default(),
             health_checks: Family::default(),
             upstream_connections_opened: Family::default(),
@@ -696,6 +708,11 @@ impl Metrics {
             UPSTREAM_RETRIES,
             "Upstream tries after the first: after a connect failure, a broken exchange or a listed status",
             m.upstream_retries.clone(),
+        );
+        r.register(
+            SPLIT_REQUESTS,
+            "Requests a route's split sent to a pool other than its own upstream",
+            m.split_requests.clone(),
         );
         r.register(
             CORS_PREFLIGHTS,
