@@ -135,6 +135,17 @@ async fn no_secret_reaches_the_log_and_its_level_reloads() -> anyhow::Result<()>
     let log = std::fs::read_to_string(&log_path)?;
     assert!(access_lines(&log) >= 6, "{log}");
     assert!(log.contains("\"subject\":\"alice\""));
+    // Proxied requests say how long the upstream took; answers the gateway made itself, null.
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.contains("\"gateway::access\""))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["status"] == 200 && v["upstream_ms"].is_number()),
+        "{log}"
+    );
+    assert!(lines.iter().any(|v| v["upstream_ms"].is_null()), "{log}");
     let login_value = login_cookie
         .split(';')
         .next()

@@ -152,6 +152,7 @@ impl Observer {
             route: self.route.as_ref().map(|r| &*r.name).unwrap_or("none"),
             endpoint: self.endpoint.as_ref().map(|e| e.base.as_str()).unwrap_or(""),
             subject: self.subject.as_deref().unwrap_or(""),
+            client_cert: self.conn.client_cert.as_ref().map_or("", |c| c.subject.as_str()),
             auth: self.auth.name(),
             decision,
             reasons,
@@ -160,6 +161,7 @@ impl Observer {
             status: self.status,
             error: self.error.unwrap_or(""),
             duration_ms: elapsed.as_secs_f64() * 1e3,
+            upstream_ms: self.upstream.map(|u| u.as_secs_f64() * 1e3),
             bytes_out: self.bytes_out,
             outcome: match outcome {
                 Outcome::Complete => "complete",

@@ -37,6 +37,8 @@ pub struct Entry<'a> {
     pub endpoint: &'a str,
     /// Verified subject, or empty.
     pub subject: &'a str,
+    /// Subject of the verified client certificate (mutual TLS), or empty.
+    pub client_cert: &'a str,
     /// Identity outcome.
     pub auth: &'a str,
     /// `allow`, `step_up` or `deny`.
@@ -53,6 +55,9 @@ pub struct Entry<'a> {
     pub error: &'a str,
     /// Duration.
     pub duration_ms: f64,
+    /// Time from sending the request upstream to its answer's head (all tries), when there was
+    /// an answer.
+    pub upstream_ms: Option<f64>,
     /// Body bytes sent.
     pub bytes_out: u64,
     /// `complete`, `client_gone` or `body_error`.
@@ -81,6 +86,7 @@ pub fn log(e: &Entry<'_>) {
             route = e.route,
             endpoint = e.endpoint,
             subject = e.subject,
+            client_cert = e.client_cert,
             auth = e.auth,
             decision = e.decision,
             reasons,
@@ -89,6 +95,7 @@ pub fn log(e: &Entry<'_>) {
             status = e.status,
             error = e.error,
             duration_ms = e.duration_ms,
+            upstream_ms = e.upstream_ms,
             bytes_out = e.bytes_out,
             outcome = e.outcome,
             "request"
@@ -103,14 +110,15 @@ pub fn log(e: &Entry<'_>) {
     logs::write_line(&line);
 }
 
-/// A field's value: text (quoted and escaped) or a number (as is).
+/// A field's value: text (quoted and escaped), a number (as is), or nothing (`null`, `-`).
 enum Value<'a> {
     Text(&'a str),
     Number(&'a dyn std::fmt::Display),
+    Absent,
 }
 
 /// The entry's fields in the order both formats write them.
-fn fields<'a>(e: &'a Entry<'a>, reasons: &'a str, peer: &'a str) -> [(&'static str, Value<'a>); 21] {
+fn fields<'a>(e: &'a Entry<'a>, reasons: &'a str, peer: &'a str) -> [(&'static str, Value<'a>); 23] {
     use Value::{Number, Text};
     [
         ("request_id", Text(e.request_id)),
@@ -124,6 +132,7 @@ fn fields<'a>(e: &'a Entry<'a>, reasons: &'a str, peer: &'a str) -> [(&'static s
         ("route", Text(e.route)),
         ("endpoint", Text(e.endpoint)),
         ("subject", Text(e.subject)),
+        ("client_cert", Text(e.client_cert)),
         ("auth", Text(e.auth)),
         ("decision", Text(e.decision)),
         ("reasons", Text(reasons)),
@@ -132,6 +141,13 @@ fn fields<'a>(e: &'a Entry<'a>, reasons: &'a str, peer: &'a str) -> [(&'static s
         ("status", Number(&e.status)),
         ("error", Text(e.error)),
         ("duration_ms", Number(&e.duration_ms)),
+        (
+            "upstream_ms",
+            match &e.upstream_ms {
+                Some(ms) => Number(ms),
+                None => Value::Absent,
+            },
+        ),
         ("bytes_out", Number(&e.bytes_out)),
         ("outcome", Text(e.outcome)),
     ]
@@ -151,6 +167,7 @@ fn json(out: &mut Vec<u8>, e: &Entry<'_>) {
             Value::Number(n) => {
                 let _ = write!(out, "{n}");
             }
+            Value::Absent => out.extend_from_slice(b"null"),
         }
     }
     out.extend_from_slice(b",\"target\":\"gateway::access\"}\n");
@@ -164,6 +181,7 @@ fn text(out: &mut Vec<u8>, e: &Entry<'_>) {
         let _ = match value {
             Value::Text(t) => write!(out, " {key}={t:?}"),
             Value::Number(n) => write!(out, " {key}={n}"),
+            Value::Absent => write!(out, " {key}=-"),
         };
     }
     out.push(b'\n');
@@ -196,6 +214,7 @@ mod tests {
             route: "r",
             endpoint: "http://u",
             subject: "alice",
+            client_cert: "CN=device 7",
             auth: "bearer",
             decision: "deny",
             reasons: &["acr", "max_age"],
@@ -204,6 +223,7 @@ mod tests {
             status: 401,
             error: "step_up",
             duration_ms: 1.5,
+            upstream_ms: None,
             bytes_out: 10,
             outcome: "complete",
         }
@@ -222,6 +242,8 @@ mod tests {
         assert_eq!(v["peer"], "127.0.0.1:5000");
         assert_eq!(v["target"], "gateway::access");
         assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["client_cert"], "CN=device 7");
+        assert!(v["upstream_ms"].is_null());
         let ts = v["timestamp"].as_str().unwrap_or_default();
         assert_eq!(ts.len(), "2026-11-26T07:40:13.712600Z".len(), "{ts}");
     }
@@ -234,5 +256,6 @@ mod tests {
         assert_eq!(line.matches('\n').count(), 1, "{line}");
         assert!(line.contains(" host=\"a\\\"b\" path=\"/x\\ny\" "), "{line}");
         assert!(line.contains(" status=401 "));
+        assert!(line.contains(" upstream_ms=- "), "{line}");
     }
 }
