@@ -136,6 +136,9 @@ pub enum ProxyError {
     /// The route requires a client certificate and the connection has none.
     #[error("the route requires a client certificate")]
     ClientCertificateRequired,
+    /// The route does not serve the client's address.
+    #[error("the route does not serve this client address")]
+    ClientNotAllowed,
     /// A CORS preflight asked for what the route's policy does not allow.
     #[error("CORS preflight refused: {what} not allowed")]
     CorsRefused {
@@ -322,6 +325,13 @@ impl ProxyError {
                 Side::Downstream,
                 "Forbidden",
                 "This route requires a client certificate; connect with one the gateway trusts.",
+            ),
+            ClientNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "client_not_allowed",
+                Side::Downstream,
+                "Forbidden",
+                "This route does not serve requests from your network address.",
             ),
             CorsRefused { .. } => (
                 StatusCode::FORBIDDEN,

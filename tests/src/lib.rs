@@ -208,7 +208,21 @@ async fn collect(resp: Response<hyper::body::Incoming>) -> anyhow::Result<Collec
 
 /// Sends a request over a new plain-TCP HTTP/1.1 connection and collects the response.
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> anyhow::Result<Collected> {
-    let stream = TcpStream::connect(addr).await?;
+    exchange(TcpStream::connect(addr).await?, req).await
+}
+
+/// [`send`] from the local address `from` (any of 127.0.0.0/8 works on Linux).
+pub async fn send_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> anyhow::Result<Collected> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    exchange(socket.connect(addr).await?, req).await
+}
+
+async fn exchange(stream: TcpStream, req: Request<Full<Bytes>>) -> anyhow::Result<Collected> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     collect(sender.send_request(req).await?).await

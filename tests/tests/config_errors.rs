@@ -624,13 +624,14 @@ upstreams: [{ name: u, endpoints: [http://x] }]
 }
 
 #[test]
-fn route_splits_are_checked() {
+fn route_splits_and_client_rules_are_checked() {
     let yaml = "\
 listeners: [{ name: a, address: 127.0.0.1:1 }]
 routes:
   - name: r
     upstream: u
     split: [{ upstream: v, percent: 60 }, { upstream: v, percent: 50 }, { upstream: nope, percent: 0 }, { upstream: u, percent: 1 }]
+    clients: { allow: [10.0.0.0/33], deny: [nope] }
 upstreams: [{ name: u, endpoints: [http://x] }, { name: v, endpoints: [http://y] }]
 ";
     assert_eq!(
@@ -641,6 +642,8 @@ upstreams: [{ name: u, endpoints: [http://x] }, { name: v, endpoints: [http://y]
             "gw.yaml:5:85: routes[0].split[2].upstream: no upstream named `nope`",
             "gw.yaml:5:100: routes[0].split[2].percent: a share from above 0 to 100",
             "gw.yaml:5:117: routes[0].split[3].upstream: `u` already has a share of this route",
+            "gw.yaml:6:24: routes[0].clients.allow[0]: `10.0.0.0/33` is not an IP address or CIDR like 10.0.0.0/8",
+            "gw.yaml:6:45: routes[0].clients.deny[0]: `nope` is not an IP address or CIDR like 10.0.0.0/8",
         ]
     );
 }

@@ -706,3 +706,59 @@ upstreams:
     assert_eq!(split("moved", "next"), Some(5.0));
     Ok(())
 }
+
+#[tokio::test]
+async fn routes_serve_only_the_client_addresses_they_allow() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+trusted_proxies: [127.0.0.9]
+routes:
+  - name: internal
+    upstream: up
+    match: {{ path_prefix: /internal }}
+    clients: {{ allow: [127.0.0.0/29, "10.1.0.0/16"], deny: [127.0.0.3] }}
+  - {{ name: open, upstream: up }}
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+"#,
+        up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    let from = |last: u8| std::net::IpAddr::from([127, 0, 0, last]);
+    let status = |r: &Collected| r.status().as_u16();
+    assert_eq!(
+        status(&gateway_tests::send_from(from(2), addr, request("x", "/internal")).await?),
+        200
+    );
+    // Denied inside the allowed block; outside it.
+    let r = gateway_tests::send_from(from(3), addr, request("x", "/internal")).await?;
+    assert_problem(&r, 403, "client-not-allowed");
+    let r = gateway_tests::send_from(from(20), addr, request("x", "/internal")).await?;
+    assert_problem(&r, 403, "client-not-allowed");
+    // Other routes serve everyone.
+    assert_eq!(
+        status(&gateway_tests::send_from(from(20), addr, request("x", "/")).await?),
+        200
+    );
+    // Behind a trusted proxy, the address it saw counts; from anyone else, the header is ignored.
+    let mut proxied = request("x", "/internal");
+    proxied
+        .headers_mut()
+        .insert("x-forwarded-for", http::HeaderValue::from_static("10.1.2.3"));
+    assert_eq!(status(&gateway_tests::send_from(from(9), addr, proxied).await?), 200);
+    let mut forged = request("x", "/internal");
+    forged
+        .headers_mut()
+        .insert("x-forwarded-for", http::HeaderValue::from_static("10.1.2.3"));
+    let r = gateway_tests::send_from(from(20), addr, forged).await?;
+    assert_problem(&r, 403, "client-not-allowed");
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(&m, "gateway_request_errors_total", &[("reason", "client_not_allowed")]),
+        Some(3.0)
+    );
+    Ok(())
+}

@@ -267,6 +267,7 @@ impl Snapshot {
                     Arc::new(crate::pipeline::cors::Cors::new(c.clone(), preflights))
                 }),
                 rewrite_prefix: r.rewrite_prefix.clone(),
+                clients: r.clients.clone(),
                 client_certificate: r.client_certificate,
                 request_timeout: r.request_timeout,
                 request_headers: r.request_headers.clone(),

@@ -314,6 +314,25 @@ pub struct FileRoute {
     /// upstream's own business.
     #[serde(default)]
     pub cors: Option<FileCors>,
+    /// Client addresses the route serves (after any trusted proxy, the address it saw); others
+    /// get 403. Absent = any.
+    #[serde(default)]
+    pub clients: Option<FileClients>,
+}
+
+/// Client address rules of a route: `deny` first, then, when `allow` is given, only addresses
+/// in it.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileClients {
+    /// Addresses or CIDR blocks served, e.g. `10.0.0.0/8`; absent or empty = any not denied.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub allow: Vec<Str>,
+    /// Addresses or CIDR blocks refused.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub deny: Vec<Str>,
 }
 
 /// A route's CORS policy.

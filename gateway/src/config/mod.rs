@@ -286,6 +286,32 @@ pub struct RouteConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// CORS policy, when set.
     pub cors: Option<CorsConfig>,
+    /// Client address rules, when set.
+    pub clients: Option<ClientRules>,
+}
+
+/// Which client addresses a route serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRules {
+    /// Served (empty: any not denied).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Refused.
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+// === impl ClientRules ===
+
+impl ClientRules {
+    /// Whether `ip` is served.
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        !self.deny.iter().any(|n| n.contains(&ip))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip)))
+    }
 }
 
 /// An allowed origin of a CORS policy.

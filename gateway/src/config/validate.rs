@@ -289,6 +289,23 @@ fn cors(p: &mut Problems, c: &file::FileCors, field: &str, methods: &[http::Meth
     }
 }
 
+/// IP addresses and CIDR blocks; `field[i]` names a bad one.
+fn networks(p: &mut Problems, list: &[Str], field: &str) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        let v = t.value.trim();
+        match v.parse::<IpNet>().or_else(|_| v.parse::<IpAddr>().map(IpNet::from)) {
+            Ok(n) => out.push(n.trunc()),
+            Err(_) => p.at(
+                pos(t),
+                format!("{field}[{i}]"),
+                format!("`{v}` is not an IP address or CIDR like 10.0.0.0/8"),
+            ),
+        }
+    }
+    out
+}
+
 /// A route's `rate_limit`.
 fn rate_limit(p: &mut Problems, rl: &file::FileRateLimit, field: &str) -> Option<super::RateLimitConfig> {
     let parsed = rl.rate.value.split_once('/').and_then(|(n, unit)| {
@@ -532,18 +549,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
     };
 
     // --- trusted proxies
-    let mut trusted_proxies = Vec::new();
-    for (i, t) in f.trusted_proxies.iter().enumerate() {
-        let v = t.value.trim();
-        match v.parse::<IpNet>().or_else(|_| v.parse::<IpAddr>().map(IpNet::from)) {
-            Ok(n) => trusted_proxies.push(n),
-            Err(_) => p.at(
-                pos(t),
-                format!("trusted_proxies[{i}]"),
-                format!("`{v}` is not an IP address or CIDR like 10.0.0.0/8"),
-            ),
-        }
-    }
+    let trusted_proxies = networks(&mut p, &f.trusted_proxies, "trusted_proxies");
 
     // --- upstreams
     let mut upstream_names = HashMap::new();
@@ -972,6 +978,10 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             .cors
             .as_ref()
             .map(|c| cors(&mut p, c, &format!("{base}.cors"), &methods));
+        let clients = r.clients.as_ref().map(|c| super::ClientRules {
+            allow: networks(&mut p, &c.allow, &format!("{base}.clients.allow")),
+            deny: networks(&mut p, &c.deny, &format!("{base}.clients.deny")),
+        });
         routes.push(RouteConfig {
             name: r.name.value.clone(),
             host,
@@ -1009,6 +1019,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             response_headers,
             rate_limit,
             cors,
+            clients,
         });
     }
 

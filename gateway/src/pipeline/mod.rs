@@ -443,6 +443,14 @@ async fn proxy(
             .map_err(|retry_after| ProxyError::RateLimited { retry_after })
     };
 
+    // --- client address rules
+    if let Some(rules) = &route.clients {
+        let client = forward::client_ip(req.headers(), conn.peer.ip(), trusted);
+        if !rules.admits(client) {
+            return Err(ProxyError::ClientNotAllowed);
+        }
+    }
+
     // --- rate limit by client or route (before identity: bad credentials count too)
     if let Some(rl) = route.rate_limit.as_ref().filter(|rl| rl.before_identity()) {
         limit(rl, None)?;

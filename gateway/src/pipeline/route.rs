@@ -56,6 +56,8 @@ pub struct Route {
     pub rate_limit: Option<Arc<super::ratelimit::RateLimit>>,
     /// CORS policy, when set.
     pub cors: Option<Arc<super::cors::Cors>>,
+    /// Client address rules, when set.
+    pub clients: Option<crate::config::ClientRules>,
     /// Metric handles.
     pub metrics: Arc<RouteMetrics>,
 }
