@@ -31,11 +31,12 @@ fn routing(c: &mut Criterion) {
     let metrics = gateway::telemetry::Metrics::register(&mut registry);
     let snap = gateway::config::Snapshot::build("bench.yaml", config(200), &metrics, None).expect("snapshot");
     let get = http::Method::GET;
+    let headers = http::HeaderMap::new();
     c.bench_function("route: exact host, 200 routes", |b| {
         b.iter(|| {
             let host = gateway::pipeline::route::normalize_host(std::hint::black_box("h7.example.com:443"));
             matches!(
-                snap.router.find(&host, "/api/v197/items/42", &get),
+                snap.router.find(&host, "/api/v197/items/42", &get, &headers),
                 gateway::pipeline::route::RouteMatch::Found(_)
             )
         })
@@ -43,7 +44,8 @@ fn routing(c: &mut Criterion) {
     c.bench_function("route: fall through to any host", |b| {
         b.iter(|| {
             matches!(
-                snap.router.find(std::hint::black_box("other.org"), "/x", &get),
+                snap.router
+                    .find(std::hint::black_box("other.org"), "/x", &get, &headers),
                 gateway::pipeline::route::RouteMatch::Found(_)
             )
         })

@@ -647,3 +647,24 @@ upstreams: [{ name: u, endpoints: [http://x] }, { name: v, endpoints: [http://y]
         ]
     );
 }
+
+#[test]
+fn header_conditions_are_checked() {
+    // Different header conditions make different routes; the same ones make a duplicate.
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+routes:
+  - { name: a, upstream: u, match: { headers: { x-canary: \"1\" } } }
+  - { name: b, upstream: u, match: { headers: { x-canary: \"2\" } } }
+  - { name: c, upstream: u, match: { headers: { X-Canary: \"1\" } } }
+  - { name: d, upstream: u, match: { headers: { \"bad name\": x } } }
+upstreams: [{ name: u, endpoints: [http://x] }]
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "gw.yaml:5:13: routes[2].match: matches exactly what the route at line 3 matches, so it could never be chosen",
+            "gw.yaml:6:61: routes[3].match.headers.bad name: `bad name` is not a header name",
+        ]
+    );
+}

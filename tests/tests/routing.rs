@@ -762,3 +762,52 @@ upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn header_conditions_pick_a_route_before_the_plain_one() -> anyhow::Result<()> {
+    let stable = Upstream::start("stable", "127.0.0.1:0".parse()?).await?;
+    let canary = Upstream::start("canary", "127.0.0.1:0".parse()?).await?;
+    let debug = Upstream::start("debug", "127.0.0.1:0".parse()?).await?;
+    let deep = Upstream::start("deep", "127.0.0.1:0".parse()?).await?;
+    // File order puts the plain route first: header conditions still win at the same prefix,
+    // and a longer prefix still wins over them.
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes:
+  - {{ name: api, upstream: stable, match: {{ host: api.test }} }}
+  - {{ name: api-canary, upstream: canary, match: {{ host: api.test, headers: {{ X-Canary: "1" }} }} }}
+  - {{ name: api-debug, upstream: debug, match: {{ host: api.test, headers: {{ x-debug: "*" }} }} }}
+  - {{ name: api-deep, upstream: deep, match: {{ host: api.test, path_prefix: /deep }} }}
+upstreams:
+  - {{ name: stable, endpoints: ["http://{}"] }}
+  - {{ name: canary, endpoints: ["http://{}"] }}
+  - {{ name: debug, endpoints: ["http://{}"] }}
+  - {{ name: deep, endpoints: ["http://{}"] }}
+"#,
+        stable.addr(),
+        canary.addr(),
+        debug.addr(),
+        deep.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    let who = |path: &str, headers: &[(&'static str, &'static str)]| {
+        let mut req = request("api.test", path);
+        for (k, v) in headers {
+            req.headers_mut().append(*k, http::HeaderValue::from_static(v));
+        }
+        async move {
+            let r = send(addr, req).await?;
+            anyhow::Ok(r.headers()["x-upstream"].to_str()?.to_string())
+        }
+    };
+    assert_eq!(who("/", &[]).await?, "stable");
+    assert_eq!(who("/", &[("x-canary", "1")]).await?, "canary");
+    assert_eq!(who("/", &[("x-canary", "2")]).await?, "stable");
+    assert_eq!(who("/", &[("x-canary", "2"), ("x-canary", "1")]).await?, "canary");
+    assert_eq!(who("/", &[("x-debug", "")]).await?, "debug");
+    assert_eq!(who("/deep/x", &[("x-canary", "1")]).await?, "deep");
+    Ok(())
+}

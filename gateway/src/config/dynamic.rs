@@ -213,6 +213,7 @@ impl Snapshot {
                 name: r.name.as_str().into(),
                 prefix: r.path_prefix.clone(),
                 methods: r.methods.clone(),
+                headers: r.headers.clone(),
                 pool: pool.clone(),
                 split: {
                     // Cumulative shares: a request's draw in [0, 100) picks the first above it.

@@ -683,6 +683,12 @@ pub struct FileMatch {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub methods: Vec<Str>,
+    /// Request headers that must be present with exactly this value (`"*"`: with any value),
+    /// e.g. `{ x-canary: "1" }`. At the same path prefix, routes with header conditions are
+    /// tried before routes without.
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
+    pub headers: std::collections::BTreeMap<String, Str>,
 }
 
 /// An upstream pool.

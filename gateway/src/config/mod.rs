@@ -256,6 +256,8 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Methods; empty matches any.
     pub methods: Vec<http::Method>,
+    /// Header conditions: name and value (`None`: present with any value).
+    pub headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
     /// Upstream pool name.
     pub upstream: String,
     /// Other pools with their share of requests, in percent.

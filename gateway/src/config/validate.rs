@@ -789,8 +789,27 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                 ),
             }
         }
+        let mut headers = Vec::new();
+        for (name, value) in m.map(|m| &m.headers).into_iter().flatten() {
+            let f = format!("{base}.match.headers.{name}");
+            let Ok(n) = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
+                p.at(pos(value), f, format!("`{name}` is not a header name"));
+                continue;
+            };
+            if value.value == "*" {
+                headers.push((n, None));
+                continue;
+            }
+            match http::HeaderValue::from_str(&value.value) {
+                Ok(v) => headers.push((n, Some(v))),
+                Err(_) => p.at(pos(value), f, "not a header value (visible ASCII, spaces and tabs)"),
+            }
+        }
         let mut key_methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
         key_methods.sort();
+        for (n, v) in &headers {
+            key_methods.push(format!("{n}={}", v.as_ref().map_or("*", |v| v.to_str().unwrap_or(""))));
+        }
         let key = (host.clone(), prefix.clone(), key_methods);
         if let Some(first) = route_keys.get(&key) {
             p.at(
@@ -987,6 +1006,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             host,
             path_prefix: prefix,
             methods,
+            headers,
             upstream: r.upstream.value.clone(),
             split,
             max_body_bytes,

@@ -428,7 +428,11 @@ pub async fn serve(
         reason: "return_to is not a path on this site",
     })?;
     let host = crate::pipeline::route::normalize_host(&origin.host);
-    let provider = match snap.router.find(&host, target.path(), &http::Method::GET) {
+    // The browser asking to sign in is the one that will follow the redirect: its headers route.
+    let provider = match snap
+        .router
+        .find(&host, target.path(), &http::Method::GET, req.headers())
+    {
         crate::pipeline::route::RouteMatch::Found(r) => r.login.clone(),
         _ => None,
     };

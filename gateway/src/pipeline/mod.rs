@@ -411,7 +411,7 @@ async fn proxy(
     // --- CORS preflight: routed by the method it asks for, answered here when that route has
     // a `cors` policy (before rate limits and identity: browsers send it without credentials).
     if let Some(method) = cors::preflight_method(&req) {
-        if let RouteMatch::Found(r) = snap.router.find(&host, req.uri().path(), &method) {
+        if let RouteMatch::Found(r) = snap.router.find(&host, req.uri().path(), &method, req.headers()) {
             if let Some(c) = r.cors.clone() {
                 obs.route = Some(r.clone());
                 return c.preflight(req.headers(), &method);
@@ -420,7 +420,7 @@ async fn proxy(
     }
 
     // --- route
-    let route = match snap.router.find(&host, req.uri().path(), req.method()) {
+    let route = match snap.router.find(&host, req.uri().path(), req.method(), req.headers()) {
         RouteMatch::Found(r) => r.clone(),
         RouteMatch::MethodNotAllowed(allow) => return Err(ProxyError::MethodNotAllowed { allow }),
         RouteMatch::NotFound => {

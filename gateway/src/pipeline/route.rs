@@ -26,6 +26,8 @@ pub struct Route {
     pub prefix: String,
     /// Methods (empty = any).
     pub methods: Vec<Method>,
+    /// Header conditions (value `None`: present with any value).
+    pub headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
     /// Pool it forwards to.
     pub pool: Arc<Pool>,
     /// Other pools with a share of its requests: cumulative percent, pool, requests sent there.
@@ -254,6 +256,15 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/'
 }
 
+/// Whether `headers` meet every condition: the field present with the value (any value for
+/// `None`; of several fields of one name, any may match).
+fn headers_match(conditions: &[(http::HeaderName, Option<http::HeaderValue>)], headers: &http::HeaderMap) -> bool {
+    conditions.iter().all(|(name, want)| match want {
+        None => headers.contains_key(name),
+        Some(v) => headers.get_all(name).iter().any(|h| h == v),
+    })
+}
+
 /// Lowercase host without port or trailing dot (borrowed when already in that form).
 pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let h = if raw.starts_with('[') {
@@ -297,8 +308,15 @@ impl Router {
             }
         }
         let order = |v: &mut Vec<usize>, routes: &[Arc<Route>]| {
-            // Longest prefix first; at equal prefix, routes with methods before catch-alls; stable.
-            v.sort_by_key(|&i| (std::cmp::Reverse(routes[i].prefix.len()), routes[i].methods.is_empty()));
+            // Longest prefix first; at equal prefix, routes with header conditions, then routes
+            // with methods, before catch-alls; stable.
+            v.sort_by_key(|&i| {
+                (
+                    std::cmp::Reverse(routes[i].prefix.len()),
+                    routes[i].headers.is_empty(),
+                    routes[i].methods.is_empty(),
+                )
+            });
         };
         for v in r.exact.values_mut() {
             order(v, &r.routes);
@@ -313,7 +331,13 @@ impl Router {
         r
     }
 
-    fn in_group<'a>(&'a self, group: &[usize], path: &str, method: &Method) -> Option<RouteMatch<'a>> {
+    fn in_group<'a>(
+        &'a self,
+        group: &[usize],
+        path: &str,
+        method: &Method,
+        headers: &http::HeaderMap,
+    ) -> Option<RouteMatch<'a>> {
         let mut matched_len: Option<usize> = None;
         let mut allow: Vec<&str> = Vec::new();
         for &i in group {
@@ -323,7 +347,7 @@ impl Router {
                     break;
                 }
             }
-            if !prefix_matches(&route.prefix, path) {
+            if !prefix_matches(&route.prefix, path) || !headers_match(&route.headers, headers) {
                 continue;
             }
             if route.methods.is_empty() || route.methods.contains(method) {
@@ -339,10 +363,10 @@ impl Router {
         })
     }
 
-    /// Finds the route for a normalized host, a path and a method.
-    pub fn find(&self, host: &str, path: &str, method: &Method) -> RouteMatch<'_> {
+    /// Finds the route for a normalized host, a path, a method and the request's headers.
+    pub fn find(&self, host: &str, path: &str, method: &Method, headers: &http::HeaderMap) -> RouteMatch<'_> {
         if let Some(g) = self.exact.get(host) {
-            if let Some(m) = self.in_group(g, path, method) {
+            if let Some(m) = self.in_group(g, path, method, headers) {
                 return m;
             }
         }
@@ -352,12 +376,13 @@ impl Router {
                 && host.ends_with(suffix.as_str())
                 && !host[..host.len() - suffix.len()].contains('.')
             {
-                if let Some(m) = self.in_group(g, path, method) {
+                if let Some(m) = self.in_group(g, path, method, headers) {
                     return m;
                 }
             }
         }
-        self.in_group(&self.any, path, method).unwrap_or(RouteMatch::NotFound)
+        self.in_group(&self.any, path, method, headers)
+            .unwrap_or(RouteMatch::NotFound)
     }
 }
 
