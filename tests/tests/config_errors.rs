@@ -632,6 +632,7 @@ routes:
     upstream: u
     split: [{ upstream: v, percent: 60 }, { upstream: v, percent: 50 }, { upstream: nope, percent: 0 }, { upstream: u, percent: 1 }]
     clients: { allow: [10.0.0.0/33], deny: [nope] }
+    split_by: sometimes
 upstreams: [{ name: u, endpoints: [http://x] }, { name: v, endpoints: [http://y] }]
 ";
     assert_eq!(
@@ -644,6 +645,7 @@ upstreams: [{ name: u, endpoints: [http://x] }, { name: v, endpoints: [http://y]
             "gw.yaml:5:117: routes[0].split[3].upstream: `u` already has a share of this route",
             "gw.yaml:6:24: routes[0].clients.allow[0]: `10.0.0.0/33` is not an IP address or CIDR like 10.0.0.0/8",
             "gw.yaml:6:45: routes[0].clients.deny[0]: `nope` is not an IP address or CIDR like 10.0.0.0/8",
+            "gw.yaml:7:15: routes[0].split_by: `sometimes` is not `request`, `client` or `subject`",
         ]
     );
 }

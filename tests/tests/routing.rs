@@ -669,6 +669,11 @@ routes:
     upstream: stable
     split: [{{ upstream: next, percent: 100 }}]
     match: {{ host: moved.test }}
+  - name: sticky
+    upstream: stable
+    split: [{{ upstream: canary, percent: 50 }}]
+    split_by: client
+    match: {{ host: sticky.test }}
 upstreams:
   - {{ name: stable, endpoints: ["http://{}"] }}
   - {{ name: canary, endpoints: ["http://{}"] }}
@@ -699,6 +704,23 @@ upstreams:
             "next"
         );
     }
+    // By client: each address stays on one side (16 clients: all on one side has odds 2 in 65536).
+    let mut sides = std::collections::BTreeSet::new();
+    for last in 10..26u8 {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..5 {
+            let r = gateway_tests::send_from(
+                std::net::IpAddr::from([127, 0, 0, last]),
+                addr,
+                request("sticky.test", "/"),
+            )
+            .await?;
+            seen.insert(r.headers()["x-upstream"].to_str()?.to_string());
+        }
+        assert_eq!(seen.len(), 1, "127.0.0.{last} went to {seen:?}");
+        sides.extend(seen);
+    }
+    assert_eq!(sides.len(), 2, "clients are spread over both pools: {sides:?}");
     let m = gw.metrics().await?;
     let split =
         |route: &str, pool: &str| metric(&m, "gateway_split_requests_total", &[("route", route), ("pool", pool)]);

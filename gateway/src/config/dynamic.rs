@@ -234,6 +234,7 @@ impl Snapshot {
                         })
                         .collect()
                 },
+                split_by: r.split_by,
                 max_body_bytes: r.max_body_bytes,
                 bearer: r.bearer.as_ref().and_then(|b| providers.get(b).cloned()),
                 login: r.login.as_ref().and_then(|b| providers.get(b).cloned()),

@@ -272,6 +272,12 @@ pub struct FileRoute {
     /// request drawn on its own; what is left goes to `upstream`.
     #[serde(default)]
     pub split: Vec<FileSplit>,
+    /// What a split draws on: `request` (default: each request on its own), `client` (the
+    /// client address: one client stays on one pool) or `subject` (the verified caller, else
+    /// the client address).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub split_by: Option<Str>,
     /// Largest request body for this route in bytes.
     #[serde(default)]
     #[schemars(with = "Option<u64>")]

@@ -262,6 +262,8 @@ pub struct RouteConfig {
     pub upstream: String,
     /// Other pools with their share of requests, in percent.
     pub split: Vec<(String, f64)>,
+    /// What a split draws on.
+    pub split_by: SplitBy,
     /// Largest request body.
     pub max_body_bytes: u64,
     /// Time to response head, when it replaces the upstream's.
@@ -347,6 +349,17 @@ pub struct CorsConfig {
     pub max_age: Duration,
     /// Whether credentials are allowed.
     pub credentials: bool,
+}
+
+/// What a route's split draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitBy {
+    /// Each request on its own.
+    Request,
+    /// The client address.
+    Client,
+    /// The verified subject, else the client address.
+    Subject,
 }
 
 /// What a rate limit counts requests under.

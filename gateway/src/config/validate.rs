@@ -1009,6 +1009,22 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             headers,
             upstream: r.upstream.value.clone(),
             split,
+            split_by: match r.split_by.as_ref() {
+                None => super::SplitBy::Request,
+                Some(b) => match b.value.as_str() {
+                    "request" => super::SplitBy::Request,
+                    "client" => super::SplitBy::Client,
+                    "subject" => super::SplitBy::Subject,
+                    other => {
+                        p.at(
+                            pos(b),
+                            format!("{base}.split_by"),
+                            format!("`{other}` is not `request`, `client` or `subject`"),
+                        );
+                        super::SplitBy::Request
+                    }
+                },
+            },
             max_body_bytes,
             request_timeout: r.request_timeout.is_some().then(|| {
                 duration(

@@ -602,7 +602,17 @@ async fn proxy(
     }
 
     // --- endpoint
-    let pool = route.pick_pool();
+    let pool = route.pick_pool(|by| {
+        use std::hash::{Hash, Hasher};
+        // A fixed-key hash: the same client or subject draws the same number in every process.
+        let mut h = std::hash::DefaultHasher::new();
+        match (by, obs.subject.as_deref()) {
+            (crate::config::SplitBy::Request, _) => return None,
+            (crate::config::SplitBy::Subject, Some(s)) => s.hash(&mut h),
+            _ => forward::client_ip(req.headers(), conn.peer.ip(), trusted).hash(&mut h),
+        }
+        Some(h.finish())
+    });
     let (mut endpoint, in_flight) = match pool.pick() {
         Ok(picked) => picked,
         Err(why) => {

@@ -32,6 +32,8 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// Other pools with a share of its requests: cumulative percent, pool, requests sent there.
     pub split: Vec<(f64, Arc<Pool>, prometheus_client::metrics::counter::Counter)>,
+    /// What the split draws on.
+    pub split_by: crate::config::SplitBy,
     /// Body limit.
     pub max_body_bytes: u64,
     /// Time to response head, when it replaces the pool's.
@@ -80,12 +82,16 @@ pub struct RouteMetrics {
 
 impl Route {
     /// The pool for one request: its own upstream, or a pool of its `split` by a draw over the
-    /// shares (counted there).
-    pub fn pick_pool(&self) -> &Arc<Pool> {
+    /// shares (counted there). `key` gives the draw of a sticky split (the client address or
+    /// subject): the same key always lands on the same pool while the shares stay.
+    pub fn pick_pool(&self, key: impl FnOnce(crate::config::SplitBy) -> Option<u64>) -> &Arc<Pool> {
         if self.split.is_empty() {
             return &self.pool;
         }
-        let draw = fastrand::f64() * 100.0;
+        let draw = match key(self.split_by) {
+            Some(h) => (h % 1_000_000) as f64 / 10_000.0,
+            None => fastrand::f64() * 100.0,
+        };
         match self.split.iter().find(|(upto, ..)| draw < *upto) {
             Some((_, pool, counter)) => {
                 counter.inc();
