@@ -529,7 +529,7 @@ listeners:
   - { name: a, address: 127.0.0.1:1, redirect_to_https: 0 }
   - { name: b, address: 127.0.0.1:2, tls: { certificates: [{ cert: c.pem, key: k.pem }] }, redirect_to_https: 443 }
 routes: [{ name: r, upstream: u }]
-upstreams: [{ name: u, endpoints: [http://x], protocol: h3 }]
+upstreams: [{ name: u, endpoints: [http://x], protocol: h3, host: sni }]
 ";
     assert_eq!(
         problems(yaml),
@@ -537,6 +537,7 @@ upstreams: [{ name: u, endpoints: [http://x], protocol: h3 }]
             "gw.yaml:2:57: listeners[0].redirect_to_https: a port from 1 to 65535, e.g. 443",
             "gw.yaml:3:111: listeners[1].redirect_to_https: only a plain listener redirects to HTTPS (this one has `tls`)",
             "gw.yaml:5:57: upstreams[0].protocol: `h3` is not an upstream protocol: use http1 or h2",
+            "gw.yaml:5:67: upstreams[0].host: `sni` is not `client` or `endpoint`",
         ]
     );
 }

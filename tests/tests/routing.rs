@@ -833,3 +833,32 @@ upstreams:
     assert_eq!(who("/deep/x", &[("x-canary", "1")]).await?, "deep");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_pool_may_send_its_endpoints_their_own_host() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let yaml = format!(
+        r#"
+listeners: [{{ name: http, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+routes:
+  - {{ name: own, upstream: own, match: {{ path_prefix: /own }} }}
+  - {{ name: kept, upstream: kept }}
+upstreams:
+  - {{ name: own, endpoints: ["http://{up}"], host: endpoint }}
+  - {{ name: kept, endpoints: ["http://{up}"] }}
+"#,
+        up = up.addr()
+    );
+    let gw = TestGateway::start(&yaml).await?;
+    let addr = gw.addr("http");
+    let seen = json(&send(addr, request("shop.example", "/own/x")).await?);
+    assert_eq!(seen["headers"]["host"], up.addr().to_string());
+    assert_eq!(
+        seen["headers"]["x-forwarded-host"], "shop.example",
+        "the original stays known"
+    );
+    let seen = json(&send(addr, request("shop.example", "/x")).await?);
+    assert_eq!(seen["headers"]["host"], "shop.example");
+    Ok(())
+}

@@ -716,6 +716,12 @@ pub struct FileUpstream {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub protocol: Option<Str>,
+    /// The `Host` endpoints get: `client` (default: as the client sent it; the original is
+    /// also in `X-Forwarded-Host`) or `endpoint` (the endpoint's own `host:port` as written,
+    /// for upstreams that serve several sites by name, such as hosted services).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub host: Option<Str>,
     /// Time to establish a connection, e.g. `2s`.
     #[serde(default)]
     #[schemars(with = "Option<String>")]

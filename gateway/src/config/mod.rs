@@ -827,6 +827,8 @@ pub struct UpstreamConfig {
     pub balance: Balance,
     /// Protocol to the endpoints.
     pub protocol: UpstreamProtocol,
+    /// Whether endpoints get their own authority as `Host` (else the client's).
+    pub host_from_endpoint: bool,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Time to response head.

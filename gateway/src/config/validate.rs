@@ -1761,6 +1761,19 @@ fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> Upst
             UpstreamProtocol::Http1
         }
     };
+    let host_from_endpoint = match &u.host {
+        None => false,
+        Some(v) if v.value == "client" => false,
+        Some(v) if v.value == "endpoint" => true,
+        Some(v) => {
+            p.at(
+                pos(v),
+                format!("{base}.host"),
+                format!("`{}` is not `client` or `endpoint`", v.value),
+            );
+            false
+        }
+    };
     let tls = UpstreamTls {
         ca_files: u
             .tls
@@ -1824,6 +1837,7 @@ fn upstream_config(p: &mut Problems, u: &file::FileUpstream, base: &str) -> Upst
         endpoints,
         balance,
         protocol,
+        host_from_endpoint,
         connect_timeout: duration(
             p,
             &u.connect_timeout,

@@ -31,6 +31,8 @@ pub struct Endpoint {
     port: u16,
     /// TLS server name, for `https://` endpoints.
     server_name: Option<rustls::pki_types::ServerName<'static>>,
+    /// `host:port` as written, as a `Host` value (for pools with `host: endpoint`).
+    host_value: Option<http::HeaderValue>,
     idle: client::IdleStack,
     /// The shared connection of an HTTP/2 pool.
     h2: tokio::sync::Mutex<Option<client::H2Sender>>,
@@ -132,7 +134,11 @@ impl Endpoint {
         } else {
             None
         };
+        let host_value = base
+            .split_once("://")
+            .and_then(|(_, a)| http::HeaderValue::from_str(a).ok());
         Some(Endpoint {
+            host_value,
             base: base.to_string(),
             host,
             port,
@@ -342,13 +348,19 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Sends a request to `endpoint` on a pooled or (`fresh`, or none idle) new connection.
+    /// Sends a request to `endpoint` on a pooled or (`fresh`, or none idle) new connection;
+    /// with `host: endpoint`, with the endpoint's own `Host`.
     pub async fn send(
         &self,
         endpoint: &Arc<Endpoint>,
-        req: http::Request<client::UpstreamBody>,
+        mut req: http::Request<client::UpstreamBody>,
         fresh: bool,
     ) -> Result<(http::Response<hyper::body::Incoming>, Option<client::Loan>), client::SendError> {
+        if self.config.host_from_endpoint {
+            if let Some(h) = &endpoint.host_value {
+                req.headers_mut().insert(http::header::HOST, h.clone());
+            }
+        }
         client::send(
             endpoint,
             self.tls.clone(),
