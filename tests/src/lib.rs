@@ -139,6 +139,15 @@ pub struct TestGateway {
 }
 
 impl TestGateway {
+    /// Starts a gateway with one plain listener `http` and an admin listener, both on free
+    /// loopback ports, and the rest of its config from `rest` (routes, upstreams, …).
+    pub async fn plain(rest: &str) -> anyhow::Result<Self> {
+        Self::start(&format!(
+            "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n{rest}"
+        ))
+        .await
+    }
+
     /// Writes `yaml` and starts the gateway from it.
     pub async fn start(yaml: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;

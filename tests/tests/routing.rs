@@ -658,8 +658,6 @@ async fn a_split_sends_its_share_of_requests_to_other_pools() -> anyhow::Result<
     let next = Upstream::start("next", "127.0.0.1:0".parse()?).await?;
     let yaml = format!(
         r#"
-listeners: [{{ name: http, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
 routes:
   - name: api
     upstream: stable
@@ -683,7 +681,7 @@ upstreams:
         canary.addr(),
         next.addr()
     );
-    let gw = TestGateway::start(&yaml).await?;
+    let gw = TestGateway::plain(&yaml).await?;
     let addr = gw.addr("http");
     let mut to_canary = 0;
     for _ in 0..400 {
@@ -734,8 +732,6 @@ async fn routes_serve_only_the_client_addresses_they_allow() -> anyhow::Result<(
     let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
     let yaml = format!(
         r#"
-listeners: [{{ name: http, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
 trusted_proxies: [127.0.0.9]
 routes:
   - name: internal
@@ -747,7 +743,7 @@ upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
 "#,
         up.addr()
     );
-    let gw = TestGateway::start(&yaml).await?;
+    let gw = TestGateway::plain(&yaml).await?;
     let addr = gw.addr("http");
     let from = |last: u8| std::net::IpAddr::from([127, 0, 0, last]);
     let status = |r: &Collected| r.status().as_u16();
@@ -795,8 +791,6 @@ async fn header_conditions_pick_a_route_before_the_plain_one() -> anyhow::Result
     // and a longer prefix still wins over them.
     let yaml = format!(
         r#"
-listeners: [{{ name: http, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
 routes:
   - {{ name: api, upstream: stable, match: {{ host: api.test }} }}
   - {{ name: api-canary, upstream: canary, match: {{ host: api.test, headers: {{ X-Canary: "1" }} }} }}
@@ -813,7 +807,7 @@ upstreams:
         debug.addr(),
         deep.addr()
     );
-    let gw = TestGateway::start(&yaml).await?;
+    let gw = TestGateway::plain(&yaml).await?;
     let addr = gw.addr("http");
     let who = |path: &str, headers: &[(&'static str, &'static str)]| {
         let mut req = request("api.test", path);
@@ -839,8 +833,6 @@ async fn a_pool_may_send_its_endpoints_their_own_host() -> anyhow::Result<()> {
     let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
     let yaml = format!(
         r#"
-listeners: [{{ name: http, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
 routes:
   - {{ name: own, upstream: own, match: {{ path_prefix: /own }} }}
   - {{ name: kept, upstream: kept }}
@@ -850,7 +842,7 @@ upstreams:
 "#,
         up = up.addr()
     );
-    let gw = TestGateway::start(&yaml).await?;
+    let gw = TestGateway::plain(&yaml).await?;
     let addr = gw.addr("http");
     let seen = json(&send(addr, request("shop.example", "/own/x")).await?);
     assert_eq!(seen["headers"]["host"], up.addr().to_string());
