@@ -625,7 +625,7 @@ upstreams: [{ name: u, endpoints: [http://x] }]
 }
 
 #[test]
-fn route_splits_and_client_rules_are_checked() {
+fn route_splits_client_rules_and_compression_are_checked() {
     let yaml = "\
 listeners: [{ name: a, address: 127.0.0.1:1 }]
 routes:
@@ -634,6 +634,7 @@ routes:
     split: [{ upstream: v, percent: 60 }, { upstream: v, percent: 50 }, { upstream: nope, percent: 0 }, { upstream: u, percent: 1 }]
     clients: { allow: [10.0.0.0/33], deny: [nope] }
     split_by: sometimes
+    compress: { types: [json, \"*/*\"] }
 upstreams: [{ name: u, endpoints: [http://x] }, { name: v, endpoints: [http://y] }]
 ";
     assert_eq!(
@@ -647,6 +648,8 @@ upstreams: [{ name: u, endpoints: [http://x] }, { name: v, endpoints: [http://y]
             "gw.yaml:6:24: routes[0].clients.allow[0]: `10.0.0.0/33` is not an IP address or CIDR like 10.0.0.0/8",
             "gw.yaml:6:45: routes[0].clients.deny[0]: `nope` is not an IP address or CIDR like 10.0.0.0/8",
             "gw.yaml:7:15: routes[0].split_by: `sometimes` is not `request`, `client` or `subject`",
+            "gw.yaml:8:25: routes[0].compress.types[0]: `json` is not a content type like application/json or text/*",
+            "gw.yaml:8:31: routes[0].compress.types[1]: `*/*` is not a content type like application/json or text/*",
         ]
     );
 }

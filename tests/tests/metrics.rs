@@ -27,7 +27,7 @@ async fn metrics_match_the_docs_and_pass_promtool() -> anyhow::Result<()> {
     let yaml = format!(
         "listeners: [{{ name: http, address: \"127.0.0.1:0\" }}, {{ name: https, address: \"127.0.0.1:0\", tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}, quic: {{}} }}, {{ name: redirect, address: \"127.0.0.1:0\", redirect_to_https: 443 }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\n\
          identity: {{ providers: [{{ name: idp, issuer: \"http://127.0.0.1:{idp}\", login: {{ client_id: c, client_secret: s }} }}] }}\n\
-         routes:\n  - {{ name: r, upstream: up, match: {{ path_prefix: /ok }}, rate_limit: {{ rate: 1000/s }}, cors: {{ allow_origins: [\"*\"] }}, split: [{{ upstream: up2, percent: 1 }}] }}\n  - {{ name: guarded, upstream: up, match: {{ path_prefix: /status }}, trust: {{}} }}\n  - {{ name: private, upstream: up, match: {{ path_prefix: /private }}, auth: {{ bearer: idp }} }}\n\
+         routes:\n  - {{ name: r, upstream: up, match: {{ path_prefix: /ok }}, rate_limit: {{ rate: 1000/s }}, cors: {{ allow_origins: [\"*\"] }}, split: [{{ upstream: up2, percent: 1 }}], compress: {{}} }}\n  - {{ name: guarded, upstream: up, match: {{ path_prefix: /status }}, trust: {{}} }}\n  - {{ name: private, upstream: up, match: {{ path_prefix: /private }}, auth: {{ bearer: idp }} }}\n\
          upstreams: [{{ name: up, endpoints: [\"http://{up}\"], health: {{ check: {{ path: /ok, interval: 100ms }} }} }}, {{ name: up2, endpoints: [\"http://{up}\"] }}]\ntelemetry: {{ runtime_interval: 100ms }}\n\
          engine: {{ alerts: {{ webhooks: [\"http://127.0.0.1:9/hook\"] }} }}\n",
         cert.display(),

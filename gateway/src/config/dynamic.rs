@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub login_enabled: bool,
     /// Whether some route has a CORS policy (requests' `Origin` is then kept for the answer).
     pub cors_enabled: bool,
+    /// Whether some route compresses answers (requests' `Accept-Encoding` is then read).
+    pub compress_enabled: bool,
     /// Request headers only the gateway writes (identity headers, the assertion header),
     /// removed from what clients send.
     pub owned_headers: Vec<http::HeaderName>,
@@ -270,6 +272,13 @@ impl Snapshot {
                 }),
                 rewrite_prefix: r.rewrite_prefix.clone(),
                 clients: r.clients.clone(),
+                compress: r.compress.as_ref().map(|c| {
+                    let route = crate::telemetry::RouteLabels { route: r.name.clone() };
+                    crate::pipeline::compress::Compress::new(
+                        c.clone(),
+                        metrics.compressed_responses.get_or_create(&route).clone(),
+                    )
+                }),
                 client_certificate: r.client_certificate,
                 request_timeout: r.request_timeout,
                 request_headers: r.request_headers.clone(),
@@ -279,6 +288,7 @@ impl Snapshot {
         }
         let login_enabled = config.routes.iter().any(|r| r.login.is_some());
         let cors_enabled = config.routes.iter().any(|r| r.cors.is_some());
+        let compress_enabled = config.routes.iter().any(|r| r.compress.is_some());
         let owned_headers = config
             .identity_headers
             .names()
@@ -325,6 +335,7 @@ impl Snapshot {
             tracing,
             login_enabled,
             cors_enabled,
+            compress_enabled,
             owned_headers,
             tls,
             quic,

@@ -324,6 +324,25 @@ pub struct FileRoute {
     /// get 403. Absent = any.
     #[serde(default)]
     pub clients: Option<FileClients>,
+    /// Gzip answers for clients that accept it; absent = answers pass as they are.
+    #[serde(default)]
+    pub compress: Option<FileCompress>,
+}
+
+/// A route's compression policy.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileCompress {
+    /// Content types compressed: exact (`application/json`) or a whole family (`text/*`).
+    /// Default: text/html, text/plain, text/css, text/javascript, application/javascript,
+    /// application/json, application/xml, image/svg+xml.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub types: Vec<Str>,
+    /// Answers with a known length below this are sent as they are (default 1024).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub min_bytes: Option<Spanned<u64>>,
 }
 
 /// Client address rules of a route: `deny` first, then, when `allow` is given, only addresses

@@ -292,6 +292,17 @@ pub struct RouteConfig {
     pub cors: Option<CorsConfig>,
     /// Client address rules, when set.
     pub clients: Option<ClientRules>,
+    /// Compression policy, when set.
+    pub compress: Option<CompressConfig>,
+}
+
+/// A route's compression policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressConfig {
+    /// Content types (lowercase essence, or `family/*`).
+    pub types: Vec<String>,
+    /// Known lengths below this are not compressed.
+    pub min_bytes: u64,
 }
 
 /// Which client addresses a route serves.

@@ -1056,6 +1056,42 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             rate_limit,
             cors,
             clients,
+            compress: r.compress.as_ref().map(|c| {
+                let mut types = Vec::new();
+                for (j, t) in c.types.iter().enumerate() {
+                    let v = t.value.trim().to_ascii_lowercase();
+                    let ok = v.split_once('/').is_some_and(|(a, b)| {
+                        !a.is_empty() && !b.is_empty() && !a.contains('*') && (b == "*" || !b.contains('*'))
+                    }) && !v.contains([';', ' ']);
+                    if ok {
+                        types.push(v);
+                    } else {
+                        p.at(
+                            pos(t),
+                            format!("{base}.compress.types[{j}]"),
+                            format!("`{}` is not a content type like application/json or text/*", t.value),
+                        );
+                    }
+                }
+                if c.types.is_empty() {
+                    types = [
+                        "text/html",
+                        "text/plain",
+                        "text/css",
+                        "text/javascript",
+                        "application/javascript",
+                        "application/json",
+                        "application/xml",
+                        "image/svg+xml",
+                    ]
+                    .map(String::from)
+                    .to_vec();
+                }
+                super::CompressConfig {
+                    types,
+                    min_bytes: c.min_bytes.as_ref().map_or(1024, |m| m.value),
+                }
+            }),
         });
     }
 

@@ -33,6 +33,8 @@ pub enum ProxyBody {
     Upstream(hyper::body::Incoming, Option<Loan>),
     /// Made by the gateway; `None` once sent.
     Local(Option<Bytes>),
+    /// One of the above, gzipped as it streams (a route's `compress`).
+    Gzip(Box<super::compress::Gzip>),
 }
 
 // === impl ProxyBody ===
@@ -55,8 +57,9 @@ impl HttpBody for ProxyBody {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        // Both variants are Unpin.
+        // Every variant is Unpin.
         match self.get_mut() {
+            ProxyBody::Gzip(g) => Pin::new(&mut **g).poll_frame(cx),
             ProxyBody::Upstream(inner, loan) => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 match &polled {
@@ -75,6 +78,7 @@ impl HttpBody for ProxyBody {
         match self {
             ProxyBody::Upstream(inner, _) => inner.is_end_stream(),
             ProxyBody::Local(data) => data.is_none(),
+            ProxyBody::Gzip(g) => g.is_end_stream(),
         }
     }
 
@@ -82,6 +86,7 @@ impl HttpBody for ProxyBody {
         match self {
             ProxyBody::Upstream(inner, _) => inner.size_hint(),
             ProxyBody::Local(data) => SizeHint::with_exact(data.as_ref().map(|d| d.len() as u64).unwrap_or(0)),
+            ProxyBody::Gzip(g) => g.size_hint(),
         }
     }
 }

@@ -126,14 +126,7 @@ impl Cors {
         } else {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             // The answer depends on the origin: caches must keep one per origin.
-            let varies = headers
-                .get_all(header::VARY)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("origin")));
-            if !varies {
-                headers.append(header::VARY, HeaderValue::from_static("origin"));
-            }
+            super::forward::add_vary(headers, "origin");
         }
         if self.config.credentials {
             headers.insert(

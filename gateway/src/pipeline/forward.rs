@@ -70,6 +70,18 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
+/// Adds `token` to `Vary` unless it is listed already.
+pub fn add_vary(headers: &mut HeaderMap, token: &'static str) {
+    let listed = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)));
+    if !listed {
+        headers.append(header::VARY, HeaderValue::from_static(token));
+    }
+}
+
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)

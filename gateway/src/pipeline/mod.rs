@@ -14,6 +14,7 @@
 //! through the [`Observer`](observe::Observer) carried inside the response body.
 
 pub mod body;
+pub mod compress;
 pub mod cors;
 pub mod forward;
 pub mod observe;
@@ -69,6 +70,8 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Clien
         .cors_enabled
         .then(|| req.headers().get(header::ORIGIN).cloned())
         .flatten();
+    // Read only when some route compresses: the method and whether gzip is accepted.
+    let gzip = (snap.compress_enabled && compress::accepts_gzip(req.headers())).then(|| req.method().clone());
     let result = proxy(&shared, &snap, &conn, &mut obs, req, trusted).await;
     let mut resp = match result {
         Ok(resp) => resp,
@@ -98,6 +101,9 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Clien
     }
     if let (Some(o), Some(c)) = (&origin, obs.route.as_ref().and_then(|r| r.cors.as_ref())) {
         c.decorate(o, resp.headers_mut());
+    }
+    if let (Some(method), Some(c)) = (&gzip, obs.route.as_ref().and_then(|r| r.compress.as_ref())) {
+        resp = c.apply(method, resp);
     }
     let mut answer = finish(resp, obs);
     if let Some(v) = &conn.alt_svc {

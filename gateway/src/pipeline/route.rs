@@ -62,6 +62,8 @@ pub struct Route {
     pub cors: Option<Arc<super::cors::Cors>>,
     /// Client address rules, when set.
     pub clients: Option<crate::config::ClientRules>,
+    /// Compression policy, when set.
+    pub compress: Option<super::compress::Compress>,
     /// Metric handles.
     pub metrics: Arc<RouteMetrics>,
 }

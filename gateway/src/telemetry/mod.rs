@@ -383,6 +383,8 @@ pub struct Metrics {
     pub cors_preflights: Family<RouteResultLabels, Counter>,
     /// `gateway_split_requests_total`.
     pub split_requests: Family<SplitLabels, Counter>,
+    /// `gateway_compressed_responses_total`.
+    pub compressed_responses: Family<RouteLabels, Counter>,
     /// `gateway_rate_limit_untracked_total`.
     pub rate_limit_untracked: Family<RouteLabels, Counter>,
     /// `gateway_upstream_health_checks_total`.
@@ -579,6 +581,7 @@ impl Metrics {
             rate_limited: Family::default(),
             cors_preflights: Family::default(),
             split_requests: Family::default(),
+            compressed_responses: Family::default(),
             rate_limit_untracked: Family::default(),
             health_checks: Family::default(),
             upstream_connections_opened: Family::default(),
@@ -708,6 +711,11 @@ impl Metrics {
             UPSTREAM_RETRIES,
             "Upstream tries after the first: after a connect failure, a broken exchange or a listed status",
             m.upstream_retries.clone(),
+        );
+        r.register(
+            COMPRESSED_RESPONSES,
+            "Answers a route's compress policy gzipped",
+            m.compressed_responses.clone(),
         );
         r.register(
             SPLIT_REQUESTS,

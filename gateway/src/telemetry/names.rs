@@ -15,6 +15,8 @@ pub const UPSTREAM_ERRORS: &str = "upstream_errors";
 pub const UPSTREAM_ENDPOINTS_EJECTED: &str = "upstream_endpoints_ejected";
 /// Ejections started, by pool (counter).
 pub const UPSTREAM_EJECTIONS: &str = "upstream_ejections";
+/// Answers gzipped by a route's compress policy, by route (counter).
+pub const COMPRESSED_RESPONSES: &str = "compressed_responses";
 /// Requests a route's split sent to another pool, by route and pool (counter).
 pub const SPLIT_REQUESTS: &str = "split_requests";
 /// CORS preflights answered by a route's policy, by route and result (counter).
