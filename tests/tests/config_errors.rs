@@ -674,3 +674,27 @@ upstreams: [{ name: u, endpoints: [http://x] }]
         ]
     );
 }
+
+#[test]
+fn routes_that_answer_by_themselves_are_checked() {
+    let yaml = "\
+listeners: [{ name: a, address: 127.0.0.1:1 }]
+routes:
+  - { name: none }
+  - { name: both, upstream: u, respond: { status: 200 }, match: { path_prefix: /b } }
+  - { name: r, redirect: { to: example.com, status: 200 }, trust: {}, match: { path_prefix: /r } }
+  - { name: f, respond: { status: 700 }, match: { path_prefix: /f } }
+upstreams: [{ name: u, endpoints: [http://x] }]
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            "gw.yaml:3:13: routes[0]: a route needs `upstream`, `redirect` or `respond`",
+            "gw.yaml:4:13: routes[1]: `upstream`, `redirect` and `respond` exclude each other: give one",
+            "gw.yaml:5:13: routes[2].trust: a route without `upstream` answers before this would apply",
+            "gw.yaml:5:32: routes[2].redirect.to: `example.com` is not a URL like https://new.example.com or a path like /v2",
+            "gw.yaml:5:53: routes[2].redirect.status: a redirect status: 301, 302, 303, 307 or 308",
+            "gw.yaml:6:35: routes[3].respond.status: a status from 200 to 599",
+        ]
+    );
+}

@@ -854,3 +854,47 @@ upstreams:
     assert_eq!(seen["headers"]["host"], "shop.example");
     Ok(())
 }
+
+#[tokio::test]
+async fn routes_may_answer_by_themselves() -> anyhow::Result<()> {
+    let up = Upstream::start("up", "127.0.0.1:0".parse()?).await?;
+    let gw = TestGateway::plain(&format!(
+        r#"
+routes:
+  - {{ name: moved, match: {{ host: old.test }}, redirect: {{ to: "https://new.example.com/" }} }}
+  - {{ name: docs, match: {{ path_prefix: /docs }}, redirect: {{ to: /v2/docs, status: 308, keep_path: false }} }}
+  - name: shop
+    match: {{ path_prefix: /shop }}
+    respond: {{ status: 503, body: "Back at noon", content_type: text/plain }}
+    response_headers: {{ set: {{ retry-after: "3600" }} }}
+  - {{ name: app, upstream: up }}
+upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
+"#,
+        up.addr()
+    ))
+    .await?;
+    let addr = gw.addr("http");
+    let r = send(addr, request("old.test", "/a/b?x=1")).await?;
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], "https://new.example.com/a/b?x=1");
+    assert!(r.headers().contains_key("x-request-id"));
+    let r = send(addr, request("x", "/docs/intro?lang=en")).await?;
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "/v2/docs");
+    let r = send(addr, request("x", "/shop/cart")).await?;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.body().as_ref(), b"Back at noon");
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.headers()["retry-after"], "3600");
+    assert_eq!(send(addr, request("x", "/other")).await?.status(), 200);
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_requests_total",
+            &[("route", "moved"), ("status_class", "3xx")]
+        ),
+        Some(1.0)
+    );
+    Ok(())
+}

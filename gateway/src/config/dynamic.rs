@@ -204,8 +204,13 @@ impl Snapshot {
         };
         let mut routes = Vec::new();
         for r in &config.routes {
-            let Some(pool) = pools.get(&r.upstream) else {
-                continue; // validation guarantees the pool exists
+            // Validation guarantees the pool exists when named.
+            let pool = match &r.upstream {
+                Some(name) => match pools.get(name) {
+                    Some(p) => Some(p.clone()),
+                    None => continue,
+                },
+                None => None,
             };
             let route_metrics = Arc::new(RouteMetrics::new(&r.name, metrics));
             if let Some(t) = &r.trust {
@@ -216,7 +221,8 @@ impl Snapshot {
                 prefix: r.path_prefix.clone(),
                 methods: r.methods.clone(),
                 headers: r.headers.clone(),
-                pool: pool.clone(),
+                pool,
+                direct: r.direct.clone(),
                 split: {
                     // Cumulative shares: a request's draw in [0, 100) picks the first above it.
                     let mut upto = 0.0;

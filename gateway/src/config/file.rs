@@ -265,9 +265,17 @@ pub struct FileRoute {
     /// What the route matches; empty matches everything.
     #[serde(default, rename = "match")]
     pub matches: Option<FileMatch>,
-    /// Name of the upstream pool.
-    #[schemars(with = "String")]
-    pub upstream: Str,
+    /// Name of the upstream pool. A route has an upstream, or answers by itself with
+    /// `redirect` or `respond`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub upstream: Option<Str>,
+    /// Answer with a redirect instead of proxying (a moved site, a retired path).
+    #[serde(default)]
+    pub redirect: Option<FileRedirect>,
+    /// Answer with a fixed status and body instead of proxying (maintenance, a fixed file).
+    #[serde(default)]
+    pub respond: Option<FileRespond>,
     /// Canary and gradual rollouts: shares of the route's requests sent to other pools, each
     /// request drawn on its own; what is left goes to `upstream`.
     #[serde(default)]
@@ -388,6 +396,39 @@ pub struct FileCors {
     /// Let scripts send cookies and read answers to credentialed requests (default false).
     #[serde(default)]
     pub allow_credentials: Option<bool>,
+}
+
+/// A redirect a route answers with.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedirect {
+    /// Where to: an absolute URL (`https://new.example.com`) or a path (`/v2`).
+    #[schemars(with = "String")]
+    pub to: Str,
+    /// 301 (default), 302, 303, 307 or 308.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub status: Option<Spanned<u64>>,
+    /// Append the request's path (after the matched prefix) and query to `to` (default true).
+    #[serde(default)]
+    pub keep_path: Option<bool>,
+}
+
+/// A fixed answer of a route.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileRespond {
+    /// Status, 200 to 599.
+    #[schemars(with = "u64")]
+    pub status: Spanned<u64>,
+    /// Body (default empty).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub body: Option<Str>,
+    /// Content type of the body (default `text/plain; charset=utf-8`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub content_type: Option<Str>,
 }
 
 /// A share of a route's requests for another pool.

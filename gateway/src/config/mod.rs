@@ -258,8 +258,10 @@ pub struct RouteConfig {
     pub methods: Vec<http::Method>,
     /// Header conditions: name and value (`None`: present with any value).
     pub headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
-    /// Upstream pool name.
-    pub upstream: String,
+    /// Upstream pool name; `None` for a route that answers by itself.
+    pub upstream: Option<String>,
+    /// The answer of a route without an upstream.
+    pub direct: Option<DirectAnswer>,
     /// Other pools with their share of requests, in percent.
     pub split: Vec<(String, f64)>,
     /// What a split draws on.
@@ -360,6 +362,30 @@ pub struct CorsConfig {
     pub max_age: Duration,
     /// Whether credentials are allowed.
     pub credentials: bool,
+}
+
+/// What a route without an upstream answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DirectAnswer {
+    /// A redirect to `to`, with the request's path after the matched prefix (and its query)
+    /// appended when `keep_path`.
+    Redirect {
+        /// Target URL or path.
+        to: String,
+        /// 301, 302, 303, 307 or 308.
+        status: http::StatusCode,
+        /// Whether the request's path and query are appended.
+        keep_path: bool,
+    },
+    /// A fixed answer.
+    Respond {
+        /// Status.
+        status: http::StatusCode,
+        /// Body.
+        body: bytes::Bytes,
+        /// Content type.
+        content_type: http::HeaderValue,
+    },
 }
 
 /// What a route's split draws on.

@@ -306,6 +306,103 @@ fn networks(p: &mut Problems, list: &[Str], field: &str) -> Vec<IpNet> {
     out
 }
 
+/// What a route answers by itself (`redirect`, `respond`), checked against the rest of it: a
+/// route has exactly one of `upstream`, `redirect` and `respond`, and one that answers by
+/// itself has no `split`, `auth` or `trust` (it answers before them).
+fn direct_answer(p: &mut Problems, r: &file::FileRoute, base: &str) -> Option<super::DirectAnswer> {
+    let given = [r.upstream.is_some(), r.redirect.is_some(), r.respond.is_some()]
+        .iter()
+        .filter(|g| **g)
+        .count();
+    if given != 1 {
+        p.at(
+            pos(&r.name),
+            base.to_string(),
+            if given == 0 {
+                "a route needs `upstream`, `redirect` or `respond`"
+            } else {
+                "`upstream`, `redirect` and `respond` exclude each other: give one"
+            },
+        );
+    }
+    if r.upstream.is_none() {
+        for (what, present) in [
+            ("split", !r.split.is_empty()),
+            ("auth", r.auth.is_some()),
+            ("trust", r.trust.is_some()),
+        ] {
+            if present {
+                p.at(
+                    pos(&r.name),
+                    format!("{base}.{what}"),
+                    "a route without `upstream` answers before this would apply",
+                );
+            }
+        }
+    }
+    if let Some(rd) = &r.redirect {
+        let status = match rd.status.as_ref() {
+            None => http::StatusCode::MOVED_PERMANENTLY,
+            Some(s) => match s.value {
+                301 | 302 | 303 | 307 | 308 => {
+                    http::StatusCode::from_u16(s.value as u16).unwrap_or(http::StatusCode::FOUND)
+                }
+                _ => {
+                    p.at(
+                        pos(s),
+                        format!("{base}.redirect.status"),
+                        "a redirect status: 301, 302, 303, 307 or 308",
+                    );
+                    http::StatusCode::MOVED_PERMANENTLY
+                }
+            },
+        };
+        let to = rd.to.value.trim().to_string();
+        let absolute = to
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !(absolute || to.starts_with('/')) || http::HeaderValue::from_str(&to).is_err() {
+            p.at(
+                pos(&rd.to),
+                format!("{base}.redirect.to"),
+                format!(
+                    "`{}` is not a URL like https://new.example.com or a path like /v2",
+                    rd.to.value
+                ),
+            );
+        }
+        return Some(super::DirectAnswer::Redirect {
+            to,
+            status,
+            keep_path: rd.keep_path.unwrap_or(true),
+        });
+    }
+    let rs = r.respond.as_ref()?;
+    let status = match http::StatusCode::from_u16(rs.status.value.min(1000) as u16) {
+        Ok(s) if (200..600).contains(&s.as_u16()) => s,
+        _ => {
+            p.at(
+                pos(&rs.status),
+                format!("{base}.respond.status"),
+                "a status from 200 to 599",
+            );
+            http::StatusCode::OK
+        }
+    };
+    let content_type = match &rs.content_type {
+        None => http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        Some(ct) => http::HeaderValue::from_str(&ct.value).unwrap_or_else(|_| {
+            p.at(pos(ct), format!("{base}.respond.content_type"), "not a header value");
+            http::HeaderValue::from_static("text/plain; charset=utf-8")
+        }),
+    };
+    Some(super::DirectAnswer::Respond {
+        status,
+        body: bytes::Bytes::from(rs.body.as_ref().map(|b| b.value.clone()).unwrap_or_default()),
+        content_type,
+    })
+}
+
 /// A route's `rate_limit`.
 fn rate_limit(p: &mut Problems, rl: &file::FileRateLimit, field: &str) -> Option<super::RateLimitConfig> {
     let parsed = rl.rate.value.split_once('/').and_then(|(n, unit)| {
@@ -698,7 +795,7 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
     for (i, r) in f.routes.iter().enumerate() {
         let base = format!("routes[{i}]");
         name(&mut p, &r.name, &format!("{base}.name"), &mut route_names, "route");
-        if !upstream_names.contains_key(&r.upstream.value) {
+        if let Some(u) = r.upstream.as_ref().filter(|u| !upstream_names.contains_key(&u.value)) {
             let mut known: Vec<&str> = f.upstreams.iter().map(|u| u.name.value.as_str()).collect();
             known.sort_unstable();
             let known = if known.is_empty() {
@@ -707,11 +804,12 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                 format!("defined: {}", known.join(", "))
             };
             p.at(
-                pos(&r.upstream),
+                pos(u),
                 format!("{base}.upstream"),
-                format!("no upstream named `{}` ({known})", r.upstream.value),
+                format!("no upstream named `{}` ({known})", u.value),
             );
         }
+        let direct = direct_answer(&mut p, r, &base);
         let mut split = Vec::new();
         let mut total = 0.0;
         for (j, s) in r.split.iter().enumerate() {
@@ -722,7 +820,9 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
                     format!("{f}.upstream"),
                     format!("no upstream named `{}`", s.upstream.value),
                 );
-            } else if s.upstream.value == r.upstream.value || split.iter().any(|(u, _)| *u == s.upstream.value) {
+            } else if r.upstream.as_ref().is_some_and(|u| u.value == s.upstream.value)
+                || split.iter().any(|(u, _)| *u == s.upstream.value)
+            {
                 p.at(
                     pos(&s.upstream),
                     format!("{f}.upstream"),
@@ -1007,7 +1107,8 @@ pub fn validate(file_name: &str, f: FileConfig) -> Result<Config, Vec<ConfigErro
             path_prefix: prefix,
             methods,
             headers,
-            upstream: r.upstream.value.clone(),
+            upstream: r.upstream.as_ref().map(|u| u.value.clone()),
+            direct,
             split,
             split_by: match r.split_by.as_ref() {
                 None => super::SplitBy::Request,

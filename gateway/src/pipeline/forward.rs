@@ -282,6 +282,53 @@ pub fn https_redirect(host: &str, port: u16, uri: &http::Uri) -> http::Response<
     r
 }
 
+/// The answer of a route without an upstream: its redirect (with the request's path after
+/// `prefix` and its query appended when it keeps the path) or its fixed answer.
+pub fn direct_answer(
+    d: &crate::config::DirectAnswer,
+    prefix: &str,
+    uri: &http::Uri,
+) -> http::Response<super::body::ProxyBody> {
+    use crate::config::DirectAnswer;
+    match d {
+        DirectAnswer::Redirect { to, status, keep_path } => {
+            let mut location = to.clone();
+            if *keep_path {
+                let path = uri.path();
+                let rest = path.strip_prefix(prefix.trim_end_matches('/')).unwrap_or(path);
+                if !rest.is_empty() && rest != "/" {
+                    let rest = if rest.starts_with('/') {
+                        rest.to_string()
+                    } else {
+                        format!("/{rest}")
+                    };
+                    location = format!("{}{rest}", location.trim_end_matches('/'));
+                }
+                if let Some(q) = uri.query() {
+                    location.push(if location.contains('?') { '&' } else { '?' });
+                    location.push_str(q);
+                }
+            }
+            let mut r = http::Response::new(super::body::ProxyBody::local(Bytes::new()));
+            *r.status_mut() = *status;
+            if let Ok(v) = HeaderValue::try_from(location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        DirectAnswer::Respond {
+            status,
+            body,
+            content_type,
+        } => {
+            let mut r = http::Response::new(super::body::ProxyBody::local(body.clone()));
+            *r.status_mut() = *status;
+            r.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+            r
+        }
+    }
+}
+
 /// The path the upstream gets when a route rewrites its prefix: `path` with the part `prefix`
 /// matched (on a segment boundary) replaced by `to`; the query stays.
 pub fn rewrite_prefix(prefix: &str, to: &str, pq: Option<&http::uri::PathAndQuery>) -> http::Uri {

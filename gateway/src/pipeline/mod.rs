@@ -462,6 +462,11 @@ async fn proxy(
         limit(rl, None)?;
     }
 
+    // --- a route that answers by itself (redirect, fixed answer)
+    if let Some(d) = &route.direct {
+        return Ok(forward::direct_answer(d, &route.prefix, req.uri()));
+    }
+
     // --- client certificate (mutual TLS), when the route requires one
     if route.client_certificate && conn.client_cert.is_none() {
         return Err(ProxyError::ClientCertificateRequired);
@@ -608,7 +613,7 @@ async fn proxy(
     }
 
     // --- endpoint
-    let pool = route.pick_pool(|by| {
+    let picked = route.pick_pool(|by| {
         use std::hash::{Hash, Hasher};
         // A fixed-key hash: the same client or subject draws the same number in every process.
         let mut h = std::hash::DefaultHasher::new();
@@ -619,6 +624,13 @@ async fn proxy(
         }
         Some(h.finish())
     });
+    // Every route has a pool or answers by itself before this point.
+    let Some(pool) = picked else {
+        return Err(ProxyError::NoRoute {
+            host: host.into_owned(),
+            path: req.uri().path().to_string(),
+        });
+    };
     let (mut endpoint, in_flight) = match pool.pick() {
         Ok(picked) => picked,
         Err(why) => {

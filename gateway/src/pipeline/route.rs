@@ -28,8 +28,10 @@ pub struct Route {
     pub methods: Vec<Method>,
     /// Header conditions (value `None`: present with any value).
     pub headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
-    /// Pool it forwards to.
-    pub pool: Arc<Pool>,
+    /// Pool it forwards to; `None` for a route that answers by itself.
+    pub pool: Option<Arc<Pool>>,
+    /// What it answers by itself, when it has no pool.
+    pub direct: Option<crate::config::DirectAnswer>,
     /// Other pools with a share of its requests: cumulative percent, pool, requests sent there.
     pub split: Vec<(f64, Arc<Pool>, prometheus_client::metrics::counter::Counter)>,
     /// What the split draws on.
@@ -86,9 +88,9 @@ impl Route {
     /// The pool for one request: its own upstream, or a pool of its `split` by a draw over the
     /// shares (counted there). `key` gives the draw of a sticky split (the client address or
     /// subject): the same key always lands on the same pool while the shares stay.
-    pub fn pick_pool(&self, key: impl FnOnce(crate::config::SplitBy) -> Option<u64>) -> &Arc<Pool> {
+    pub fn pick_pool(&self, key: impl FnOnce(crate::config::SplitBy) -> Option<u64>) -> Option<&Arc<Pool>> {
         if self.split.is_empty() {
-            return &self.pool;
+            return self.pool.as_ref();
         }
         let draw = match key(self.split_by) {
             Some(h) => (h % 1_000_000) as f64 / 10_000.0,
@@ -97,9 +99,9 @@ impl Route {
         match self.split.iter().find(|(upto, ..)| draw < *upto) {
             Some((_, pool, counter)) => {
                 counter.inc();
-                pool
+                Some(pool)
             }
-            None => &self.pool,
+            None => self.pool.as_ref(),
         }
     }
 }
