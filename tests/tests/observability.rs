@@ -38,9 +38,16 @@ admin: {{ address: "127.0.0.1:0" }}
 identity:
   providers:
     - {{ name: idp, issuer: "{issuer}", audiences: [api], algorithms: [ES256], require_at_jwt: true, login: {{ client_id: gateway, client_secret: s }} }}
-upstreams: [{{ name: app, endpoints: ["http://{}"] }}]
+upstreams: [{{ name: app, endpoints: ["http://{up}"] }}, {{ name: app-next, endpoints: ["http://{up}"] }}]
 routes:
   - {{ name: web, upstream: app, trust: {{ step_up_at: 0.5, deny_at: 0.85 }} }}
+  - name: shop
+    upstream: app
+    match: {{ host: shop.test }}
+    split: [{{ upstream: app-next, percent: 10 }}]
+    rate_limit: {{ rate: 100/s }}
+    cors: {{ allow_origins: ["*"] }}
+    compress: {{}}
   - {{ name: api, upstream: app, match: {{ host: api.test }}, auth: {{ bearer: idp }}, trust: {{ step_up_at: 0.5, deny_at: 0.85 }} }}
   - {{ name: api-admin, upstream: app, match: {{ host: admin.test }}, trust: {{ mode: shadow, step_up_at: 0.5, deny_at: 0.85 }} }}
 engine: {{ {engine} }}
@@ -48,7 +55,7 @@ telemetry: {{ runtime_interval: 100ms, task_sampling: 1 }}
 "#,
         cert.display(),
         key.display(),
-        up.addr()
+        up = up.addr()
     ))
 }
 
