@@ -134,11 +134,8 @@ impl Endpoint {
         } else {
             None
         };
-        let host_value = base
-            .split_once("://")
-            .and_then(|(_, a)| http::HeaderValue::from_str(a).ok());
         Some(Endpoint {
-            host_value,
+            host_value: http::HeaderValue::from_str(authority_of(base)).ok(),
             base: base.to_string(),
             host,
             port,
@@ -156,7 +153,7 @@ impl Endpoint {
 
     /// `host:port` (as written in the endpoint URL).
     pub(super) fn authority(&self) -> &str {
-        self.base.split_once("://").map(|(_, a)| a).unwrap_or(&self.base)
+        authority_of(&self.base)
     }
 
     /// Requests in flight now.
@@ -168,6 +165,11 @@ impl Endpoint {
     pub fn idle_connections(&self) -> usize {
         self.idle.len()
     }
+}
+
+/// `host:port` of an endpoint URL, as written.
+fn authority_of(base: &str) -> &str {
+    base.split_once("://").map_or(base, |(_, a)| a)
 }
 
 fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
