@@ -367,6 +367,25 @@ pub fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
+/// The next request head (up to its blank line) on a raw HTTP/1.1 connection, for upstreams
+/// written by hand; `buf` keeps what was read beyond it. `None` once the peer has closed.
+/// Bodies are not read.
+pub async fn next_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (for processes that take fixed ports).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

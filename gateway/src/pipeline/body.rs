@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 
 use super::observe::Observer;
 use crate::error::BoxError;
-use crate::upstream::client::Loan;
+use crate::upstream::client::{Answer, Loan};
 
 fn release(loan: &mut Option<Loan>) {
     if let Some(l) = loan.take() {
@@ -30,7 +30,7 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Debug)]
 pub enum ProxyBody {
     /// Streamed from the upstream; the connection goes back to its pool when the body ends.
-    Upstream(hyper::body::Incoming, Option<Loan>),
+    Upstream(Answer, Option<Loan>),
     /// Made by the gateway; `None` once sent.
     Local(Option<Bytes>),
     /// One of the above, gzipped as it streams (a route's `compress`).
@@ -47,7 +47,7 @@ impl ProxyBody {
     }
 
     /// The upstream's body, and the connection to release when it ends.
-    pub fn upstream(inner: hyper::body::Incoming, loan: Option<Loan>) -> Self {
+    pub fn upstream(inner: Answer, loan: Option<Loan>) -> Self {
         ProxyBody::Upstream(inner, loan)
     }
 }
@@ -68,7 +68,7 @@ impl HttpBody for ProxyBody {
                     Poll::Ready(Some(Err(_))) => drop(loan.take()),
                     _ => {}
                 }
-                polled.map_err(|e| Box::new(e) as BoxError)
+                polled
             }
             ProxyBody::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }

@@ -771,7 +771,7 @@ async fn proxy(
                     (next, in_flight, *request, "connect_failed", source.to_string())
                 }
                 Ok(Err(SendError::Exchange(e))) => {
-                    if is_caused_by::<BodyLimitExceeded>(&e) {
+                    if is_caused_by::<BodyLimitExceeded>(&*e) {
                         break Err(ProxyError::BodyTooLarge { limit });
                     }
                     pool.record(&endpoint, Some(Failure::Protocol));
@@ -783,7 +783,7 @@ async fn proxy(
                         trace::fail(&mut upstream_span, "protocol");
                         break Err(ProxyError::UpstreamProtocol {
                             endpoint: endpoint.base.clone(),
-                            source: Box::new(e),
+                            source: e,
                         });
                     };
                     exchanges += 1;

@@ -8,6 +8,9 @@
 //! closed in the meantime is detected before the request is written, and the request moves to a
 //! fresh connection; once written, a request is never sent again here (the pipeline may retry
 //! it on a new connection when the pool's `retry` allows). Upgraded connections never return.
+//! Requests without a body are exchanged by the request's own task ([`super::h1`]); the others
+//! through hyper's client, whose connections run in tasks of their own. Each kind of
+//! connection returns to its own stack.
 //!
 //! HTTP/2 (`protocol: h2`): every request to an endpoint shares its one connection (ALPN `h2`
 //! over TLS, prior knowledge over TCP), opened by the first request that finds none and again
@@ -21,9 +24,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use super::h1;
 use super::Endpoint;
 use crate::error::BoxError;
 use crate::pipeline::body::Limited;
@@ -50,10 +53,32 @@ pub(super) struct Idle {
     since: Instant,
 }
 
+/// An idle connection for requests without a body.
+#[derive(Debug)]
+struct IdleConn {
+    conn: h1::Conn,
+    since: Instant,
+}
+
+/// Idle connections of both kinds, most recently used last.
+#[derive(Debug, Default)]
+struct Idles {
+    /// hyper's, for requests with a body.
+    senders: Vec<Idle>,
+    /// The request task's own, for requests without one.
+    conns: Vec<IdleConn>,
+}
+
+impl Idles {
+    fn len(&self) -> usize {
+        self.senders.len() + self.conns.len()
+    }
+}
+
 /// The idle connections of one endpoint.
 #[derive(Debug)]
 pub(super) struct IdleStack {
-    stack: Mutex<Vec<Idle>>,
+    stack: Mutex<Idles>,
     /// The pool's idle-connections gauge (shared by its endpoints).
     gauge: prometheus_client::metrics::gauge::Gauge,
     /// The pool's opened-connections counter.
@@ -73,7 +98,7 @@ pub enum SendError {
     },
     /// The exchange failed after the request was handed to a connection.
     #[error(transparent)]
-    Exchange(#[from] hyper::Error),
+    Exchange(BoxError),
 }
 
 impl std::fmt::Debug for SendError {
@@ -108,7 +133,7 @@ impl Loan {
             return;
         };
         if idle.len() < endpoint.max_idle {
-            idle.push(Idle {
+            idle.senders.push(Idle {
                 sender,
                 since: Instant::now(),
             });
@@ -135,7 +160,7 @@ impl IdleStack {
         opened: prometheus_client::metrics::counter::Counter,
     ) -> Self {
         Self {
-            stack: Mutex::new(Vec::new()),
+            stack: Mutex::new(Idles::default()),
             gauge,
             opened,
         }
@@ -144,7 +169,7 @@ impl IdleStack {
     /// The freshest usable idle connection, dropping the ones that expired or closed.
     fn take(&self, max_age: Duration) -> Option<Sender> {
         let mut idle = self.stack.lock().ok()?;
-        while let Some(i) = idle.pop() {
+        while let Some(i) = idle.senders.pop() {
             self.gauge.dec();
             if !i.sender.is_closed() && i.since.elapsed() < max_age {
                 return Some(i.sender);
@@ -153,11 +178,40 @@ impl IdleStack {
         None
     }
 
-    /// Closes idle connections older than `max_age`.
+    /// The freshest usable idle connection for a request without a body.
+    fn take_conn(&self, max_age: Duration) -> Option<h1::Conn> {
+        let mut idle = self.stack.lock().ok()?;
+        while let Some(mut i) = idle.conns.pop() {
+            self.gauge.dec();
+            if i.since.elapsed() < max_age && i.conn.usable() {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    /// Puts back a connection whose answer has ended, unless `max_idle` are idle already.
+    pub(super) fn put_conn(&self, conn: h1::Conn, max_idle: usize) {
+        let Ok(mut idle) = self.stack.lock() else {
+            return;
+        };
+        if idle.len() < max_idle {
+            idle.conns.push(IdleConn {
+                conn,
+                since: Instant::now(),
+            });
+            self.gauge.inc();
+        }
+    }
+
+    /// Closes idle connections older than `max_age`, or closed by the upstream.
     pub(super) fn prune(&self, max_age: Duration) {
         if let Ok(mut idle) = self.stack.lock() {
             let before = idle.len();
-            idle.retain(|i| !i.sender.is_closed() && i.since.elapsed() < max_age);
+            idle.senders
+                .retain(|i| !i.sender.is_closed() && i.since.elapsed() < max_age);
+            idle.conns
+                .retain_mut(|i| i.since.elapsed() < max_age && i.conn.usable());
             self.gauge.dec_by((before - idle.len()) as i64);
         }
     }
@@ -168,10 +222,7 @@ impl IdleStack {
     }
 }
 
-async fn handshake<I>(io: I, h2: bool) -> Result<Conn, BoxError>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn handshake(io: h1::Stream, h2: bool) -> Result<Conn, BoxError> {
     if h2 {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -193,13 +244,13 @@ where
     Ok(Conn::H1(sender))
 }
 
-/// Opens a connection to `endpoint` (TCP, then TLS for `https://`), speaking HTTP/2 if `h2`.
-async fn connect(
+/// Opens a connection to `endpoint` (TCP, then TLS for `https://`; ALPN `h2` required if `h2`).
+async fn open(
     endpoint: &Endpoint,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     h2: bool,
-) -> Result<Conn, BoxError> {
+) -> Result<h1::Stream, BoxError> {
     let fut = async {
         let tcp = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
         tcp.set_nodelay(true)?;
@@ -209,9 +260,9 @@ async fn connect(
                 if h2 && tls.get_ref().1.alpn_protocol() != Some(b"h2") {
                     return Err("the endpoint did not agree to HTTP/2 (ALPN h2)".into());
                 }
-                handshake(tls, h2).await
+                Ok(h1::Stream::Tls(Box::new(tls)))
             }
-            _ => handshake(tcp, h2).await,
+            _ => Ok(h1::Stream::Tcp(tcp)),
         }
     };
     match tokio::time::timeout(timeout, fut).await {
@@ -220,8 +271,19 @@ async fn connect(
     }
 }
 
+/// Opens a connection to `endpoint` and hands it to hyper's client, speaking HTTP/2 if `h2`.
+async fn connect(
+    endpoint: &Endpoint,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+    h2: bool,
+) -> Result<Conn, BoxError> {
+    handshake(open(endpoint, tls, timeout, h2).await?, h2).await
+}
+
 /// Sends `req` to `endpoint` on a pooled connection idle for less than `idle_timeout` (`None`:
-/// on a new one); the loan (HTTP/1.1 only) goes back to the pool when the response has ended.
+/// on a new one); the loan (hyper's HTTP/1.1 connections only) goes back to the pool when the
+/// response has ended.
 pub async fn send(
     endpoint: &Arc<Endpoint>,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -229,10 +291,13 @@ pub async fn send(
     idle_timeout: Option<Duration>,
     h2: bool,
     mut req: Request<UpstreamBody>,
-) -> Result<(Response<Incoming>, Option<Loan>), SendError> {
+) -> Result<(Response<Answer>, Option<Loan>), SendError> {
     if h2 {
         // Boxed: its state would otherwise enlarge every HTTP/1.1 request's future too.
         return Box::pin(send_h2(endpoint, tls, connect_timeout, req)).await;
+    }
+    if h1::eligible(&req) {
+        return send_own(endpoint, tls, connect_timeout, idle_timeout, req).await;
     }
     while let Some(mut sender) = idle_timeout.and_then(|t| endpoint.idle.take(t)) {
         if sender.ready().await.is_err() {
@@ -241,7 +306,7 @@ pub async fn send(
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 return Ok((
-                    resp,
+                    resp.map(Answer::Hyper),
                     Some(Loan {
                         sender,
                         endpoint: endpoint.clone(),
@@ -251,7 +316,7 @@ pub async fn send(
             Err(mut e) => match e.take_message() {
                 // Never written: the connection went away while idle. Try the next one.
                 Some(r) => req = r,
-                None => return Err(SendError::Exchange(e.into_error())),
+                None => return Err(SendError::Exchange(Box::new(e.into_error()))),
             },
         }
     }
@@ -268,9 +333,12 @@ pub async fn send(
             })
         }
     };
-    let resp = sender.send_request(req).await?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| SendError::Exchange(Box::new(e)))?;
     Ok((
-        resp,
+        resp.map(Answer::Hyper),
         Some(Loan {
             sender,
             endpoint: endpoint.clone(),
@@ -338,7 +406,7 @@ async fn send_h2(
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
     mut req: Request<UpstreamBody>,
-) -> Result<(Response<Incoming>, Option<Loan>), SendError> {
+) -> Result<(Response<Answer>, Option<Loan>), SendError> {
     absolute_form(&mut req, endpoint);
     // A connection found closed only now (GOAWAY, error) gives the request back unsent: one
     // more try on a fresh connection.
@@ -370,10 +438,10 @@ async fn send_h2(
             continue;
         }
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, None)),
+            Ok(resp) => return Ok((resp.map(Answer::Hyper), None)),
             Err(mut e) => match e.take_message() {
                 Some(r) => req = r,
-                None => return Err(SendError::Exchange(e.into_error())),
+                None => return Err(SendError::Exchange(Box::new(e.into_error()))),
             },
         }
     }
@@ -381,4 +449,82 @@ async fn send_h2(
         source: "the endpoint's HTTP/2 connection closed twice before the request could be sent".into(),
         request: Box::new(req),
     })
+}
+
+/// Sends a request without a body on one of the endpoint's own connections ([`h1`]): an idle
+/// one if usable, else a new one. A pooled connection that fails while the request is written
+/// (closed by the upstream as it went out) gives way to the next one.
+async fn send_own(
+    endpoint: &Arc<Endpoint>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    req: Request<UpstreamBody>,
+) -> Result<(Response<Answer>, Option<Loan>), SendError> {
+    while let Some(conn) = idle_timeout.and_then(|t| endpoint.idle.take_conn(t)) {
+        match h1::exchange(conn, &req, endpoint).await {
+            Ok(resp) => return Ok((resp.map(Answer::H1), None)),
+            Err((_, true)) => continue,
+            Err((e, false)) => return Err(SendError::Exchange(Box::new(e))),
+        }
+    }
+    endpoint.idle.opened.inc();
+    // Boxed: connecting is the rare path, and its TLS state would otherwise enlarge every
+    // request's future.
+    let stream = match Box::pin(open(endpoint, tls, connect_timeout, false)).await {
+        Ok(s) => s,
+        Err(source) => {
+            return Err(SendError::Connect {
+                source,
+                request: Box::new(req),
+            })
+        }
+    };
+    match h1::exchange(h1::Conn::new(stream), &req, endpoint).await {
+        Ok(resp) => Ok((resp.map(Answer::H1), None)),
+        Err((e, _)) => Err(SendError::Exchange(Box::new(e))),
+    }
+}
+
+/// An upstream answer's body: from hyper's client, or from one of the endpoint's own
+/// connections.
+#[derive(Debug)]
+pub enum Answer {
+    /// hyper's (requests with a body, upgrades, HTTP/2).
+    Hyper(Incoming),
+    /// Read by the request's task ([`h1`]).
+    H1(h1::Body),
+}
+
+impl http_body::Body for Answer {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Answer::Hyper(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            Answer::H1(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Answer::Hyper(b) => b.is_end_stream(),
+            Answer::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Answer::Hyper(b) => b.size_hint(),
+            Answer::H1(b) => b.size_hint(),
+        }
+    }
 }

@@ -10,6 +10,7 @@
 
 mod check;
 pub mod client;
+pub mod h1;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -357,7 +358,7 @@ impl Pool {
         endpoint: &Arc<Endpoint>,
         mut req: http::Request<client::UpstreamBody>,
         fresh: bool,
-    ) -> Result<(http::Response<hyper::body::Incoming>, Option<client::Loan>), client::SendError> {
+    ) -> Result<(http::Response<client::Answer>, Option<client::Loan>), client::SendError> {
         if self.config.host_from_endpoint {
             if let Some(h) = &endpoint.host_value {
                 req.headers_mut().insert(http::header::HOST, h.clone());
