@@ -100,3 +100,41 @@ upstreams: [{{ name: origin, endpoints: ["http://{}"], protocol: h2 }}]
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn h2_pools_send_a_listed_status_again_to_the_other_endpoint() -> anyhow::Result<()> {
+    // hyper's HTTP/2 client keeps the requests it sends, so these are sent again from a copy
+    // of their head.
+    let a = Upstream::start("a", "127.0.0.1:0".parse()?).await?;
+    let b = Upstream::start("b", "127.0.0.1:0".parse()?).await?;
+    let gw = TestGateway::plain(&format!(
+        "routes: [{{ name: r, upstream: u }}]\nupstreams: [{{ name: u, endpoints: [\"http://{}\", \"http://{}\"], protocol: h2, retry: {{ attempts: 2, statuses: [503] }} }}]\n",
+        a.addr(),
+        b.addr()
+    ))
+    .await?;
+    let mut last = Vec::new();
+    for _ in 0..2 {
+        let r = send(gw.addr("http"), request("h2.test", "/status/503")).await?;
+        assert_eq!(r.status(), 503, "the last answer passes as it is");
+        let seen = json(&r);
+        assert_eq!(seen["status"], 503);
+        last.push(seen["upstream"].as_str().unwrap_or_default().to_string());
+    }
+    last.sort();
+    assert_eq!(
+        last,
+        ["a", "b"],
+        "each request went again to the endpoint it had not tried"
+    );
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_upstream_retries_total",
+            &[("pool", "u"), ("reason", "status")]
+        ),
+        Some(2.0)
+    );
+    Ok(())
+}

@@ -352,7 +352,8 @@ pub fn rewrite_prefix(prefix: &str, to: &str, pq: Option<&http::uri::PathAndQuer
     http::Uri::try_from(s).unwrap_or_else(|_| http::Uri::from_static("/"))
 }
 
-/// The head of an upstream request without a body, kept to send the request again.
+/// The head of an upstream request without a body, kept to send the request again where the
+/// client keeps the request it sends (hyper's HTTP/2 client; HTTP/1.1 pools hand it back).
 #[derive(Debug)]
 pub struct Replay {
     method: http::Method,

@@ -36,7 +36,7 @@ use crate::error::{is_caused_by, rescue, ProxyError};
 use crate::identity::provider::AuthError;
 use crate::telemetry::trace;
 use crate::telemetry::ErrorLabels;
-use crate::upstream::client::SendError;
+use crate::upstream::client::{SendError, Sent};
 use crate::upstream::{Endpoint, Failure, RetryReason, Unavailable};
 use crate::Shared;
 use baseline_engine::{AuthOutcome, Decision};
@@ -728,11 +728,12 @@ async fn proxy(
         ]);
     }
     obs.trace.inject(&mut parts.headers, upstream_span.as_ref());
-    // A request that can go again as it was (idempotent, no body, no upgrade) keeps a copy of
-    // its head for the pool's `retry`.
+    // A request that can go again as it was (idempotent, no body, no upgrade) may be sent again
+    // by the pool's `retry`. An HTTP/1.1 pool hands such a request back after the exchange;
+    // hyper's HTTP/2 client keeps it, so there a copy of its head is made first.
     let retry = &pool.config.retry;
-    let replay = (retry.attempts > 1 && !upgrade && limited.is_end_stream() && parts.method.is_idempotent())
-        .then(|| forward::Replay::of(&parts));
+    let retryable = retry.attempts > 1 && !upgrade && limited.is_end_stream() && parts.method.is_idempotent();
+    let replay = (retryable && h2).then(|| forward::Replay::of(&parts));
     let mut up_req = Request::from_parts(parts, limited);
 
     // --- exchange: a request no endpoint would take a connection for moves on, unsent, to the
@@ -770,14 +771,20 @@ async fn proxy(
                     };
                     (next, in_flight, *request, "connect_failed", source.to_string())
                 }
-                Ok(Err(SendError::Exchange(e))) => {
+                Ok(Err(SendError::Exchange {
+                    source: e,
+                    request: back,
+                })) => {
                     if is_caused_by::<BodyLimitExceeded>(&*e) {
                         break Err(ProxyError::BodyTooLarge { limit });
                     }
                     pool.record(&endpoint, Some(Failure::Protocol));
-                    let again = replay
-                        .as_ref()
-                        .filter(|_| exchanges < retry.attempts)
+                    let again = (retryable && exchanges < retry.attempts)
+                        .then(|| {
+                            back.map(|b| *b)
+                                .or_else(|| replay.as_ref().map(forward::Replay::request))
+                        })
+                        .flatten()
                         .and_then(|r| Some((r, pool.retry_exchange(&endpoint, RetryReason::Reset)?)));
                     let Some((r, (next, in_flight))) = again else {
                         trace::fail(&mut upstream_span, "protocol");
@@ -787,15 +794,19 @@ async fn proxy(
                         });
                     };
                     exchanges += 1;
-                    (next, in_flight, r.request(), "exchange_failed", e.to_string())
+                    (next, in_flight, r, "exchange_failed", e.to_string())
                 }
-                Ok(Ok((resp, loan))) => {
+                Ok(Ok(Sent {
+                    response: resp,
+                    loan,
+                    request: back,
+                })) => {
                     let status = resp.status();
                     // A listed status is retried after a short random pause (up to 25 ms,
                     // doubling with each try), when that still ends before the deadline.
-                    let again = replay
-                        .as_ref()
-                        .filter(|_| exchanges < retry.attempts && retry.statuses.contains(&status))
+                    let again = (retryable && exchanges < retry.attempts && retry.statuses.contains(&status))
+                        .then(|| back.or_else(|| replay.as_ref().map(forward::Replay::request)))
+                        .flatten()
                         .and_then(|r| {
                             let pause =
                                 std::time::Duration::from_millis(fastrand::u64(..=25u64 << (exchanges - 1).min(4)));
@@ -810,13 +821,7 @@ async fn proxy(
                     drop((resp, loan));
                     tokio::time::sleep(pause).await;
                     exchanges += 1;
-                    (
-                        next,
-                        in_flight,
-                        r.request(),
-                        "status_retried",
-                        status.as_str().to_string(),
-                    )
+                    (next, in_flight, r, "status_retried", status.as_str().to_string())
                 }
             };
         note_retry(

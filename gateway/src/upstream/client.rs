@@ -97,8 +97,45 @@ pub enum SendError {
         request: Box<Request<UpstreamBody>>,
     },
     /// The exchange failed after the request was handed to a connection.
-    #[error(transparent)]
-    Exchange(BoxError),
+    #[error("{source}")]
+    Exchange {
+        /// Why.
+        source: BoxError,
+        /// The request back, when the connection only borrowed it (requests without a body
+        /// on an HTTP/1.1 pool), to be sent again if it may.
+        request: Option<Box<Request<UpstreamBody>>>,
+    },
+}
+
+impl SendError {
+    /// An exchange that failed on one of hyper's connections (which keep the request).
+    fn hyper(e: hyper::Error) -> Self {
+        SendError::Exchange {
+            source: Box::new(e),
+            request: None,
+        }
+    }
+}
+
+/// An exchange that got an answer.
+pub struct Sent {
+    /// The answer; its body streams from the connection.
+    pub response: Response<Answer>,
+    /// hyper's HTTP/1.1 connection, to release when the body ends.
+    pub loan: Option<Loan>,
+    /// The request back, when the connection only borrowed it (see [`SendError::Exchange`]).
+    pub request: Option<Request<UpstreamBody>>,
+}
+
+impl Sent {
+    /// An answer from one of hyper's connections (which keep the request).
+    fn hyper(response: Response<Incoming>, loan: Option<Loan>) -> Self {
+        Sent {
+            response: response.map(Answer::Hyper),
+            loan,
+            request: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for SendError {
@@ -108,7 +145,10 @@ impl std::fmt::Debug for SendError {
                 .debug_struct("Connect")
                 .field("source", source)
                 .finish_non_exhaustive(),
-            SendError::Exchange(e) => f.debug_tuple("Exchange").field(e).finish(),
+            SendError::Exchange { source, .. } => f
+                .debug_struct("Exchange")
+                .field("source", source)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -123,6 +163,13 @@ pub struct Loan {
 // === impl Loan ===
 
 impl Loan {
+    fn new(sender: Sender, endpoint: &Arc<Endpoint>) -> Self {
+        Loan {
+            sender,
+            endpoint: endpoint.clone(),
+        }
+    }
+
     /// Puts the connection back into the pool (when the response body has ended).
     pub fn release(self) {
         let Loan { sender, endpoint } = self;
@@ -291,7 +338,7 @@ pub async fn send(
     idle_timeout: Option<Duration>,
     h2: bool,
     mut req: Request<UpstreamBody>,
-) -> Result<(Response<Answer>, Option<Loan>), SendError> {
+) -> Result<Sent, SendError> {
     if h2 {
         // Boxed: its state would otherwise enlarge every HTTP/1.1 request's future too.
         return Box::pin(send_h2(endpoint, tls, connect_timeout, req)).await;
@@ -304,19 +351,11 @@ pub async fn send(
             continue;
         }
         match sender.try_send_request(req).await {
-            Ok(resp) => {
-                return Ok((
-                    resp.map(Answer::Hyper),
-                    Some(Loan {
-                        sender,
-                        endpoint: endpoint.clone(),
-                    }),
-                ))
-            }
+            Ok(resp) => return Ok(Sent::hyper(resp, Some(Loan::new(sender, endpoint)))),
             Err(mut e) => match e.take_message() {
                 // Never written: the connection went away while idle. Try the next one.
                 Some(r) => req = r,
-                None => return Err(SendError::Exchange(Box::new(e.into_error()))),
+                None => return Err(SendError::hyper(e.into_error())),
             },
         }
     }
@@ -333,17 +372,8 @@ pub async fn send(
             })
         }
     };
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| SendError::Exchange(Box::new(e)))?;
-    Ok((
-        resp.map(Answer::Hyper),
-        Some(Loan {
-            sender,
-            endpoint: endpoint.clone(),
-        }),
-    ))
+    let resp = sender.send_request(req).await.map_err(SendError::hyper)?;
+    Ok(Sent::hyper(resp, Some(Loan::new(sender, endpoint))))
 }
 
 /// One active health check: `GET path` on a fresh connection to `endpoint` (not from the pool,
@@ -406,7 +436,7 @@ async fn send_h2(
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
     mut req: Request<UpstreamBody>,
-) -> Result<(Response<Answer>, Option<Loan>), SendError> {
+) -> Result<Sent, SendError> {
     absolute_form(&mut req, endpoint);
     // A connection found closed only now (GOAWAY, error) gives the request back unsent: one
     // more try on a fresh connection.
@@ -438,10 +468,10 @@ async fn send_h2(
             continue;
         }
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp.map(Answer::Hyper), None)),
+            Ok(resp) => return Ok(Sent::hyper(resp, None)),
             Err(mut e) => match e.take_message() {
                 Some(r) => req = r,
-                None => return Err(SendError::Exchange(Box::new(e.into_error()))),
+                None => return Err(SendError::hyper(e.into_error())),
             },
         }
     }
@@ -460,12 +490,21 @@ async fn send_own(
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     req: Request<UpstreamBody>,
-) -> Result<(Response<Answer>, Option<Loan>), SendError> {
+) -> Result<Sent, SendError> {
+    let answered = |response: Response<h1::Body>, request| Sent {
+        response: response.map(Answer::H1),
+        loan: None,
+        request: Some(request),
+    };
+    let failed = |e: h1::Error, request| SendError::Exchange {
+        source: Box::new(e),
+        request: Some(Box::new(request)),
+    };
     while let Some(conn) = idle_timeout.and_then(|t| endpoint.idle.take_conn(t)) {
         match h1::exchange(conn, &req, endpoint).await {
-            Ok(resp) => return Ok((resp.map(Answer::H1), None)),
+            Ok(resp) => return Ok(answered(resp, req)),
             Err((_, true)) => continue,
-            Err((e, false)) => return Err(SendError::Exchange(Box::new(e))),
+            Err((e, false)) => return Err(failed(e, req)),
         }
     }
     endpoint.idle.opened.inc();
@@ -481,8 +520,8 @@ async fn send_own(
         }
     };
     match h1::exchange(h1::Conn::new(stream), &req, endpoint).await {
-        Ok(resp) => Ok((resp.map(Answer::H1), None)),
-        Err((e, _)) => Err(SendError::Exchange(Box::new(e))),
+        Ok(resp) => Ok(answered(resp, req)),
+        Err((e, _)) => Err(failed(e, req)),
     }
 }
 

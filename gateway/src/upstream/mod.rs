@@ -358,7 +358,7 @@ impl Pool {
         endpoint: &Arc<Endpoint>,
         mut req: http::Request<client::UpstreamBody>,
         fresh: bool,
-    ) -> Result<(http::Response<client::Answer>, Option<client::Loan>), client::SendError> {
+    ) -> Result<client::Sent, client::SendError> {
         if self.config.host_from_endpoint {
             if let Some(h) = &endpoint.host_value {
                 req.headers_mut().insert(http::header::HOST, h.clone());
