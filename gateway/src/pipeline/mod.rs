@@ -411,7 +411,10 @@ async fn proxy(
     // --- the gateway's own paths: sign-in, callback, logout, back-channel logout
     if snap.login_enabled && snap.config.sessions.is_own_path(req.uri().path()) {
         let origin = origin(req.headers(), conn, trusted, host_raw);
-        return crate::identity::login::serve(shared, snap, conn, &origin, req).await;
+        // This and the other identity, session and refusal steps below are boxed: their states
+        // (fetching signing keys, a session store's round trip) would otherwise make every
+        // request's future larger, and it is moved (copied whole) several times before it runs.
+        return Box::pin(crate::identity::login::serve(shared, snap, conn, &origin, req)).await;
     }
 
     // --- CORS preflight: routed by the method it asks for, answered here when that route has
@@ -480,7 +483,7 @@ async fn proxy(
     let mut verified: Option<(Arc<crate::identity::jwt::Claims>, [u8; 32])> = None;
     let token = route.bearer.as_ref().and_then(|_| bearer_token(req.headers()));
     if let (Some(provider), Some(token)) = (&route.bearer, token) {
-        match provider.authenticate(token).await {
+        match Box::pin(provider.authenticate(token)).await {
             Ok((claims, digest)) => {
                 obs.subject = claims.subject.as_deref().map(Arc::from);
                 obs.auth = AuthOutcome::Bearer;
@@ -490,7 +493,7 @@ async fn proxy(
                     let err = ProxyError::InvalidToken {
                         source: crate::identity::jwt::JwtError::Claim("revoked"),
                     };
-                    return screened(shared, obs, &route, stale_ms, err).await;
+                    return Box::pin(screened(shared, obs, &route, stale_ms, err)).await;
                 }
                 if let Err(refusal) = decide(obs, &claims, &route.requirements, now) {
                     provider.count("denied", refusal.reason());
@@ -509,7 +512,7 @@ async fn proxy(
             Err(AuthError::Invalid(source)) => {
                 refuse(obs, AuthOutcome::Invalid, source.reason());
                 let err = ProxyError::InvalidToken { source };
-                return screened(shared, obs, &route, stale_ms, err).await;
+                return Box::pin(screened(shared, obs, &route, stale_ms, err)).await;
             }
         }
     } else if let Some(provider) = &route.login {
@@ -520,15 +523,13 @@ async fn proxy(
             .map(|p| p.as_str())
             .unwrap_or("/")
             .to_string();
-        let session = shared
-            .sessions
-            .current(shared, snap, req.headers())
+        let session = Box::pin(shared.sessions.current(shared, snap, req.headers()))
             .await?
             .filter(|(_, s)| s.provider == provider.config.name);
         let Some((key, session)) = session else {
             refuse(obs, AuthOutcome::Missing, "login_required");
             if !navigable {
-                return screened(shared, obs, &route, stale_ms, ProxyError::LoginRequired).await;
+                return Box::pin(screened(shared, obs, &route, stale_ms, ProxyError::LoginRequired)).await;
             }
             let origin = origin(req.headers(), conn, trusted, host_raw);
             return crate::identity::login::begin(shared, snap, provider, &origin, &return_to, None, None);
@@ -549,7 +550,7 @@ async fn proxy(
     } else if let Some(provider) = &route.bearer {
         provider.count("missing", "no_token");
         refuse(obs, AuthOutcome::Missing, "missing_token");
-        return screened(shared, obs, &route, stale_ms, ProxyError::MissingToken).await;
+        return Box::pin(screened(shared, obs, &route, stale_ms, ProxyError::MissingToken)).await;
     }
     if let Some(mut span) = identity_span {
         span.set_attribute(KeyValue::new("gateway.auth", obs.auth.name()));
@@ -602,7 +603,16 @@ async fn proxy(
             session: session_key,
             subject: obs.subject.clone(),
         };
-        if let Some(early) = enforce(shared, obs, &route, policy, assessment, Some((revoke, browser))).await? {
+        if let Some(early) = Box::pin(enforce(
+            shared,
+            obs,
+            &route,
+            policy,
+            assessment,
+            Some((revoke, browser)),
+        ))
+        .await?
+        {
             return Ok(early);
         }
     }

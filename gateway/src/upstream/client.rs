@@ -337,15 +337,28 @@ pub async fn send(
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     h2: bool,
-    mut req: Request<UpstreamBody>,
+    req: Request<UpstreamBody>,
 ) -> Result<Sent, SendError> {
+    // The other paths are boxed: their states (hyper's futures hold the request by value) would
+    // otherwise enlarge every request's future, which is moved several times before it runs.
     if h2 {
-        // Boxed: its state would otherwise enlarge every HTTP/1.1 request's future too.
         return Box::pin(send_h2(endpoint, tls, connect_timeout, req)).await;
     }
     if h1::eligible(&req) {
         return send_own(endpoint, tls, connect_timeout, idle_timeout, req).await;
     }
+    Box::pin(send_hyper(endpoint, tls, connect_timeout, idle_timeout, req)).await
+}
+
+/// Sends a request with a body (or asking for an upgrade) on one of hyper's HTTP/1.1
+/// connections to `endpoint`: an idle one if usable, else a new one.
+async fn send_hyper(
+    endpoint: &Arc<Endpoint>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    mut req: Request<UpstreamBody>,
+) -> Result<Sent, SendError> {
     while let Some(mut sender) = idle_timeout.and_then(|t| endpoint.idle.take(t)) {
         if sender.ready().await.is_err() {
             continue;
