@@ -441,7 +441,7 @@ async fn request(
         *req.method(),
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::DELETE | http::Method::TRACE
     );
-    let mut req = req.map(|()| ClientBody::H3(H3Body::new(recv, length, bodiless)));
+    let mut req = req.map(|()| ClientBody::H3(Box::new(H3Body::new(recv, length, bodiless))));
     if early {
         req.extensions_mut().insert(EarlyData);
     }
