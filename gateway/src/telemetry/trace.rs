@@ -40,8 +40,10 @@ pub struct Tracing {
     exporting: Option<(SdkTracerProvider, SdkTracer)>,
 }
 
-/// A span the gateway made; ends when dropped.
-pub type SpanGuard = opentelemetry_sdk::trace::Span;
+/// A span the gateway made; ends when dropped. Boxed: an unsampled request holds `None`, and
+/// the request future, which holds these across the upstream exchange, stays smaller by the
+/// span's size (288 bytes) each.
+pub type SpanGuard = Box<opentelemetry_sdk::trace::Span>;
 
 // === impl Tracing ===
 
@@ -236,7 +238,9 @@ impl RequestTrace {
     /// Starts a child span of the request span, when sampled.
     pub fn child(&self, name: &'static str, kind: SpanKind) -> Option<SpanGuard> {
         let (cx, tracer) = self.recording.as_ref()?;
-        Some(tracer.span_builder(name).with_kind(kind).start_with_context(tracer, cx))
+        Some(Box::new(
+            tracer.span_builder(name).with_kind(kind).start_with_context(tracer, cx),
+        ))
     }
 
     /// Sets the trace headers for the upstream: `traceparent` naming `span` (the upstream

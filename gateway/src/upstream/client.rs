@@ -56,7 +56,7 @@ pub(super) struct Idle {
 /// An idle connection for requests without a body.
 #[derive(Debug)]
 struct IdleConn {
-    conn: h1::Conn,
+    conn: Box<h1::Conn>,
     since: Instant,
 }
 
@@ -226,7 +226,7 @@ impl IdleStack {
     }
 
     /// The freshest usable idle connection for a request without a body.
-    fn take_conn(&self, max_age: Duration) -> Option<h1::Conn> {
+    fn take_conn(&self, max_age: Duration) -> Option<Box<h1::Conn>> {
         let mut idle = self.stack.lock().ok()?;
         while let Some(mut i) = idle.conns.pop() {
             self.gauge.dec();
@@ -238,7 +238,7 @@ impl IdleStack {
     }
 
     /// Puts back a connection whose answer has ended, unless `max_idle` are idle already.
-    pub(super) fn put_conn(&self, conn: h1::Conn, max_idle: usize) {
+    pub(super) fn put_conn(&self, conn: Box<h1::Conn>, max_idle: usize) {
         let Ok(mut idle) = self.stack.lock() else {
             return;
         };
@@ -504,37 +504,41 @@ async fn send_own(
     idle_timeout: Option<Duration>,
     req: Request<UpstreamBody>,
 ) -> Result<Sent, SendError> {
-    let answered = |response: Response<h1::Body>, request| Sent {
-        response: response.map(Answer::H1),
-        loan: None,
-        request: Some(request),
-    };
-    let failed = |e: h1::Error, request| SendError::Exchange {
-        source: Box::new(e),
-        request: Some(Box::new(request)),
-    };
-    while let Some(conn) = idle_timeout.and_then(|t| endpoint.idle.take_conn(t)) {
+    loop {
+        let (conn, pooled) = match idle_timeout.and_then(|t| endpoint.idle.take_conn(t)) {
+            Some(conn) => (conn, true),
+            None => {
+                endpoint.idle.opened.inc();
+                // Boxed: connecting is the rare path, and its TLS state would otherwise enlarge
+                // every request's future.
+                match Box::pin(open(endpoint, tls.clone(), connect_timeout, false)).await {
+                    Ok(stream) => (h1::Conn::new(stream), false),
+                    Err(source) => {
+                        return Err(SendError::Connect {
+                            source,
+                            request: Box::new(req),
+                        })
+                    }
+                }
+            }
+        };
+        // One call site: each would take its own room in the request's future.
         match h1::exchange(conn, &req, endpoint).await {
-            Ok(resp) => return Ok(answered(resp, req)),
-            Err((_, true)) => continue,
-            Err((e, false)) => return Err(failed(e, req)),
+            Ok(response) => {
+                return Ok(Sent {
+                    response: response.map(Answer::H1),
+                    loan: None,
+                    request: Some(req),
+                })
+            }
+            Err((_, true)) if pooled => continue,
+            Err((e, _)) => {
+                return Err(SendError::Exchange {
+                    source: Box::new(e),
+                    request: Some(Box::new(req)),
+                })
+            }
         }
-    }
-    endpoint.idle.opened.inc();
-    // Boxed: connecting is the rare path, and its TLS state would otherwise enlarge every
-    // request's future.
-    let stream = match Box::pin(open(endpoint, tls, connect_timeout, false)).await {
-        Ok(s) => s,
-        Err(source) => {
-            return Err(SendError::Connect {
-                source,
-                request: Box::new(req),
-            })
-        }
-    };
-    match h1::exchange(h1::Conn::new(stream), &req, endpoint).await {
-        Ok(resp) => Ok(answered(resp, req)),
-        Err((e, _)) => Err(failed(e, req)),
     }
 }
 

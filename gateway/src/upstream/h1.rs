@@ -102,14 +102,14 @@ pub struct Conn {
 // === impl Conn ===
 
 impl Conn {
-    /// A new connection.
-    pub fn new(stream: Stream) -> Self {
-        Self {
+    /// A new connection (boxed once, so that answers and idle stacks move a pointer).
+    pub fn new(stream: Stream) -> Box<Self> {
+        Box::new(Self {
             stream,
             buf: BytesMut::new(),
             head: Vec::new(),
             spans: Vec::new(),
-        }
+        })
     }
 
     /// Whether an idle connection can take a request: nothing has arrived on it since its last
@@ -152,7 +152,7 @@ pub fn eligible<B: http_body::Body>(req: &Request<B>) -> bool {
 /// from the connection, which goes back to `endpoint` when that body ends. `Err` carries
 /// whether the request may not have reached the upstream at all (the write failed).
 pub async fn exchange<B>(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     req: &Request<B>,
     endpoint: &Arc<Endpoint>,
 ) -> Result<Response<Body>, (Error, bool)> {
@@ -395,7 +395,7 @@ enum Chunk {
 #[derive(Debug)]
 pub struct Body {
     /// `None` once the body has ended (the connection went back or was closed).
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     framing: Framing,
     keep_alive: bool,
     endpoint: Arc<Endpoint>,

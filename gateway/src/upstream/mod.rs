@@ -352,13 +352,14 @@ impl Pool {
     }
 
     /// Sends a request to `endpoint` on a pooled or (`fresh`, or none idle) new connection;
-    /// with `host: endpoint`, with the endpoint's own `Host`.
-    pub async fn send(
+    /// with `host: endpoint`, with the endpoint's own `Host`. (Not an `async fn`: it returns
+    /// the client's future as it is, rather than one more state holding the request.)
+    pub fn send<'a>(
         &self,
-        endpoint: &Arc<Endpoint>,
+        endpoint: &'a Arc<Endpoint>,
         mut req: http::Request<client::UpstreamBody>,
         fresh: bool,
-    ) -> Result<client::Sent, client::SendError> {
+    ) -> impl std::future::Future<Output = Result<client::Sent, client::SendError>> + use<'a> {
         if self.config.host_from_endpoint {
             if let Some(h) = &endpoint.host_value {
                 req.headers_mut().insert(http::header::HOST, h.clone());
@@ -372,7 +373,6 @@ impl Pool {
             self.h2(),
             req,
         )
-        .await
     }
 
     /// Whether the pool speaks HTTP/2 to its endpoints.
