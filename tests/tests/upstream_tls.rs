@@ -1,9 +1,10 @@
 //! HTTPS upstreams: the pool verifies the upstream's certificate against configured CA files
-//! (and, unless turned off, the system roots), over HTTP/1.1 or HTTP/2 (ALPN). The upstream
+//! (and, unless turned off, the system roots), over HTTP/1.1 or HTTP/2 (ALPN); a pooled TLS
+//! connection the upstream closed while it idled is not used again. The upstream
 //! here is a second gateway with a TLS listener and a certificate from the test CA, in front of
 //! the built-in upstream server.
 
-use gateway_tests::{json, metric, request, send, TestGateway, TestPki, Upstream};
+use gateway_tests::{assert_eventually, json, metric, request, send, TestGateway, TestPki, Upstream};
 
 /// The second gateway; `protocol` is what it speaks to the origin.
 async fn tls_upstream(pki: &TestPki, origin: &Upstream, protocol: &str) -> anyhow::Result<TestGateway> {
@@ -209,6 +210,68 @@ upstreams: [{{ name: origin, endpoints: ["http://{origin}"] }}]
             &[("reason", "client_certificate_required")]
         ),
         Some(1.0)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tls_connection_the_upstream_closed_while_idle_is_not_used() -> anyhow::Result<()> {
+    let pki = TestPki::new()?;
+    let origin = Upstream::start("origin", "127.0.0.1:0".parse()?).await?;
+    let (cert, key) = pki.leaf("upstream", &["localhost"])?;
+    // The upstream closes keep-alive connections idle for half a second.
+    let up = TestGateway::start(&format!(
+        r#"
+listeners:
+  - name: https
+    address: 127.0.0.1:0
+    tls:
+      certificates: [{{ cert: "{}", key: "{}" }}]
+admin: {{ address: 127.0.0.1:0 }}
+limits: {{ idle_timeout: 500ms }}
+routes: [{{ name: origin, upstream: origin }}]
+upstreams: [{{ name: origin, endpoints: ["http://{}"] }}]
+"#,
+        cert.display(),
+        key.display(),
+        origin.addr()
+    ))
+    .await?;
+    let ca = pki.dir.path().join("ca.pem");
+    let gw = TestGateway::plain(&format!(
+        "routes: [{{ name: r, upstream: secure }}]\nupstreams: [{{ name: secure, endpoints: [\"https://localhost:{}\"], retry: {{ attempts: 1 }}, tls: {{ ca_files: [\"{}\"], system_roots: false }} }}]\n",
+        up.addr("https").port(),
+        ca.display()
+    ))
+    .await?;
+    assert_eq!(send(gw.addr("http"), request("app.test", "/")).await?.status(), 200);
+    let open = |m: &str| {
+        metric(
+            m,
+            "gateway_connections_active",
+            &[("listener", "https"), ("protocol", "http1")],
+        )
+    };
+    assert_eq!(open(&up.metrics().await?), Some(1.0));
+    assert_eventually!(
+        open(&up.metrics().await?) == Some(0.0),
+        "the upstream closes the idle connection"
+    );
+    // Found closed before it is used: a new connection, and no failed try (one try only here).
+    let r = send(gw.addr("http"), request("app.test", "/")).await?;
+    assert_eq!(r.status(), 200, "{:?}", r.body());
+    let m = gw.metrics().await?;
+    assert_eq!(
+        metric(&m, "gateway_upstream_connections_opened_total", &[("pool", "secure")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "gateway_upstream_errors_total",
+            &[("pool", "secure"), ("kind", "protocol")]
+        ),
+        Some(0.0)
     );
     Ok(())
 }
