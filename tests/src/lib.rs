@@ -367,6 +367,25 @@ pub fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
+/// A TCP server on 127.0.0.1 for upstreams written by hand: `serve` runs, in a task of its own,
+/// for every connection accepted, with the connection's number (0 for the first).
+pub async fn raw_server<F, Fut>(serve: F) -> anyhow::Result<SocketAddr>
+where
+    F: Fn(TcpStream, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s, n));
+            n += 1;
+        }
+    });
+    Ok(addr)
+}
+
 /// The next request head (up to its blank line) on a raw HTTP/1.1 connection, for upstreams
 /// written by hand; `buf` keeps what was read beyond it. `None` once the peer has closed.
 /// Bodies are not read.

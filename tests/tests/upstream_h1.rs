@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use gateway_tests::{assert_eventually, json, metric, next_head, request, send, TestGateway};
+use gateway_tests::{assert_eventually, json, metric, next_head, raw_server, request, send, TestGateway};
 use tokio::io::AsyncWriteExt;
 
 /// The answer to `path`, with `{conn}` standing for the connection's number, and whether the
@@ -66,29 +66,26 @@ struct Counts {
 
 /// The raw upstream.
 async fn upstream() -> anyhow::Result<(std::net::SocketAddr, Arc<Counts>)> {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = l.local_addr()?;
     let counts = Arc::new(Counts::default());
     let c = counts.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let conn = c.opened.fetch_add(1, Ordering::SeqCst);
-            let c = c.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while let Some(head) = next_head(&mut s, &mut buf).await {
-                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-                    let (bytes, close) = answer(&path);
-                    let bytes = bytes.replace("{conn}", &conn.to_string());
-                    if s.write_all(bytes.as_bytes()).await.is_err() || close {
-                        break;
-                    }
+    let addr = raw_server(move |mut s, conn| {
+        let c = c.clone();
+        c.opened.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = Vec::new();
+            while let Some(head) = next_head(&mut s, &mut buf).await {
+                let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                let (bytes, close) = answer(&path);
+                let bytes = bytes.replace("{conn}", &conn.to_string());
+                if s.write_all(bytes.as_bytes()).await.is_err() || close {
+                    break;
                 }
-                drop(s);
-                c.closed.fetch_add(1, Ordering::SeqCst);
-            });
+            }
+            drop(s);
+            c.closed.fetch_add(1, Ordering::SeqCst);
         }
-    });
+    })
+    .await?;
     Ok((addr, counts))
 }
 

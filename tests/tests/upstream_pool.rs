@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use gateway_tests::{assert_eventually, json, metric, next_head, request, send, TestGateway};
+use gateway_tests::{assert_eventually, json, metric, next_head, raw_server, request, send, TestGateway};
 use tokio::io::AsyncWriteExt;
 
 #[derive(Default)]
@@ -38,41 +38,35 @@ enum Mode {
 
 /// A raw HTTP/1.1 upstream counting connections and requests (heads; bodies are not read).
 async fn counting_upstream(mode: Mode) -> anyhow::Result<(std::net::SocketAddr, Arc<Counts>)> {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = l.local_addr()?;
     let counts = Arc::new(Counts::default());
     let c = counts.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            c.opened.fetch_add(1, Ordering::SeqCst);
-            let c = c.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut served = 0;
-                while next_head(&mut s, &mut buf).await.is_some() {
-                    c.requests.fetch_add(1, Ordering::SeqCst);
-                    served += 1;
-                    while mode == Mode::Hold && !c.released.load(Ordering::SeqCst) {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                    let head: &[u8] = match mode {
-                        Mode::DropSecond if served == 2 => {
-                            c.closed.fetch_add(1, Ordering::SeqCst);
-                            return;
-                        }
-                        Mode::CloseEach => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                        Mode::Unavailable => b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy",
-                        _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-                    };
-                    if s.write_all(head).await.is_err() || mode == Mode::CloseEach {
-                        c.closed.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
+    let addr = raw_server(move |mut s, _| {
+        let c = c.clone();
+        c.opened.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut buf = Vec::new();
+            let mut served = 0;
+            while next_head(&mut s, &mut buf).await.is_some() {
+                c.requests.fetch_add(1, Ordering::SeqCst);
+                served += 1;
+                while mode == Mode::Hold && !c.released.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
-                c.closed.fetch_add(1, Ordering::SeqCst);
-            });
+                let head: &[u8] = match mode {
+                    Mode::DropSecond if served == 2 => break,
+                    Mode::CloseEach => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    Mode::Unavailable => b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy",
+                    _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                };
+                if s.write_all(head).await.is_err() || mode == Mode::CloseEach {
+                    break;
+                }
+            }
+            drop(s);
+            c.closed.fetch_add(1, Ordering::SeqCst);
         }
-    });
+    })
+    .await?;
     Ok((addr, counts))
 }
 

@@ -6,8 +6,9 @@
 
 use gateway_tests::{assert_eventually, json, metric, request, send, TestGateway, TestPki, Upstream};
 
-/// The second gateway; `protocol` is what it speaks to the origin.
-async fn tls_upstream(pki: &TestPki, origin: &Upstream, protocol: &str) -> anyhow::Result<TestGateway> {
+/// The second gateway; `protocol` is what it speaks to the origin; `extra` is more of its
+/// config (top-level keys).
+async fn tls_upstream(pki: &TestPki, origin: &Upstream, protocol: &str, extra: &str) -> anyhow::Result<TestGateway> {
     let (cert, key) = pki.leaf("upstream", &["localhost"])?;
     let yaml = format!(
         r#"
@@ -19,6 +20,7 @@ listeners:
 admin: {{ address: 127.0.0.1:0 }}
 routes: [{{ name: origin, upstream: origin }}]
 upstreams: [{{ name: origin, endpoints: ["http://{}"], protocol: {protocol} }}]
+{extra}
 "#,
         cert.display(),
         key.display(),
@@ -27,8 +29,9 @@ upstreams: [{{ name: origin, endpoints: ["http://{}"], protocol: {protocol} }}]
     TestGateway::start(&yaml).await
 }
 
-/// The gateway under test, towards the second one over `protocol`.
-async fn front(upstream_port: u16, tls: &str, protocol: &str) -> anyhow::Result<TestGateway> {
+/// The gateway under test, towards the second one over `protocol`; `extra` is more of the
+/// pool's fields.
+async fn front(upstream_port: u16, tls: &str, protocol: &str, extra: &str) -> anyhow::Result<TestGateway> {
     let yaml = format!(
         r#"
 listeners: [{{ name: http, address: "127.0.0.1:0" }}]
@@ -40,6 +43,7 @@ upstreams:
     protocol: {protocol}
     health: {{ consecutive_failures: 100 }}
     tls: {tls}
+    {extra}
 "#
     );
     TestGateway::start(&yaml).await
@@ -49,13 +53,14 @@ upstreams:
 async fn https_upstream_with_configured_ca() -> anyhow::Result<()> {
     let pki = TestPki::new()?;
     let origin = Upstream::start("origin", "127.0.0.1:0".parse()?).await?;
-    let up = tls_upstream(&pki, &origin, "http1").await?;
+    let up = tls_upstream(&pki, &origin, "http1", "").await?;
     let port = up.addr("https").port();
     let ca = pki.dir.path().join("ca.pem");
     let gw = front(
         port,
         &format!("{{ ca_files: [\"{}\"], system_roots: false }}", ca.display()),
         "http1",
+        "",
     )
     .await?;
     let r = send(gw.addr("http"), request("app.test", "/through")).await?;
@@ -72,8 +77,8 @@ async fn https_upstream_with_configured_ca() -> anyhow::Result<()> {
 async fn https_upstream_with_an_untrusted_certificate_is_502() -> anyhow::Result<()> {
     let pki = TestPki::new()?;
     let origin = Upstream::start("origin", "127.0.0.1:0".parse()?).await?;
-    let up = tls_upstream(&pki, &origin, "http1").await?;
-    let gw = front(up.addr("https").port(), "{ system_roots: true }", "http1").await?;
+    let up = tls_upstream(&pki, &origin, "http1", "").await?;
+    let gw = front(up.addr("https").port(), "{ system_roots: true }", "http1", "").await?;
     let r = send(gw.addr("http"), request("app.test", "/")).await?;
     assert_eq!(r.status(), 502);
     assert_eq!(json(&r)["type"], "urn:gateway:problem:upstream-connect");
@@ -84,12 +89,13 @@ async fn https_upstream_with_an_untrusted_certificate_is_502() -> anyhow::Result
 async fn https_upstream_over_h2_by_alpn() -> anyhow::Result<()> {
     let pki = TestPki::new()?;
     let origin = Upstream::start("origin", "127.0.0.1:0".parse()?).await?;
-    let up = tls_upstream(&pki, &origin, "h2").await?;
+    let up = tls_upstream(&pki, &origin, "h2", "").await?;
     let ca = pki.dir.path().join("ca.pem");
     let gw = front(
         up.addr("https").port(),
         &format!("{{ ca_files: [\"{}\"], system_roots: false }}", ca.display()),
         "h2",
+        "",
     )
     .await?;
     let r = send(gw.addr("http"), request("app.test", "/through")).await?;
@@ -218,31 +224,16 @@ upstreams: [{{ name: origin, endpoints: ["http://{origin}"] }}]
 async fn a_tls_connection_the_upstream_closed_while_idle_is_not_used() -> anyhow::Result<()> {
     let pki = TestPki::new()?;
     let origin = Upstream::start("origin", "127.0.0.1:0".parse()?).await?;
-    let (cert, key) = pki.leaf("upstream", &["localhost"])?;
     // The upstream closes keep-alive connections idle for half a second.
-    let up = TestGateway::start(&format!(
-        r#"
-listeners:
-  - name: https
-    address: 127.0.0.1:0
-    tls:
-      certificates: [{{ cert: "{}", key: "{}" }}]
-admin: {{ address: 127.0.0.1:0 }}
-limits: {{ idle_timeout: 500ms }}
-routes: [{{ name: origin, upstream: origin }}]
-upstreams: [{{ name: origin, endpoints: ["http://{}"] }}]
-"#,
-        cert.display(),
-        key.display(),
-        origin.addr()
-    ))
-    .await?;
+    let up = tls_upstream(&pki, &origin, "http1", "limits: { idle_timeout: 500ms }").await?;
     let ca = pki.dir.path().join("ca.pem");
-    let gw = TestGateway::plain(&format!(
-        "routes: [{{ name: r, upstream: secure }}]\nupstreams: [{{ name: secure, endpoints: [\"https://localhost:{}\"], retry: {{ attempts: 1 }}, tls: {{ ca_files: [\"{}\"], system_roots: false }} }}]\n",
+    // One try per request: a pooled connection found broken would show as a 502.
+    let gw = front(
         up.addr("https").port(),
-        ca.display()
-    ))
+        &format!("{{ ca_files: [\"{}\"], system_roots: false }}", ca.display()),
+        "http1",
+        "retry: { attempts: 1 }",
+    )
     .await?;
     assert_eq!(send(gw.addr("http"), request("app.test", "/")).await?.status(), 200);
     let open = |m: &str| {

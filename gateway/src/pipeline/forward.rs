@@ -82,7 +82,8 @@ pub fn add_vary(headers: &mut HeaderMap, token: &'static str) {
     }
 }
 
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// The tokens of a message's `Connection` fields, trimmed, empty ones left out.
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()

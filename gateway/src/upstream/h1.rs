@@ -322,14 +322,12 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, method: &Method) -> Resu
 /// Whether the connection stays open after this answer (RFC 9112 §9.3).
 fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
     let mut close = version == Version::HTTP_10;
-    for v in headers.get_all(header::CONNECTION) {
-        for token in v.to_str().unwrap_or("").split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("close") {
-                return false;
-            }
-            if token.eq_ignore_ascii_case("keep-alive") {
-                close = false;
-            }
+    for token in crate::pipeline::forward::connection_tokens(headers) {
+        if token.eq_ignore_ascii_case("close") {
+            return false;
+        }
+        if token.eq_ignore_ascii_case("keep-alive") {
+            close = false;
         }
     }
     !close
