@@ -164,10 +164,13 @@ pub async fn exchange<B>(
         return Err((Error::Write(e), true));
     }
     let head = loop {
-        match parse(&mut conn.buf, &mut conn.spans, req.method()) {
-            Ok(Some(head)) => break head,
-            Ok(None) => {}
-            Err(e) => return Err((e, false)),
+        // An idle connection's buffer is empty: nothing to parse before the first read.
+        if !conn.buf.is_empty() {
+            match parse(&mut conn.buf, &mut conn.spans, req.method()) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(e) => return Err((e, false)),
+            }
         }
         if conn.buf.len() >= MAX_HEAD_BYTES {
             return Err((Error::Invalid("head larger than 417792 bytes"), false));

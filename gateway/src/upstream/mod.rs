@@ -389,17 +389,19 @@ impl Pool {
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    fn healthy(&self, e: &Endpoint, now: u64) -> bool {
+    /// Whether `e` is in rotation. The clock is read (once, into `now`) only when some endpoint
+    /// looked at has been ejected: picking from a healthy pool reads none.
+    fn healthy(&self, e: &Endpoint, now: &std::cell::OnceCell<u64>) -> bool {
         let until = e.ejected_until.load(Ordering::Relaxed);
-        (until == 0 || until <= now) && !e.down.load(Ordering::Relaxed)
+        (until == 0 || until <= *now.get_or_init(|| self.now_ms())) && !e.down.load(Ordering::Relaxed)
     }
 
     /// Picks an endpoint by the pool's policy among those not ejected and below
     /// `max_in_flight_per_endpoint`; when none is, says why.
     pub fn pick(&self) -> Result<(Arc<Endpoint>, InFlight), Unavailable> {
         self.pick_avoiding(&[]).ok_or_else(|| {
-            let now = self.now_ms();
-            if self.endpoints.iter().any(|e| self.healthy(e, now)) {
+            let now = std::cell::OnceCell::new();
+            if self.endpoints.iter().any(|e| self.healthy(e, &now)) {
                 Unavailable::Overloaded
             } else {
                 Unavailable::NoHealthy
@@ -426,10 +428,11 @@ impl Pool {
         if n == 0 {
             return None;
         }
-        let now = self.now_ms();
+        let now = std::cell::OnceCell::new();
         let cap = self.config.max_in_flight_per_endpoint;
-        let usable =
-            |e: &Arc<Endpoint>| self.healthy(e, now) && e.in_flight() < cap && !avoid.iter().any(|a| Arc::ptr_eq(a, e));
+        let usable = |e: &Arc<Endpoint>| {
+            self.healthy(e, &now) && e.in_flight() < cap && !avoid.iter().any(|a| Arc::ptr_eq(a, e))
+        };
         let chosen = match self.config.balance {
             Balance::RoundRobin => {
                 // A retry continues from where the rotation stands, without taking a turn, so a
