@@ -367,20 +367,35 @@ pub fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
+/// Connections a [`raw_server`] accepted, and closed (its `serve` ended, the socket dropped).
+#[derive(Debug, Default)]
+pub struct Connections {
+    /// Accepted so far.
+    pub opened: std::sync::atomic::AtomicUsize,
+    /// Closed by the server so far.
+    pub closed: std::sync::atomic::AtomicUsize,
+}
+
 /// A TCP server on 127.0.0.1 for upstreams written by hand: `serve` runs, in a task of its own,
-/// for every connection accepted, with the connection's number (0 for the first).
-pub async fn raw_server<F, Fut>(serve: F) -> anyhow::Result<SocketAddr>
+/// for every connection accepted, with the connection's number (0 for the first); `conns`
+/// counts them.
+pub async fn raw_server<F, Fut>(conns: Arc<Connections>, serve: F) -> anyhow::Result<SocketAddr>
 where
     F: Fn(TcpStream, usize) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    use std::sync::atomic::Ordering;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
     tokio::spawn(async move {
-        let mut n = 0;
         while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(serve(s, n));
-            n += 1;
+            let n = conns.opened.fetch_add(1, Ordering::SeqCst);
+            let served = serve(s, n);
+            let conns = conns.clone();
+            tokio::spawn(async move {
+                served.await;
+                conns.closed.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
     Ok(addr)

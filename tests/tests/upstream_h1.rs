@@ -5,10 +5,10 @@
 //! HTTP/1.1 server answering each path with fixed bytes and saying which of its connections
 //! carried the request (`x-conn`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use gateway_tests::{assert_eventually, json, metric, next_head, raw_server, request, send, TestGateway};
+use gateway_tests::{assert_eventually, json, metric, next_head, raw_server, request, send, Connections, TestGateway};
 use tokio::io::AsyncWriteExt;
 
 /// The answer to `path`, with `{conn}` standing for the connection's number, and whether the
@@ -57,36 +57,22 @@ fn answer(path: &str) -> (&'static str, bool) {
     }
 }
 
-/// Connections the raw upstream accepted, and closed itself after an answer.
-#[derive(Default)]
-struct Counts {
-    opened: AtomicUsize,
-    closed: AtomicUsize,
-}
-
-/// The raw upstream.
-async fn upstream() -> anyhow::Result<(std::net::SocketAddr, Arc<Counts>)> {
-    let counts = Arc::new(Counts::default());
-    let c = counts.clone();
-    let addr = raw_server(move |mut s, conn| {
-        let c = c.clone();
-        c.opened.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let mut buf = Vec::new();
-            while let Some(head) = next_head(&mut s, &mut buf).await {
-                let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-                let (bytes, close) = answer(&path);
-                let bytes = bytes.replace("{conn}", &conn.to_string());
-                if s.write_all(bytes.as_bytes()).await.is_err() || close {
-                    break;
-                }
+/// The raw upstream, and the connections it accepted and closed.
+async fn upstream() -> anyhow::Result<(std::net::SocketAddr, Arc<Connections>)> {
+    let conns = Arc::new(Connections::default());
+    let addr = raw_server(conns.clone(), |mut s, conn| async move {
+        let mut buf = Vec::new();
+        while let Some(head) = next_head(&mut s, &mut buf).await {
+            let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+            let (bytes, close) = answer(&path);
+            let bytes = bytes.replace("{conn}", &conn.to_string());
+            if s.write_all(bytes.as_bytes()).await.is_err() || close {
+                break;
             }
-            drop(s);
-            c.closed.fetch_add(1, Ordering::SeqCst);
         }
     })
     .await?;
-    Ok((addr, counts))
+    Ok((addr, conns))
 }
 
 fn conn_of(r: &gateway_tests::Collected) -> String {

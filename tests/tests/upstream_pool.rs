@@ -8,13 +8,13 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use gateway_tests::{assert_eventually, json, metric, next_head, raw_server, request, send, TestGateway};
+use gateway_tests::{assert_eventually, json, metric, next_head, raw_server, request, send, Connections, TestGateway};
 use tokio::io::AsyncWriteExt;
 
 #[derive(Default)]
 struct Counts {
-    opened: AtomicUsize,
-    closed: AtomicUsize,
+    /// Connections accepted and closed.
+    conns: Arc<Connections>,
     requests: AtomicUsize,
     /// Lets `Mode::Hold` answer.
     released: AtomicBool,
@@ -40,9 +40,8 @@ enum Mode {
 async fn counting_upstream(mode: Mode) -> anyhow::Result<(std::net::SocketAddr, Arc<Counts>)> {
     let counts = Arc::new(Counts::default());
     let c = counts.clone();
-    let addr = raw_server(move |mut s, _| {
+    let addr = raw_server(counts.conns.clone(), move |mut s, _| {
         let c = c.clone();
-        c.opened.fetch_add(1, Ordering::SeqCst);
         async move {
             let mut buf = Vec::new();
             let mut served = 0;
@@ -62,8 +61,6 @@ async fn counting_upstream(mode: Mode) -> anyhow::Result<(std::net::SocketAddr, 
                     break;
                 }
             }
-            drop(s);
-            c.closed.fetch_add(1, Ordering::SeqCst);
         }
     })
     .await?;
@@ -88,7 +85,7 @@ async fn keep_alive_connections_are_reused() -> anyhow::Result<()> {
         assert_eq!(r.body().as_ref(), b"ok");
     }
     assert_eq!(
-        counts.opened.load(Ordering::SeqCst),
+        counts.conns.opened.load(Ordering::SeqCst),
         1,
         "one upstream connection serves sequential requests"
     );
@@ -104,7 +101,7 @@ async fn an_upstream_closing_connections_costs_no_request() -> anyhow::Result<()
         assert_eq!(r.status(), 200, "request {i}");
     }
     assert_eq!(
-        counts.opened.load(Ordering::SeqCst),
+        counts.conns.opened.load(Ordering::SeqCst),
         20,
         "a closed connection is never reused"
     );
@@ -116,14 +113,14 @@ async fn idle_connections_close_after_idle_timeout() -> anyhow::Result<()> {
     let (up, counts) = counting_upstream(Mode::KeepAlive).await?;
     let gw = gateway(up, "300ms").await?;
     assert_eq!(send(gw.addr("http"), request("x", "/")).await?.status(), 200);
-    assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.conns.opened.load(Ordering::SeqCst), 1);
     assert_eventually!(
-        counts.closed.load(Ordering::SeqCst) == 1,
+        counts.conns.closed.load(Ordering::SeqCst) == 1,
         "the idle upstream connection is closed"
     );
     // The next request opens a fresh connection.
     assert_eq!(send(gw.addr("http"), request("x", "/")).await?.status(), 200);
-    assert_eq!(counts.opened.load(Ordering::SeqCst), 2);
+    assert_eq!(counts.conns.opened.load(Ordering::SeqCst), 2);
     Ok(())
 }
 
@@ -162,7 +159,7 @@ upstreams:
         assert_eq!(r.body().as_ref(), b"ok");
     }
     assert_eq!(
-        counts.opened.load(Ordering::SeqCst),
+        counts.conns.opened.load(Ordering::SeqCst),
         2,
         "the retry took a new connection"
     );
