@@ -316,3 +316,48 @@ pub fn unix_now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// The wall clock in Unix milliseconds at `at`, a monotonic instant already read.
+///
+/// Requests read the monotonic clock once when they arrive; their wall-clock stamp is derived
+/// from it rather than read a second time. The offset between the two clocks is read again at
+/// most once a second, so a stepped wall clock shows within a second.
+pub fn unix_ms_at(at: tokio::time::Instant) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ORIGIN: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    // Wall-clock milliseconds minus monotonic milliseconds since ORIGIN, and when it was read
+    // (monotonic milliseconds + 1; 0 before the first read).
+    static OFFSET: AtomicU64 = AtomicU64::new(0);
+    static READ_AT: AtomicU64 = AtomicU64::new(0);
+    let origin = *ORIGIN.get_or_init(tokio::time::Instant::now);
+    let mono = at.saturating_duration_since(origin).as_millis() as u64;
+    let read_at = READ_AT.load(Ordering::Relaxed);
+    if read_at == 0 || mono.saturating_sub(read_at - 1) >= 1000 {
+        let offset = unix_now_ms().wrapping_sub(origin.elapsed().as_millis() as u64);
+        OFFSET.store(offset, Ordering::Relaxed);
+        READ_AT.store(mono + 1, Ordering::Relaxed);
+        return mono.wrapping_add(offset);
+    }
+    mono.wrapping_add(OFFSET.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    #[test]
+    fn wall_clock_derived_from_an_instant_follows_both_clocks() {
+        let now = Instant::now();
+        let wall = super::unix_now_ms();
+        let derived = super::unix_ms_at(now);
+        assert!(derived.abs_diff(wall) < 50, "derived {derived}, read {wall}");
+        // A later instant maps to a later wall time by the same amount.
+        let later = super::unix_ms_at(now + Duration::from_secs(5));
+        assert!(later.abs_diff(derived + 5000) < 50, "{later} vs {derived} + 5000");
+        // Past the second the offset is read again: still the wall clock's reading.
+        let again = super::unix_ms_at(Instant::now());
+        assert!(again.abs_diff(super::unix_now_ms()) < 50);
+    }
+}

@@ -59,6 +59,33 @@ async fn slow_header_client_is_cut_off_while_others_are_served() -> anyhow::Resu
 }
 
 #[tokio::test]
+async fn a_second_head_that_stalls_on_a_kept_alive_connection_meets_the_header_timeout() -> anyhow::Result<()> {
+    let (gw, _up) = gateway("{ header_timeout: 300ms, idle_timeout: 30s }").await?;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("http")).await?;
+    let mut buf = vec![0u8; 4096];
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    let n = s.read(&mut buf).await?;
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The next head starts and stalls: the header timeout applies, not the 30 s idle timeout.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await?;
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await??;
+    assert!(
+        n == 0 || buf[..n].starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eventually!(
+        metric(
+            &gw.metrics().await?,
+            "gateway_connection_timeouts_total",
+            &[("listener", "http"), ("kind", "header")]
+        ) == Some(1.0),
+        "the header timeout is counted"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn idle_keep_alive_outlives_header_timeout_and_closes_at_idle_timeout() -> anyhow::Result<()> {
     let (gw, _up) = gateway("{ header_timeout: 300ms, idle_timeout: 1500ms }").await?;
     let mut s = tokio::net::TcpStream::connect(gw.addr("http")).await?;

@@ -57,10 +57,12 @@ impl ConnState {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// A response finished (or was abandoned).
-    pub fn request_ended(&self) {
-        self.idle_since_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    /// A response finished (or was abandoned) at `at`.
+    pub fn request_ended(&self, at: Instant) {
+        self.idle_since_ms.store(
+            at.saturating_duration_since(self.epoch).as_millis() as u64,
+            Ordering::Relaxed,
+        );
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -108,8 +110,10 @@ pin_project! {
         timeouts: Timeouts,
         http1: bool,
         seen_requests: u64,
-        head_started: Option<Instant>,
-        armed: Option<Instant>,
+        // A request head has begun (HTTP/1), and when: stamped when its deadline is first
+        // needed, so a head that arrives whole costs no clock read.
+        head_started: Option<Option<Instant>>,
+        armed: Option<(Instant, Deadline)>,
         sleep: Pin<Box<Sleep>>,
         park_after: Option<Duration>,
         parked: bool,
@@ -139,7 +143,7 @@ impl<T> TimedIo<T> {
             timeouts,
             http1,
             seen_requests: 0,
-            head_started: http1.then_some(now),
+            head_started: http1.then_some(Some(now)),
             armed: None,
             sleep: Box::pin(tokio::time::sleep_until(now + Duration::from_secs(3600))),
             park_after: None,
@@ -164,7 +168,7 @@ impl<T> TimedIo<T> {
     pub fn resume(&mut self, prefix: Bytes) {
         self.parked = false;
         self.prefix = prefix;
-        self.head_started = Some(Instant::now());
+        self.head_started = Some(Some(Instant::now()));
         self.seen_requests = self.state.requests();
         self.armed = None;
     }
@@ -202,7 +206,7 @@ impl<T: AsyncRead> AsyncRead for TimedIo<T> {
         match res {
             Poll::Ready(Ok(())) => {
                 if !busy && *this.http1 && this.head_started.is_none() && buf.filled().len() > before {
-                    *this.head_started = Some(Instant::now());
+                    *this.head_started = Some(None);
                 }
                 return Poll::Ready(Ok(()));
             }
@@ -212,17 +216,21 @@ impl<T: AsyncRead> AsyncRead for TimedIo<T> {
         // Nothing to read. hyper will not read again until the socket wakes it, so a timer stays
         // armed even while a request is in flight (`Check`): when it fires, the deadlines are
         // looked at again. Timers are re-armed only when a deadline moves earlier, so a busy
-        // connection touches the timer wheel about once per period, not once per request.
+        // connection touches the timer wheel about once per period, not once per request, and
+        // while that check is armed a busy connection does not read the clock at all.
         loop {
             let busy = this.state.in_flight.load(Ordering::Acquire) > 0;
-            let (deadline, kind) = if busy {
-                (
+            let (deadline, kind) = match *this.armed {
+                Some(check @ (_, Deadline::Check)) if busy => check,
+                _ if busy => (
                     Instant::now() + this.park_after.unwrap_or(this.timeouts.idle),
                     Deadline::Check,
-                )
-            } else {
-                match *this.head_started {
-                    Some(h) => (h + this.timeouts.header, Deadline::Header),
+                ),
+                _ => match this.head_started {
+                    Some(h) => (
+                        *h.get_or_insert_with(Instant::now) + this.timeouts.header,
+                        Deadline::Header,
+                    ),
                     None => {
                         let since = this.state.idle_since();
                         let idle = since + this.timeouts.idle;
@@ -232,11 +240,11 @@ impl<T: AsyncRead> AsyncRead for TimedIo<T> {
                             _ => (idle, Deadline::Idle),
                         }
                     }
-                }
+                },
             };
-            if this.armed.is_none_or(|a| deadline < a) {
+            if this.armed.is_none_or(|(a, _)| deadline < a) {
                 this.sleep.as_mut().reset(deadline);
-                *this.armed = Some(deadline);
+                *this.armed = Some((deadline, kind));
             }
             if this.sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;

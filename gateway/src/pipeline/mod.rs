@@ -479,7 +479,8 @@ async fn proxy(
     let identity_span = (route.bearer.is_some() || route.login.is_some())
         .then(|| obs.trace.child("identity", SpanKind::Internal))
         .flatten();
-    let now = crate::unix_now() as u64;
+    // Unix seconds at the head's arrival: token lifetimes and session ages are judged by it.
+    let now = obs.unix_ms / 1000;
     let mut verified: Option<(Arc<crate::identity::jwt::Claims>, [u8; 32])> = None;
     let token = route.bearer.as_ref().and_then(|_| bearer_token(req.headers()));
     if let (Some(provider), Some(token)) = (&route.bearer, token) {
@@ -759,8 +760,14 @@ async fn proxy(
     let mut fresh = false;
     let exchange = loop {
         // The next try: where, the request again, and why (span event, error or status).
+        // Idle connections are aged as of the time the request went out (first try) or now.
+        let now = if attempts == 1 {
+            sent_at
+        } else {
+            tokio::time::Instant::now()
+        };
         let (next, in_flight, request, event, why) =
-            match tokio::time::timeout_at(deadline, pool.send(&endpoint, up_req, fresh)).await {
+            match tokio::time::timeout_at(deadline, pool.send(&endpoint, up_req, fresh, now)).await {
                 Err(_) => {
                     trace::fail(&mut upstream_span, "timeout");
                     pool.record(&endpoint, Some(Failure::Timeout));

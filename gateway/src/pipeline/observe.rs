@@ -97,11 +97,12 @@ impl Observer {
             .get(http::header::USER_AGENT)
             .map(|v| baseline_engine::hash_user_agent(v.as_bytes()))
             .unwrap_or(0);
-        let unix_ms = crate::unix_now_ms();
+        let start = Instant::now();
+        let unix_ms = crate::unix_ms_at(start);
         let method = req.method().clone();
         let uri = req.uri().clone();
         Self {
-            start: Instant::now(),
+            start,
             conn,
             request_id,
             method,
@@ -223,9 +224,10 @@ impl Observer {
 
 impl Drop for Observer {
     fn drop(&mut self) {
-        let elapsed = self.start.elapsed();
+        let end = Instant::now();
+        let elapsed = end.saturating_duration_since(self.start);
         self.in_flight.take();
-        self.conn.state.request_ended();
+        self.conn.state.request_ended(end);
         let metrics = self.route.as_ref().map(|r| &r.metrics).unwrap_or(&self.unrouted);
         metrics.count(MethodClass::of(&self.method), self.status);
         metrics.observe_duration(elapsed.as_secs_f64());

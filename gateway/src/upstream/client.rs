@@ -213,12 +213,13 @@ impl IdleStack {
         }
     }
 
-    /// The freshest usable idle connection, dropping the ones that expired or closed.
-    fn take(&self, max_age: Duration) -> Option<Sender> {
+    /// The freshest usable idle connection, dropping the ones that expired (idle for `max_age`
+    /// by `now`) or closed.
+    fn take(&self, max_age: Duration, now: Instant) -> Option<Sender> {
         let mut idle = self.stack.lock().ok()?;
         while let Some(i) = idle.senders.pop() {
             self.gauge.dec();
-            if !i.sender.is_closed() && i.since.elapsed() < max_age {
+            if !i.sender.is_closed() && now.saturating_duration_since(i.since) < max_age {
                 return Some(i.sender);
             }
         }
@@ -226,11 +227,11 @@ impl IdleStack {
     }
 
     /// The freshest usable idle connection for a request without a body.
-    fn take_conn(&self, max_age: Duration) -> Option<Box<h1::Conn>> {
+    fn take_conn(&self, max_age: Duration, now: Instant) -> Option<Box<h1::Conn>> {
         let mut idle = self.stack.lock().ok()?;
         while let Some(mut i) = idle.conns.pop() {
             self.gauge.dec();
-            if i.since.elapsed() < max_age && i.conn.usable() {
+            if now.saturating_duration_since(i.since) < max_age && i.conn.usable() {
                 return Some(i.conn);
             }
         }
@@ -338,6 +339,7 @@ pub async fn send(
     idle_timeout: Option<Duration>,
     h2: bool,
     req: Request<UpstreamBody>,
+    now: Instant,
 ) -> Result<Sent, SendError> {
     // The other paths are boxed: their states (hyper's futures hold the request by value) would
     // otherwise enlarge every request's future, which is moved several times before it runs.
@@ -345,9 +347,9 @@ pub async fn send(
         return Box::pin(send_h2(endpoint, tls, connect_timeout, req)).await;
     }
     if h1::eligible(&req) {
-        return send_own(endpoint, tls, connect_timeout, idle_timeout, req).await;
+        return send_own(endpoint, tls, connect_timeout, idle_timeout, req, now).await;
     }
-    Box::pin(send_hyper(endpoint, tls, connect_timeout, idle_timeout, req)).await
+    Box::pin(send_hyper(endpoint, tls, connect_timeout, idle_timeout, req, now)).await
 }
 
 /// Sends a request with a body (or asking for an upgrade) on one of hyper's HTTP/1.1
@@ -358,8 +360,9 @@ async fn send_hyper(
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     mut req: Request<UpstreamBody>,
+    now: Instant,
 ) -> Result<Sent, SendError> {
-    while let Some(mut sender) = idle_timeout.and_then(|t| endpoint.idle.take(t)) {
+    while let Some(mut sender) = idle_timeout.and_then(|t| endpoint.idle.take(t, now)) {
         if sender.ready().await.is_err() {
             continue;
         }
@@ -503,9 +506,10 @@ async fn send_own(
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     req: Request<UpstreamBody>,
+    now: Instant,
 ) -> Result<Sent, SendError> {
     loop {
-        let (conn, pooled) = match idle_timeout.and_then(|t| endpoint.idle.take_conn(t)) {
+        let (conn, pooled) = match idle_timeout.and_then(|t| endpoint.idle.take_conn(t, now)) {
             Some(conn) => (conn, true),
             None => {
                 endpoint.idle.opened.inc();

@@ -352,13 +352,15 @@ impl Pool {
     }
 
     /// Sends a request to `endpoint` on a pooled or (`fresh`, or none idle) new connection;
-    /// with `host: endpoint`, with the endpoint's own `Host`. (Not an `async fn`: it returns
+    /// idle connections are aged as of `now`. With `host: endpoint`, with the endpoint's own
+    /// `Host`. (Not an `async fn`: it returns
     /// the client's future as it is, rather than one more state holding the request.)
     pub fn send<'a>(
         &self,
         endpoint: &'a Arc<Endpoint>,
         mut req: http::Request<client::UpstreamBody>,
         fresh: bool,
+        now: tokio::time::Instant,
     ) -> impl std::future::Future<Output = Result<client::Sent, client::SendError>> + use<'a> {
         if self.config.host_from_endpoint {
             if let Some(h) = &endpoint.host_value {
@@ -372,6 +374,7 @@ impl Pool {
             (!fresh).then_some(self.config.idle_timeout),
             self.h2(),
             req,
+            now,
         )
     }
 
