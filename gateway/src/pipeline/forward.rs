@@ -151,7 +151,9 @@ pub fn new_request_id() -> HeaderValue {
         *b = HEX[(n & 0xf) as usize];
         n >>= 4;
     }
-    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&out)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Owned by the value: one allocation, shared (not copied) by the value's clones for the
+    // upstream request, the answer and the access log.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(out)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The request id to use: a well-formed incoming one from a trusted peer, or a new one.
@@ -192,6 +194,11 @@ impl PeerHeaders {
         let ip = HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self { ip, node }
     }
+}
+
+/// The length of `s` as a quoted string.
+fn quoted_len(s: &str) -> usize {
+    2 + s.len() + s.bytes().filter(|&b| b == b'"' || b == b'\\').count()
 }
 
 fn quoted_into(out: &mut String, s: &str) {
@@ -246,7 +253,10 @@ pub fn add_forwarding(
 
     // Forwarded (RFC 7239)
     let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-    let mut element = String::with_capacity(24 + peer.node.len() + host.len());
+    // Sized exactly: a value made from a string with room to spare would need a second
+    // allocation to be shared.
+    let host_len = if host.is_empty() { 0 } else { 6 + quoted_len(host) };
+    let mut element = String::with_capacity(4 + peer.node.len() + 7 + proto.len() + host_len);
     element.push_str("for=");
     element.push_str(&peer.node);
     element.push_str(";proto=");
@@ -255,6 +265,7 @@ pub fn add_forwarding(
         element.push_str(";host=");
         quoted_into(&mut element, host);
     }
+    debug_assert_eq!(element.len(), element.capacity());
     let value = if trusted && headers.contains_key(header::FORWARDED) {
         joined(headers, &header::FORWARDED, element.as_bytes())
     } else {
@@ -471,6 +482,24 @@ mod tests {
         assert_eq!(
             h.get("forwarded").map(|v| v.as_bytes()),
             Some(&b"for=192.0.2.7;proto=http;host=\"example.com:8080\""[..])
+        );
+    }
+
+    #[test]
+    fn forwarded_host_is_quoted_and_escaped() {
+        let peer = PeerHeaders::new("192.0.2.7:5000".parse().expect("addr"));
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_static("we\"ird\\host");
+        add_forwarding(&mut h, &peer, false, "https", Some(&host));
+        assert_eq!(
+            h.get("forwarded").map(|v| v.as_bytes()),
+            Some(&b"for=192.0.2.7;proto=https;host=\"we\\\"ird\\\\host\""[..])
+        );
+        let mut h = HeaderMap::new();
+        add_forwarding(&mut h, &peer, false, "https", None);
+        assert_eq!(
+            h.get("forwarded").map(|v| v.as_bytes()),
+            Some(&b"for=192.0.2.7;proto=https"[..])
         );
     }
 
