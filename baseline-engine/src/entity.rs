@@ -376,13 +376,16 @@ impl Entity {
             self.hours[hour] = self.hours[hour].saturating_add(1);
             remember(&mut self.clients, client);
             remember(&mut self.agents, agent);
-            let f = self.features(at);
-            self.habits.rate.learn(f.rate_per_minute.ln_1p(), at, drift.rate);
+            // Only the three features habits are made of (the rest are for scoring).
+            self.habits.rate.learn(self.rate_per_minute(at).ln_1p(), at, drift.rate);
             if self.len >= 4 {
-                self.habits.bytes.learn(f.bytes_per_request.ln_1p(), at, drift.bytes);
+                self.habits
+                    .bytes
+                    .learn(self.bytes_per_request().ln_1p(), at, drift.bytes);
             }
-            if f.gaps >= 8 {
-                self.habits.timing.learn(f.gap_variation.ln_1p(), at, drift.rate);
+            let (gaps, variation) = self.gap_variation();
+            if gaps >= 8 {
+                self.habits.timing.learn(variation.ln_1p(), at, drift.rate);
             }
         }
     }
@@ -413,18 +416,80 @@ impl Entity {
         self.last_unix_ms
     }
 
+    /// The recent requests at `now_ms`: those of the last `RECENT_MS`.
+    fn recent(&self, now_ms: u64) -> impl Iterator<Item = &Seen> {
+        let since = now_ms.saturating_sub(RECENT_MS).saturating_sub(self.first_unix_ms);
+        self.seen().filter(move |s| u64::from(s.at_ms) >= since)
+    }
+
+    /// Requests per minute at `now_ms`: the last 10 s scaled to a minute, or the last minute,
+    /// whichever is higher.
+    fn rate_per_minute(&self, now_ms: u64) -> f64 {
+        let now_rel = now_ms.saturating_sub(self.first_unix_ms);
+        let (mut in10, mut in60) = (0u32, 0u32);
+        for s in self.recent(now_ms) {
+            let age = now_rel.saturating_sub(u64::from(s.at_ms));
+            in10 += u32::from(age < 10_000);
+            in60 += u32::from(age < MINUTE_MS);
+        }
+        f64::from(in10 * 6).max(f64::from(in60))
+    }
+
+    /// Mean bytes sent over the last 8 answers.
+    fn bytes_per_request(&self) -> f64 {
+        let last8 = (self.len as usize).min(8);
+        let bytes8: u64 = self
+            .seen()
+            .skip(self.len as usize - last8)
+            .map(|s| decode_bytes(s.bytes_out))
+            .sum();
+        if last8 == 0 {
+            0.0
+        } else {
+            bytes8 as f64 / last8 as f64
+        }
+    }
+
+    /// Regularity over the latest gaps, however old: how many, and their coefficient of
+    /// variation (1 with fewer than three). A change of rhythm shows within a dozen requests,
+    /// and a slow but steady script is still seen as one.
+    fn gap_variation(&self) -> (u32, f64) {
+        let mut times = [0u32; TIMING_GAPS + 1];
+        let kept = (self.len as usize).min(TIMING_GAPS + 1);
+        for (t, s) in times.iter_mut().zip(self.seen().skip(self.len as usize - kept)) {
+            *t = s.at_ms;
+        }
+        let tail = &times[..kept];
+        let gaps = tail.len().saturating_sub(1) as u32;
+        let (mut sum, mut sum2) = (0.0f64, 0.0f64);
+        for w in tail.windows(2) {
+            let g = f64::from(w[1].wrapping_sub(w[0]));
+            sum += g;
+            sum2 += g * g;
+        }
+        let variation = if gaps < 3 {
+            1.0
+        } else {
+            let mean = sum / f64::from(gaps);
+            let var = (sum2 / f64::from(gaps) - mean * mean).max(0.0);
+            if mean <= 0.0 {
+                0.0
+            } else {
+                var.sqrt() / mean
+            }
+        };
+        (gaps, variation)
+    }
+
     /// The features at `now_ms` (Unix milliseconds).
     pub fn features(&self, now_ms: u64) -> Features {
-        let since = now_ms.saturating_sub(RECENT_MS).saturating_sub(self.first_unix_ms);
         let mut paths = [0u16; WINDOW];
         let mut np = 0usize;
         let mut fresh = [0u16; WINDOW];
         let mut nf = 0usize;
         let (mut n, mut new_paths, mut auth, mut client_err, mut not_found) = (0u32, 0, 0, 0, 0);
         let (mut new_places, mut refused) = (0, 0);
-        let (mut in10, mut in60) = (0u32, 0u32);
-        let now_rel = now_ms.saturating_sub(self.first_unix_ms);
-        for s in self.seen().filter(|s| u64::from(s.at_ms) >= since) {
+        for s in self.recent(now_ms) {
             n += 1;
             if !paths[..np].contains(&s.path) {
                 paths[np] = s.path;
@@ -440,55 +505,21 @@ impl Entity {
             auth += u32::from(s.flags & AUTH_FAILED != 0);
             client_err += u32::from((400..500).contains(&s.status));
             not_found += u32::from(s.status == 404);
-            let age = now_rel.saturating_sub(u64::from(s.at_ms));
-            in10 += u32::from(age < 10_000);
-            in60 += u32::from(age < MINUTE_MS);
         }
-        let last8 = (self.len as usize).min(8);
-        let bytes8: u64 = self
-            .seen()
-            .skip(self.len as usize - last8)
-            .map(|s| decode_bytes(s.bytes_out))
-            .sum();
         let share = |x: u32| if n == 0 { 0.0 } else { f64::from(x) / f64::from(n) };
-        // Regularity over the latest gaps, however old: a change of rhythm shows within a dozen
-        // requests, and a slow but steady script is still seen as one.
-        let mut times = [0u32; TIMING_GAPS + 1];
-        let kept = (self.len as usize).min(TIMING_GAPS + 1);
-        for (t, s) in times.iter_mut().zip(self.seen().skip(self.len as usize - kept)) {
-            *t = s.at_ms;
-        }
-        let tail = &times[..kept];
-        let gaps = tail.len().saturating_sub(1) as u32;
-        let (mut sum, mut sum2) = (0.0f64, 0.0f64);
-        for w in tail.windows(2) {
-            let g = f64::from(w[1].wrapping_sub(w[0]));
-            sum += g;
-            sum2 += g * g;
-        }
-        let gap_variation = if gaps < 3 {
-            1.0
-        } else {
-            let mean = sum / f64::from(gaps);
-            let var = (sum2 / f64::from(gaps) - mean * mean).max(0.0);
-            if mean <= 0.0 {
-                0.0
-            } else {
-                var.sqrt() / mean
-            }
-        };
+        let (gaps, gap_variation) = self.gap_variation();
         let total: u32 = self.hours.iter().map(|h| u32::from(*h)).sum();
         let hour = ((now_ms / 3_600_000) % 24) as usize;
         Features {
             recent: n,
-            rate_per_minute: f64::from(in10 * 6).max(f64::from(in60)),
+            rate_per_minute: self.rate_per_minute(now_ms),
             distinct_paths: np as u32,
             distinct_new_paths: nf as u32,
             new_path_share: share(new_paths),
             auth_failures: auth,
             client_error_ratio: share(client_err),
             not_found_ratio: share(not_found),
-            bytes_per_request: if last8 == 0 { 0.0 } else { bytes8 as f64 / last8 as f64 },
+            bytes_per_request: self.bytes_per_request(),
             new_places,
             client_changes: u32::from(self.client_changes),
             agent_changes: u32::from(self.agent_changes),

@@ -47,6 +47,24 @@ fn entity_events() -> Vec<RequestEvent> {
         .collect()
 }
 
+/// Events from one busy client without identity: one entity with a full window, as under load
+/// from a single address.
+fn busy_client_events() -> Vec<RequestEvent> {
+    let route: Arc<str> = Arc::from("api");
+    (0..10_000u64)
+        .map(|i| RequestEvent {
+            unix_ms: 1_800_000_000_000 + i,
+            route: Some(route.clone()),
+            path: baseline_engine::hash_path(b"/api/items"),
+            status: 200,
+            bytes_out: 24,
+            client: std::net::IpAddr::from([10, 0, 0, 1]),
+            user_agent: 7,
+            ..Default::default()
+        })
+        .collect()
+}
+
 fn sample(t: u64) -> RuntimeSample {
     RuntimeSample {
         unix_ms: t * 1000,
@@ -105,6 +123,24 @@ fn ingest(c: &mut Criterion) {
             })
         },
     );
+    let evs = busy_client_events();
+    g.bench_function("ingest 10k request events from one busy client", |b| {
+        let mut a = Assessor::new(AssessConfig::default(), Arc::new(RiskView::new()));
+        let mut round = 0u64;
+        b.iter(|| {
+            round += 1;
+            for e in &evs {
+                let mut e = e.clone();
+                e.unix_ms += round * 10_000;
+                a.observe(&e);
+            }
+            a.publish(
+                1_800_000_000_000 + round * 10_000,
+                1_800_000_000_000 + round * 10_000,
+                false,
+            );
+        })
+    });
     g.throughput(Throughput::Elements(1));
     g.bench_function("tick (20 routes, 69 series)", |b| {
         let mut engine = SeriesEngine::new(Config::default(), 64);
