@@ -420,12 +420,31 @@ pub async fn next_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (for processes that take fixed ports).
+/// A free TCP port on 127.0.0.1, for processes that take fixed ports (the gateway binary, the
+/// OpenID provider, Prometheus).
+///
+/// Picked below the kernel's ephemeral range (`ip_local_port_range`), so no socket another
+/// test binds to port 0 or connects from can take it between this check and the process
+/// binding it. Each port is handed out once per test process, from a start that differs
+/// between processes.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    const LOW: u64 = 10_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32_768)
+        .max(LOW + 1_000);
+    let span = high - LOW;
+    let start = u64::from(std::process::id()).wrapping_mul(7_919) % span;
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < span, "no free port left below the ephemeral range");
+        let port = u16::try_from(LOW + (start + n) % span).expect("below 65536");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Path of the gateway binary built for these tests (the `gateway-under-test` target of this
