@@ -84,6 +84,7 @@ routes:
     rewrite_prefix: /v2
     request_headers: {{ set: {{ x-env: prod, Host: internal.test }}, remove: [x-debug, Authorization] }}
     response_headers: {{ set: {{ strict-transport-security: "max-age=31536000" }}, remove: [x-upstream] }}
+  - {{ name: shop, upstream: up, match: {{ path_prefix: /shop/ }}, rewrite_prefix: / }}
   - {{ name: rest, upstream: up }}
 upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
 "#,
@@ -97,6 +98,7 @@ upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
             .header("x-debug", "1")
             .header("authorization", "Basic YTpi")
             .header("x-keep", "yes")
+            .header("x-forwarded-prefix", "/not-yours")
             .body(Full::new(Bytes::new()))
     };
 
@@ -117,6 +119,15 @@ upstreams: [{{ name: up, endpoints: ["http://{}"] }}]
     assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
     assert!(!r.headers().contains_key("x-upstream"));
     assert_eq!(json(&send(addr, req("/api")?).await?)["path"], "/v2");
+    assert!(
+        h.get("x-forwarded-prefix").is_none(),
+        "a replaced prefix is not announced, and a client's own value is dropped: {h}"
+    );
+
+    // A stripped prefix is announced to the upstream, so it can write links the client follows.
+    let j = json(&send(addr, req("/shop/cart?x=1")?).await?);
+    assert_eq!(j["path"], "/cart");
+    assert_eq!(j["headers"]["x-forwarded-prefix"], "/shop");
 
     // The route's own answers carry its response headers too.
     let big = http::Request::post("/api/echo")
@@ -148,9 +159,11 @@ async fn forwarding_headers_trusted_proxy() -> anyhow::Result<()> {
         .header("x-forwarded-host", "www.shop.test")
         .header("forwarded", "for=203.0.113.9;proto=https")
         .header("x-request-id", "lb-1234")
+        .header("x-forwarded-prefix", "/outer")
         .body(Full::new(Bytes::new()))?;
     let r = send(gw.addr("http"), req).await?;
     let h = &json(&r)["headers"];
+    assert_eq!(h["x-forwarded-prefix"], "/outer", "a trusted proxy's prefix passes on");
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "www.shop.test");

@@ -115,11 +115,12 @@ const FRAMING_HEADERS: [&str; 8] = [
 ];
 
 /// Request headers the gateway writes for the upstream itself.
-const GATEWAY_REQUEST_HEADERS: [&str; 8] = [
+const GATEWAY_REQUEST_HEADERS: [&str; 9] = [
     "x-forwarded-client-cert",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
+    "x-forwarded-prefix",
     "forwarded",
     "x-request-id",
     "traceparent",

@@ -17,6 +17,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `x-forwarded-prefix`: the path prefix a route took off before the upstream saw the path.
+pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -364,6 +366,32 @@ pub fn rewrite_prefix(prefix: &str, to: &str, pq: Option<&http::uri::PathAndQuer
     http::Uri::try_from(s).unwrap_or_else(|_| http::Uri::from_static("/"))
 }
 
+/// Sets `X-Forwarded-Prefix` for a route that strips its path prefix (`rewrite_prefix: /`):
+/// the prefix taken off, after a trusted proxy's own prefix when it sent one (untrusted ones
+/// are removed before this). A prefix replaced by another path is not announced: the
+/// upstream's paths then do not map onto the client's by a prefix.
+pub fn add_prefix(headers: &mut HeaderMap, prefix: &str, to: &str) {
+    let stripped = prefix.trim_end_matches('/');
+    if to != "/" || stripped.is_empty() {
+        return;
+    }
+    let outer = headers
+        .get(&X_FORWARDED_PREFIX)
+        .map(|v| {
+            v.as_bytes()
+                .trim_ascii()
+                .strip_suffix(b"/")
+                .unwrap_or(v.as_bytes().trim_ascii())
+        })
+        .unwrap_or_default();
+    let mut value = Vec::with_capacity(outer.len() + stripped.len());
+    value.extend_from_slice(outer);
+    value.extend_from_slice(stripped.as_bytes());
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+        headers.insert(&X_FORWARDED_PREFIX, v);
+    }
+}
+
 /// The head of an upstream request without a body, kept to send the request again where the
 /// client keeps the request it sends (hyper's HTTP/2 client; HTTP/1.1 pools hand it back).
 #[derive(Debug)]
@@ -483,6 +511,22 @@ mod tests {
             h.get("forwarded").map(|v| v.as_bytes()),
             Some(&b"for=192.0.2.7;proto=http;host=\"example.com:8080\""[..])
         );
+    }
+
+    #[test]
+    fn a_stripped_prefix_is_announced_after_a_trusted_proxys_own() {
+        let prefix = |headers: &HeaderMap| headers.get("x-forwarded-prefix").map(|v| v.as_bytes().to_vec());
+        let mut h = HeaderMap::new();
+        add_prefix(&mut h, "/shop", "/");
+        assert_eq!(prefix(&h), Some(b"/shop".to_vec()));
+        let mut h = map(&[("x-forwarded-prefix", "/outer/")]);
+        add_prefix(&mut h, "/shop/", "/");
+        assert_eq!(prefix(&h), Some(b"/outer/shop".to_vec()));
+        // A replaced prefix, or none at all: nothing is announced, a trusted value stays.
+        let mut h = map(&[("x-forwarded-prefix", "/outer")]);
+        add_prefix(&mut h, "/v1", "/v2");
+        add_prefix(&mut h, "/", "/");
+        assert_eq!(prefix(&h), Some(b"/outer".to_vec()));
     }
 
     #[test]

@@ -670,19 +670,22 @@ async fn proxy(
         parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     // Headers only the gateway writes: identity headers and the assertion (set from the
-    // verified token), and X-Forwarded-Client-Cert unless a trusted proxy sent it. Clients
-    // rarely send any: one pass over the names, removals only when one is there.
+    // verified token), and X-Forwarded-Client-Cert and X-Forwarded-Prefix unless a trusted
+    // proxy sent them. Clients rarely send any: one pass over the names, removals only when
+    // one is there.
     let xfcc = &crate::identity::certificate::FORWARDED_CLIENT_CERT;
+    let xfp = &forward::X_FORWARDED_PREFIX;
     if parts
         .headers
         .keys()
-        .any(|k| snap.owned_headers.contains(k) || (!trusted && k == xfcc))
+        .any(|k| snap.owned_headers.contains(k) || (!trusted && (k == xfcc || k == xfp)))
     {
         for n in &snap.owned_headers {
             parts.headers.remove(n);
         }
         if !trusted {
             parts.headers.remove(xfcc);
+            parts.headers.remove(xfp);
         }
     }
     let ih = &snap.config.identity_headers;
@@ -716,6 +719,9 @@ async fn proxy(
         if !parts.headers.contains_key(header::HOST) {
             parts.headers.insert(header::HOST, h);
         }
+    }
+    if let Some(to) = &route.rewrite_prefix {
+        forward::add_prefix(&mut parts.headers, &route.prefix, to);
     }
     // Origin-form: the connection already goes to the endpoint.
     parts.uri = match (pq, &route.rewrite_prefix) {
