@@ -17,6 +17,15 @@ async fn gateway(limits: &str) -> anyhow::Result<(TestGateway, Upstream)> {
     Ok((TestGateway::start(&yaml).await?, up))
 }
 
+/// Connections of the `http` listener closed for a timeout of `kind` (`header` or `idle`).
+async fn timeouts(gw: &TestGateway, kind: &str) -> anyhow::Result<Option<f64>> {
+    Ok(metric(
+        &gw.metrics().await?,
+        "gateway_connection_timeouts_total",
+        &[("listener", "http"), ("kind", kind)],
+    ))
+}
+
 #[tokio::test]
 async fn slow_header_client_is_cut_off_while_others_are_served() -> anyhow::Result<()> {
     let (gw, _up) = gateway("{ header_timeout: 2s, idle_timeout: 30s }").await?;
@@ -48,11 +57,7 @@ async fn slow_header_client_is_cut_off_while_others_are_served() -> anyhow::Resu
     // Not before the timeout (a lower bound only: a loaded machine can only make it later).
     assert!(took >= Duration::from_millis(1500), "cut off after only {took:?}");
     assert_eventually!(
-        metric(
-            &gw.metrics().await?,
-            "gateway_connection_timeouts_total",
-            &[("listener", "http"), ("kind", "header")]
-        ) == Some(1.0),
+        timeouts(&gw, "header").await? == Some(1.0),
         "the header timeout is counted"
     );
     Ok(())
@@ -75,11 +80,7 @@ async fn a_second_head_that_stalls_on_a_kept_alive_connection_meets_the_header_t
         String::from_utf8_lossy(&buf[..n])
     );
     assert_eventually!(
-        metric(
-            &gw.metrics().await?,
-            "gateway_connection_timeouts_total",
-            &[("listener", "http"), ("kind", "header")]
-        ) == Some(1.0),
+        timeouts(&gw, "header").await? == Some(1.0),
         "the header timeout is counted"
     );
     Ok(())
@@ -101,14 +102,7 @@ async fn idle_keep_alive_outlives_header_timeout_and_closes_at_idle_timeout() ->
     // Now stay idle: the gateway closes the connection at the idle timeout.
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
     assert_eq!(n, 0);
-    assert_eventually!(
-        metric(
-            &gw.metrics().await?,
-            "gateway_connection_timeouts_total",
-            &[("listener", "http"), ("kind", "idle")]
-        ) == Some(1.0),
-        "the idle timeout is counted"
-    );
+    assert_eventually!(timeouts(&gw, "idle").await? == Some(1.0), "the idle timeout is counted");
     Ok(())
 }
 
@@ -202,14 +196,7 @@ async fn an_idle_connection_is_parked_and_serves_its_next_requests() -> anyhow::
     let n = tokio::time::timeout(gateway_tests::patience(), s.read(&mut buf)).await??;
     assert_eq!(n, 0, "closed at the idle timeout");
     assert_eq!(parked(&gw, "http").await?, Some(0.0));
-    assert_eq!(
-        metric(
-            &gw.metrics().await?,
-            "gateway_connection_timeouts_total",
-            &[("kind", "idle")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(timeouts(&gw, "idle").await?, Some(1.0));
     Ok(())
 }
 
