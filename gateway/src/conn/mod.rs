@@ -3,6 +3,7 @@
 //!
 //! Before: the accept loop (`listen/`). After: `pipeline::handle` for every request.
 
+pub mod h1;
 pub mod io;
 
 use std::net::SocketAddr;
@@ -94,6 +95,16 @@ pub struct ListenerCtx {
 // === impl ListenerCtx ===
 
 impl ListenerCtx {
+    /// Counts and logs an HTTP/1.1 connection handed to hyper.
+    fn handed_off(&self, why: h1::Handoff, peer: SocketAddr) {
+        let labels = crate::telemetry::HandoffLabels {
+            listener: self.name.to_string(),
+            reason: why.label(),
+        };
+        self.metrics.http1_handoffs.get_or_create(&labels).inc();
+        tracing::debug!(listener = %self.name, %peer, reason = why.label(), "HTTP/1.1 connection handed to hyper's codec");
+    }
+
     /// Handles for the listener `name`.
     pub fn new(name: &str, tls: bool, metrics: &Metrics) -> Self {
         let l = ListenerLabels {
@@ -316,6 +327,7 @@ async fn serve_io<I>(
         alt_svc: ctx.alt_svc.clone(),
         client_cert: tls.and_then(|(_, c)| c),
     });
+    let own = (shared.clone(), info.clone());
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let req = req.map(crate::pipeline::body::ClientBody::Hyper);
         let handling = crate::pipeline::handle(shared.clone(), info.clone(), req);
@@ -355,6 +367,23 @@ async fn serve_io<I>(
     }
     let mut timed = TimedIo::new(io, state.clone(), timeouts, true).park_after(PARK_AFTER.min(limits.idle_timeout / 2));
     loop {
+        // Requests without a body are served on the connection's own path (boxed: it holds a
+        // request in flight, which an idle connection should not pay for); hyper takes the
+        // connection over at the first request that needs it, until the connection parks.
+        match Box::pin(h1::serve(&mut timed, &own.0, &own.1, &drain)).await {
+            h1::Outcome::Closed => return,
+            h1::Outcome::Parked => {
+                if !wait_parked(&timed, &state, &ctx, &drain, limits.idle_timeout).await {
+                    return;
+                }
+                timed.resume(bytes::Bytes::new());
+                continue;
+            }
+            h1::Outcome::Handoff(why, read) => {
+                ctx.handed_off(why, peer);
+                timed.resume(read);
+            }
+        }
         let mut conn = Box::pin(b.serve_connection(TokioIo::new(timed), svc.clone()).with_upgrades());
         let result = tokio::select! {
             r = conn.as_mut() => r,
@@ -376,19 +405,34 @@ async fn serve_io<I>(
             return;
         }
         // Parked: hyper's buffers are gone; hold the socket until the next request.
-        if parts.read_buf.is_empty() {
-            let _parked = ParkedGuard::new(&ctx.parked);
-            let deadline = state.idle_since() + limits.idle_timeout;
-            tokio::select! {
-                r = timed.get_ref().readable() => if r.is_err() { return },
-                _ = tokio::time::sleep_until(deadline) => {
-                    ctx.idle_timeouts.inc();
-                    return;
-                }
-                _ = drain.cancelled() => return,
-            }
+        if parts.read_buf.is_empty() && !wait_parked(&timed, &state, &ctx, &drain, limits.idle_timeout).await {
+            return;
         }
         timed.resume(parts.read_buf);
+    }
+}
+
+/// Holds a parked connection until its next request arrives (`true`), or until it times out,
+/// fails or the gateway drains (`false`).
+async fn wait_parked<I: Readable>(
+    timed: &TimedIo<I>,
+    state: &ConnState,
+    ctx: &ListenerCtx,
+    drain: &CancellationToken,
+    idle_timeout: Duration,
+) -> bool {
+    if drain.is_cancelled() {
+        return false;
+    }
+    let _parked = ParkedGuard::new(&ctx.parked);
+    let deadline = state.idle_since() + idle_timeout;
+    tokio::select! {
+        r = timed.get_ref().readable() => r.is_ok(),
+        _ = tokio::time::sleep_until(deadline) => {
+            ctx.idle_timeouts.inc();
+            false
+        }
+        _ = drain.cancelled() => false,
     }
 }
 

@@ -188,6 +188,15 @@ pub struct TimeoutLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `gateway_http1_handoffs_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoffLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `body`, `special`, `version`, `target`, `malformed` or `large`.
+    pub reason: &'static str,
+}
+
 /// Labels of `gateway_auth_outcomes_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthLabels {
@@ -405,6 +414,8 @@ pub struct Metrics {
     pub connections_parked: Family<ListenerLabels, Gauge>,
     /// `gateway_connection_timeouts_total`.
     pub connection_timeouts: Family<TimeoutLabels, Counter>,
+    /// `gateway_http1_handoffs_total`.
+    pub http1_handoffs: Family<HandoffLabels, Counter>,
     /// `gateway_tls_handshake_errors_total`.
     pub tls_handshake_errors: Family<ListenerLabels, Counter>,
     /// `gateway_tls_client_certificates_total`.
@@ -592,6 +603,7 @@ impl Metrics {
             connections_limited: Family::default(),
             connections_parked: Family::default(),
             connection_timeouts: Family::default(),
+            http1_handoffs: Family::default(),
             tls_handshake_errors: Family::default(),
             tls_client_certificates: Family::default(),
             tls_certificate_expiry: Family::default(),
@@ -786,6 +798,11 @@ impl Metrics {
             CONNECTIONS_PARKED,
             "Idle HTTP/1 keep-alive connections held without per-connection HTTP state",
             m.connections_parked.clone(),
+        );
+        r.register(
+            HTTP1_HANDOFFS,
+            "HTTP/1.1 connections handed to the general HTTP/1 codec, by the request that needed it",
+            m.http1_handoffs.clone(),
         );
         r.register(
             CONNECTION_TIMEOUTS,

@@ -47,6 +47,8 @@ pub const HTTPS_REDIRECTS: &str = "https_redirects";
 pub const CONNECTIONS_LIMITED: &str = "connections_limited";
 /// Idle HTTP/1 keep-alive connections parked without hyper state, by listener (gauge).
 pub const CONNECTIONS_PARKED: &str = "connections_parked";
+/// HTTP/1.1 connections handed to hyper's codec, by listener and reason (counter).
+pub const HTTP1_HANDOFFS: &str = "http1_handoffs";
 /// Connections closed by a timeout, by listener and kind (header, idle, handshake) (counter).
 pub const CONNECTION_TIMEOUTS: &str = "connection_timeouts";
 /// Failed TLS handshakes, by listener (counter).

@@ -75,6 +75,12 @@ impl Monitors {
     pub fn request<F: std::future::Future>(&self, f: F) -> Sampled<F> {
         self.sample(&self.requests_seen, &self.requests, f)
     }
+
+    /// The monitor for the next request, when it is sampled: for a caller that awaits the
+    /// request's future where it stands rather than moving it into a wrapper.
+    pub fn sample_request(&self) -> Option<&TaskMonitor> {
+        (self.requests_seen.fetch_add(1, Ordering::Relaxed) % self.sample_every == 0).then_some(&self.requests)
+    }
 }
 
 fn task_sample(m: &TaskMetrics) -> TaskSample {

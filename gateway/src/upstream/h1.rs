@@ -337,7 +337,7 @@ fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
 }
 
 /// Whether the last transfer coding is `chunked`.
-fn chunked_last(headers: &HeaderMap) -> bool {
+pub(crate) fn chunked_last(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
@@ -348,7 +348,7 @@ fn chunked_last(headers: &HeaderMap) -> bool {
 }
 
 /// The one length every `Content-Length` value states, if they are all the same valid number.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut found = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
         for n in v.to_str().ok()?.split(',') {

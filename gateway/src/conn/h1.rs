@@ -1,0 +1,474 @@
+//! HTTP/1.1 requests without a body, read and answered by the connection's own task.
+//!
+//! Most requests a gateway sees are a head and nothing else: a GET, a DELETE, an OPTIONS.
+//! hyper's server dispatcher serves them too, but pays for what it must be ready for on every
+//! request (bodies in both directions, upgrades, `Expect`, HTTP/1.0), and it reallocates its
+//! read buffer for every head, since the head's header values keep the old one referenced.
+//! Here the connection's task reads the head, parses it with `httparse` (the parser hyper
+//! uses), hands the request to the pipeline and writes the answer itself, reusing one read
+//! buffer and one write buffer for the connection's life.
+//!
+//! Anything else goes to hyper, for the rest of the connection's life: the bytes read so far
+//! are replayed to it ([`TimedIo::resume`]), so it sees the connection exactly as if it had
+//! served it from the start. That is: a request with a body or `Expect`, an upgrade, CONNECT
+//! and HEAD, HTTP/1.0, a request target not in origin form, a head that does not parse (hyper
+//! answers 400), a head larger than [`MAX_HEAD`] or with more than [`MAX_FIELDS`] fields
+//! (hyper and the pipeline answer the configured limits). Which one it was is counted in
+//! `gateway_http1_handoffs_total`.
+//!
+//! Answers follow RFC 9112 as hyper writes them: the status line with the answer's own
+//! reason phrase, the header fields as the pipeline left them, `Date` when missing, and the
+//! framing: no body for 1xx, 204 and 304; the `Content-Length` given, or the body's exact size,
+//! or chunked; `Connection: close` when the client asked for it or the gateway is draining,
+//! and the connection is closed after that answer. Trailers are not sent (hyper sends them on
+//! HTTP/1.1 only to a client that asked with `TE: trailers`, which this path leaves to hyper).
+//! A body that fails, or is longer or shorter than its `Content-Length`, ends the connection.
+//!
+//! Timeouts and parking are the socket wrapper's, as for hyper ([`super::io`]).
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io::Write as _;
+use std::mem::MaybeUninit;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::io::TimedIo;
+use super::ConnInfo;
+use crate::pipeline::body::ClientBody;
+use crate::Shared;
+
+/// Largest head read here; a longer one goes to hyper, whose limit sits above the configured
+/// `limits.max_header_bytes` so that the pipeline can answer it with a problem body.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most header fields parsed here; more go to hyper (and the pipeline's `limits.max_headers`).
+pub const MAX_FIELDS: usize = 100;
+/// Size of the connection's read buffer.
+const READ_SIZE: usize = 8 * 1024;
+/// Answer bytes gathered before a write: the head and small bodies go out in one.
+const WRITE_GATHER: usize = 16 * 1024;
+/// Room left in the request's header map for the fields the pipeline adds (forwarding,
+/// request id, trace context), so that adding them does not grow it.
+const ADDED_FIELDS: usize = 8;
+
+/// Why a connection went to hyper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// The request has a body (`Content-Length` other than 0, or `Transfer-Encoding`).
+    Body,
+    /// `Upgrade`, `Expect`, CONNECT or HEAD.
+    Special,
+    /// Not HTTP/1.1.
+    Version,
+    /// The request target is not in origin form (`/path?query`).
+    Target,
+    /// The head does not parse, or a name, value, method or target in it is invalid.
+    Malformed,
+    /// The head is larger than [`MAX_HEAD`] or has more than [`MAX_FIELDS`] fields.
+    Large,
+}
+
+impl Handoff {
+    /// The `reason` label of `gateway_http1_handoffs_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Handoff::Body => "body",
+            Handoff::Special => "special",
+            Handoff::Version => "version",
+            Handoff::Target => "target",
+            Handoff::Malformed => "malformed",
+            Handoff::Large => "large",
+        }
+    }
+}
+
+/// How serving here ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The connection is done (closed by either side, drained, timed out, or broken).
+    Closed,
+    /// Parked by the socket wrapper: idle, nothing buffered.
+    Parked,
+    /// hyper takes the connection over; these bytes were read and not used.
+    Handoff(Handoff, Bytes),
+}
+
+/// Serves requests on `io` until the connection ends, parks, or needs hyper.
+pub async fn serve<I>(
+    io: &mut TimedIo<I>,
+    shared: &Arc<Shared>,
+    info: &Arc<ConnInfo>,
+    drain: &CancellationToken,
+) -> Outcome
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut out = Vec::new();
+    let mut spans = Vec::new();
+    let mut drained = pin!(drain.cancelled());
+    loop {
+        let head = loop {
+            if !buf.is_empty() {
+                match parse(&mut buf, &mut spans) {
+                    Ok(Some(head)) => break head,
+                    Ok(None) if buf.len() >= MAX_HEAD => return Outcome::Handoff(Handoff::Large, buf.freeze()),
+                    Ok(None) => {}
+                    Err(why) => return Outcome::Handoff(why, buf.freeze()),
+                }
+            }
+            // Reuses the buffer in place once the last request's head is no longer referenced.
+            buf.reserve(READ_SIZE / 2);
+            let read = poll_fn(
+                |cx| match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut buf) {
+                    Poll::Ready(r) => Poll::Ready(Some(r)),
+                    Poll::Pending => drained.as_mut().poll(cx).map(|()| None),
+                },
+            )
+            .await;
+            match read {
+                Some(Ok(0)) if io.is_parked() && buf.is_empty() => return Outcome::Parked,
+                Some(Ok(0)) | Some(Err(_)) | None => return Outcome::Closed,
+                Some(Ok(_)) => {}
+            }
+        };
+        let Head { req, close } = head;
+        // Awaited where it stands: the request's future is large, and each move copies it.
+        let handling = crate::pipeline::handle(shared.clone(), info.clone(), req);
+        let Ok(mut answer) = match shared.monitors.sample_request() {
+            Some(monitor) => monitor.instrument(handling).await,
+            None => handling.await,
+        };
+        let close = close || drain.is_cancelled();
+        match respond(io, &mut answer, &mut out, close).await {
+            Ok(true) if !close => {}
+            _ => {
+                let _ = io.shutdown().await;
+                return Outcome::Closed;
+            }
+        }
+    }
+}
+
+/// A parsed request and whether the client asked to close after it.
+struct Head {
+    req: Request<ClientBody>,
+    close: bool,
+}
+
+/// Parses a request head from the front of `buf` (taking it out); `None` if more bytes are
+/// needed, `Err` with the reason when hyper is to serve it.
+fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>) -> Result<Option<Head>, Handoff> {
+    // Where the method, target and each field are in `buf`, so that they can share the head's
+    // bytes once it is split off.
+    spans.clear();
+    let (len, method, target) = {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut r = httparse::Request::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut r, buf, &mut fields) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(Handoff::Large),
+            Err(_) => return Err(Handoff::Malformed),
+        };
+        if r.version != Some(1) {
+            return Err(Handoff::Version);
+        }
+        let base = buf.as_ptr() as usize;
+        let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        let (Some(m), Some(t)) = (r.method, r.path) else {
+            return Err(Handoff::Malformed);
+        };
+        if !t.starts_with('/') {
+            return Err(Handoff::Target);
+        }
+        spans.extend(r.headers.iter().map(|f| {
+            [
+                at(f.name.as_bytes()),
+                f.name.len() as u32,
+                at(f.value),
+                f.value.len() as u32,
+            ]
+        }));
+        (
+            len,
+            (at(m.as_bytes()), m.len() as u32),
+            (at(t.as_bytes()), t.len() as u32),
+        )
+    };
+    let slice = |(at, n): (u32, u32)| (at as usize)..(at + n) as usize;
+    let method = Method::from_bytes(&buf[slice(method)]).map_err(|_| Handoff::Malformed)?;
+    if method == Method::HEAD || method == Method::CONNECT {
+        return Err(Handoff::Special);
+    }
+    // Checked before the head is split off, so that hyper can be handed all of it.
+    let mut close = false;
+    for &[ns, nl, vs, vl] in spans.iter() {
+        let name = &buf[slice((ns, nl))];
+        let value = &buf[slice((vs, vl))];
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if value.is_empty() || value.iter().any(|&b| b != b'0') {
+                return Err(Handoff::Body);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Err(Handoff::Body);
+        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
+            return Err(Handoff::Special);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= has_close(value);
+        }
+    }
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_FIELDS);
+    let head = buf.split_to(len).freeze();
+    let built = (|| {
+        for &[ns, nl, vs, vl] in spans.iter() {
+            // httparse has checked the name's characters; `HeaderName` lower-cases it.
+            let name = HeaderName::from_bytes(&head[slice((ns, nl))]).ok()?;
+            let value = HeaderValue::from_maybe_shared(head.slice(slice((vs, vl)))).ok()?;
+            headers.append(name, value);
+        }
+        Uri::from_maybe_shared(head.slice(slice(target))).ok()
+    })();
+    let Some(uri) = built else {
+        // Put the head back in front of what follows it, for hyper to read and answer.
+        let mut all = BytesMut::with_capacity(head.len() + buf.len());
+        all.extend_from_slice(&head);
+        all.extend_from_slice(buf);
+        *buf = all;
+        return Err(Handoff::Malformed);
+    };
+    let mut req = Request::new(ClientBody::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Ok(Some(Head { req, close }))
+}
+
+/// Whether a `Connection` value lists `close`.
+fn has_close(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// How an answer's body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (1xx, 204, 304).
+    None,
+    /// This many bytes left.
+    Length(u64),
+    /// Chunked.
+    Chunked,
+    /// Until the connection closes.
+    Close,
+}
+
+/// Writes `answer` on `io`; `Ok(true)` when the connection may carry another request.
+async fn respond<I>(
+    io: &mut TimedIo<I>,
+    answer: &mut crate::pipeline::Answer,
+    out: &mut Vec<u8>,
+    mut close: bool,
+) -> std::io::Result<bool>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let status = answer.status();
+    let headers = answer.headers();
+    let te = headers.contains_key(header::TRANSFER_ENCODING);
+    let mut framing =
+        if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::None
+        } else if te {
+            if crate::upstream::h1::chunked_last(headers) {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            }
+        } else if headers.contains_key(header::CONTENT_LENGTH) {
+            declared_length(headers).map_or(Framing::Close, Framing::Length)
+        } else {
+            match answer.body().size_hint().exact() {
+                Some(n) => Framing::Length(n),
+                None => Framing::Chunked,
+            }
+        };
+    if framing == Framing::Close {
+        close = true;
+    }
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match answer.extensions().get::<hyper::ext::ReasonPhrase>() {
+        Some(r) => out.extend_from_slice(r.as_bytes()),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut said_close = false;
+    for (name, value) in headers {
+        if te && name == header::CONTENT_LENGTH {
+            continue; // never both (RFC 9112 §6.2)
+        }
+        if name == header::CONNECTION && has_close(value.as_bytes()) {
+            said_close = true;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !headers.contains_key(header::DATE) {
+        DATE.with_borrow_mut(|d| field(out, b"date", d.now().as_bytes()));
+    }
+    if !headers.contains_key(header::CONTENT_LENGTH) && !te {
+        match framing {
+            Framing::Length(n) => {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+            Framing::Chunked => field(out, b"transfer-encoding", b"chunked"),
+            Framing::None | Framing::Close => {}
+        }
+    }
+    close |= said_close;
+    if close && !said_close {
+        field(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let mut body = Pin::new(answer.body_mut());
+    if framing != Framing::None {
+        loop {
+            // The next frame if it is there; otherwise what is gathered goes out first.
+            let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+                Poll::Ready(f) => f,
+                Poll::Pending => {
+                    send(io, out).await?;
+                    io.flush().await?;
+                    poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Err(_)) => {
+                    // What came before the failure goes out; closing tells the client the rest
+                    // is missing.
+                    send(io, out).await?;
+                    io.flush().await?;
+                    return Ok(false);
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue, // trailers
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            match &mut framing {
+                Framing::Length(left) => {
+                    if data.len() as u64 > *left {
+                        // Longer than it said: what fits goes out, then the connection ends.
+                        let fits = data.slice(..*left as usize);
+                        gather(io, out, &fits).await?;
+                        send(io, out).await?;
+                        io.flush().await?;
+                        return Ok(false);
+                    }
+                    *left -= data.len() as u64;
+                    gather(io, out, &data).await?;
+                }
+                Framing::Chunked => {
+                    let _ = write!(out, "{:x}\r\n", data.len());
+                    gather(io, out, &data).await?;
+                    out.extend_from_slice(b"\r\n");
+                }
+                Framing::Close => gather(io, out, &data).await?,
+                Framing::None => {}
+            }
+        }
+        match framing {
+            Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+            Framing::Length(left) if left > 0 => close = true, // shorter than it said
+            _ => {}
+        }
+    }
+    send(io, out).await?;
+    io.flush().await?;
+    Ok(!close)
+}
+
+/// The answer's `Content-Length`: one plain number read directly (the usual case), else as
+/// the upstream reader checks it.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let mut all = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let (Some(v), None) = (all.next(), all.next()) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 19 && b.iter().all(u8::is_ascii_digit) {
+            return Some(b.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')));
+        }
+    }
+    crate::upstream::h1::content_length(headers)
+}
+
+/// Appends one header field line.
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Adds `data` to what is gathered, or writes both when that grows too large.
+async fn gather<I>(io: &mut TimedIo<I>, out: &mut Vec<u8>, data: &Bytes) -> std::io::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    if out.len() + data.len() <= WRITE_GATHER {
+        out.extend_from_slice(data);
+        return Ok(());
+    }
+    send(io, out).await?;
+    io.write_all(data).await
+}
+
+/// Writes what is gathered.
+async fn send<I>(io: &mut TimedIo<I>, out: &mut Vec<u8>) -> std::io::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    if !out.is_empty() {
+        io.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// The `Date` value, formatted once a second per thread.
+struct CachedDate {
+    second: u64,
+    text: String,
+}
+
+impl CachedDate {
+    fn now(&mut self) -> &str {
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            self.text = httpdate::fmt_http_date(now);
+        }
+        &self.text
+    }
+}
+
+thread_local! {
+    static DATE: RefCell<CachedDate> = const { RefCell::new(CachedDate { second: 0, text: String::new() }) };
+}
