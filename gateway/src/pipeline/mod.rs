@@ -764,6 +764,8 @@ async fn proxy(
     // Exchanges started (connections that took the request), and tries in all.
     let (mut exchanges, mut attempts) = (1u32, 1usize);
     let mut fresh = false;
+    // One timer for every try: they share the deadline.
+    let mut expiry = std::pin::pin!(tokio::time::sleep_until(deadline));
     let exchange = loop {
         // The next try: where, the request again, and why (span event, error or status).
         // Idle connections are aged as of the time the request went out (first try) or now.
@@ -772,81 +774,89 @@ async fn proxy(
         } else {
             tokio::time::Instant::now()
         };
-        let (next, in_flight, request, event, why) =
-            match tokio::time::timeout_at(deadline, pool.send(&endpoint, up_req, fresh, now)).await {
-                Err(_) => {
-                    trace::fail(&mut upstream_span, "timeout");
-                    pool.record(&endpoint, Some(Failure::Timeout));
-                    break Err(ProxyError::UpstreamTimeout {
+        // Polled where it stands, not moved into a timeout wrapper (it is large, and each move
+        // copies it); the timer is polled only while the exchange waits.
+        let sent = {
+            let mut sending = std::pin::pin!(pool.send(&endpoint, up_req, fresh, now));
+            std::future::poll_fn(|cx| match std::future::Future::poll(sending.as_mut(), cx) {
+                std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+                std::task::Poll::Pending => std::future::Future::poll(expiry.as_mut(), cx).map(|()| None),
+            })
+            .await
+        };
+        let (next, in_flight, request, event, why) = match sent {
+            None => {
+                trace::fail(&mut upstream_span, "timeout");
+                pool.record(&endpoint, Some(Failure::Timeout));
+                break Err(ProxyError::UpstreamTimeout {
+                    endpoint: endpoint.base.clone(),
+                    timeout,
+                });
+            }
+            Some(Err(SendError::Connect { source, request })) => {
+                pool.record(&endpoint, Some(Failure::Connect));
+                tried.push(endpoint.clone());
+                let Some((next, in_flight)) = pool.retry_connect(&tried) else {
+                    trace::fail(&mut upstream_span, "connect");
+                    break Err(ProxyError::UpstreamConnect {
                         endpoint: endpoint.base.clone(),
-                        timeout,
+                        source,
                     });
+                };
+                (next, in_flight, *request, "connect_failed", source.to_string())
+            }
+            Some(Err(SendError::Exchange {
+                source: e,
+                request: back,
+            })) => {
+                if is_caused_by::<BodyLimitExceeded>(&*e) {
+                    break Err(ProxyError::BodyTooLarge { limit });
                 }
-                Ok(Err(SendError::Connect { source, request })) => {
-                    pool.record(&endpoint, Some(Failure::Connect));
-                    tried.push(endpoint.clone());
-                    let Some((next, in_flight)) = pool.retry_connect(&tried) else {
-                        trace::fail(&mut upstream_span, "connect");
-                        break Err(ProxyError::UpstreamConnect {
-                            endpoint: endpoint.base.clone(),
-                            source,
-                        });
-                    };
-                    (next, in_flight, *request, "connect_failed", source.to_string())
-                }
-                Ok(Err(SendError::Exchange {
-                    source: e,
-                    request: back,
-                })) => {
-                    if is_caused_by::<BodyLimitExceeded>(&*e) {
-                        break Err(ProxyError::BodyTooLarge { limit });
-                    }
-                    pool.record(&endpoint, Some(Failure::Protocol));
-                    let again = (retryable && exchanges < retry.attempts)
-                        .then(|| {
-                            back.map(|b| *b)
-                                .or_else(|| replay.as_ref().map(forward::Replay::request))
-                        })
-                        .flatten()
-                        .and_then(|r| Some((r, pool.retry_exchange(&endpoint, RetryReason::Reset)?)));
-                    let Some((r, (next, in_flight))) = again else {
-                        trace::fail(&mut upstream_span, "protocol");
-                        break Err(ProxyError::UpstreamProtocol {
-                            endpoint: endpoint.base.clone(),
-                            source: e,
-                        });
-                    };
-                    exchanges += 1;
-                    (next, in_flight, r, "exchange_failed", e.to_string())
-                }
-                Ok(Ok(Sent {
-                    response: resp,
-                    loan,
-                    request: back,
-                })) => {
-                    let status = resp.status();
-                    // A listed status is retried after a short random pause (up to 25 ms,
-                    // doubling with each try), when that still ends before the deadline.
-                    let again = (retryable && exchanges < retry.attempts && retry.statuses.contains(&status))
-                        .then(|| back.or_else(|| replay.as_ref().map(forward::Replay::request)))
-                        .flatten()
-                        .and_then(|r| {
-                            let pause =
-                                std::time::Duration::from_millis(fastrand::u64(..=25u64 << (exchanges - 1).min(4)));
-                            (tokio::time::Instant::now() + pause < deadline).then_some(())?;
-                            Some((r, pause, pool.retry_exchange(&endpoint, RetryReason::Status)?))
-                        });
-                    let Some((r, pause, (next, in_flight))) = again else {
-                        break Ok((resp, loan));
-                    };
-                    pool.record(&endpoint, Some(Failure::Status5xx));
-                    // The answer is dropped, and its connection with it.
-                    drop((resp, loan));
-                    tokio::time::sleep(pause).await;
-                    exchanges += 1;
-                    (next, in_flight, r, "status_retried", status.as_str().to_string())
-                }
-            };
+                pool.record(&endpoint, Some(Failure::Protocol));
+                let again = (retryable && exchanges < retry.attempts)
+                    .then(|| {
+                        back.map(|b| *b)
+                            .or_else(|| replay.as_ref().map(forward::Replay::request))
+                    })
+                    .flatten()
+                    .and_then(|r| Some((r, pool.retry_exchange(&endpoint, RetryReason::Reset)?)));
+                let Some((r, (next, in_flight))) = again else {
+                    trace::fail(&mut upstream_span, "protocol");
+                    break Err(ProxyError::UpstreamProtocol {
+                        endpoint: endpoint.base.clone(),
+                        source: e,
+                    });
+                };
+                exchanges += 1;
+                (next, in_flight, r, "exchange_failed", e.to_string())
+            }
+            Some(Ok(Sent {
+                response: resp,
+                loan,
+                request: back,
+            })) => {
+                let status = resp.status();
+                // A listed status is retried after a short random pause (up to 25 ms,
+                // doubling with each try), when that still ends before the deadline.
+                let again = (retryable && exchanges < retry.attempts && retry.statuses.contains(&status))
+                    .then(|| back.or_else(|| replay.as_ref().map(forward::Replay::request)))
+                    .flatten()
+                    .and_then(|r| {
+                        let pause = std::time::Duration::from_millis(fastrand::u64(..=25u64 << (exchanges - 1).min(4)));
+                        (tokio::time::Instant::now() + pause < deadline).then_some(())?;
+                        Some((r, pause, pool.retry_exchange(&endpoint, RetryReason::Status)?))
+                    });
+                let Some((r, pause, (next, in_flight))) = again else {
+                    break Ok((resp, loan));
+                };
+                pool.record(&endpoint, Some(Failure::Status5xx));
+                // The answer is dropped, and its connection with it.
+                drop((resp, loan));
+                tokio::time::sleep(pause).await;
+                exchanges += 1;
+                (next, in_flight, r, "status_retried", status.as_str().to_string())
+            }
+        };
         note_retry(
             obs,
             &mut upstream_span,
