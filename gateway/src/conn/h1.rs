@@ -369,7 +369,8 @@ where
                     Err(_) => continue, // trailers
                 },
             };
-            if data.is_empty() {
+            let ended = body.is_end_stream();
+            if data.is_empty() && !ended {
                 continue;
             }
             match &mut framing {
@@ -385,6 +386,7 @@ where
                     *left -= data.len() as u64;
                     gather(io, out, &data).await?;
                 }
+                Framing::Chunked if data.is_empty() => {}
                 Framing::Chunked => {
                     let _ = write!(out, "{:x}\r\n", data.len());
                     gather(io, out, &data).await?;
@@ -392,6 +394,9 @@ where
                 }
                 Framing::Close => gather(io, out, &data).await?,
                 Framing::None => {}
+            }
+            if ended {
+                break; // the body says so: no poll for its end
             }
         }
         match framing {

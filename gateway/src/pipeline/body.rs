@@ -357,7 +357,8 @@ where
                     if let Some(obs) = this.observer.as_mut() {
                         obs.completed = true;
                     }
-                    this.observer.take();
+                    // Dropped where it is: `take` would copy it out first.
+                    *this.observer = None;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -365,14 +366,14 @@ where
                 if let Some(obs) = this.observer.as_mut() {
                     obs.body_error = true;
                 }
-                this.observer.take();
+                *this.observer = None;
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
                 if let Some(obs) = this.observer.as_mut() {
                     obs.completed = true;
                 }
-                this.observer.take();
+                *this.observer = None;
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
