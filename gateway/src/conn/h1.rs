@@ -149,7 +149,12 @@ where
         };
         let close = close || drain.is_cancelled();
         match respond(io, &mut answer, &mut out, close).await {
-            Ok(true) if !close => {}
+            Ok(true) if !close => {
+                // An answer with a very large head does not leave its buffer behind.
+                if out.capacity() > 4 * WRITE_GATHER {
+                    out = Vec::new();
+                }
+            }
             _ => {
                 let _ = io.shutdown().await;
                 return Outcome::Closed;
