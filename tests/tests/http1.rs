@@ -190,7 +190,7 @@ async fn a_request_with_a_body_hands_the_connection_over_and_it_goes_on() -> any
 }
 
 #[tokio::test]
-async fn head_http10_and_upgrades_are_left_to_the_general_codec() -> anyhow::Result<()> {
+async fn head_http10_upgrades_and_trailers_are_left_to_the_general_codec() -> anyhow::Result<()> {
     let (_up, gw, _) = connected().await?;
     let addr = gw.addr("http");
     let mut buf = Vec::new();
@@ -227,6 +227,15 @@ async fn head_http10_and_upgrades_are_left_to_the_general_codec() -> anyhow::Res
     fill(&mut c, &mut buf, 4).await?;
     assert_eq!(&buf[..4], b"ping", "the upgraded connection echoes");
     assert_eq!(handoffs(&gw, "special").await?, Some(2.0));
+
+    // A client that takes trailers: hyper sends them, so it serves the connection.
+    let mut c = TcpStream::connect(addr).await?;
+    buf.clear();
+    c.write_all(b"GET /te HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
+        .await?;
+    let a = read_answer(&mut c, &mut buf, "GET").await?;
+    assert_eq!(a.json()["path"], "/te");
+    assert_eq!(handoffs(&gw, "special").await?, Some(3.0));
     Ok(())
 }
 

@@ -11,17 +11,17 @@
 //! Anything else goes to hyper, for the rest of the connection's life: the bytes read so far
 //! are replayed to it ([`TimedIo::resume`]), so it sees the connection exactly as if it had
 //! served it from the start. That is: a request with a body or `Expect`, an upgrade, CONNECT
-//! and HEAD, HTTP/1.0, a request target not in origin form, a head that does not parse (hyper
-//! answers 400), a head larger than [`MAX_HEAD`] or with more than [`MAX_FIELDS`] fields
-//! (hyper and the pipeline answer the configured limits). Which one it was is counted in
-//! `gateway_http1_handoffs_total`.
+//! and HEAD, one asking for trailers (`TE: trailers`), HTTP/1.0, a request target not in
+//! origin form, a head that does not parse (hyper answers 400), a head larger than
+//! [`MAX_HEAD`] or with more than [`MAX_FIELDS`] fields (hyper and the pipeline answer the
+//! configured limits). Which one it was is counted in `gateway_http1_handoffs_total`.
 //!
 //! Answers follow RFC 9112 as hyper writes them: the status line with the answer's own
 //! reason phrase, the header fields as the pipeline left them, `Date` when missing, and the
 //! framing: no body for 1xx, 204 and 304; the `Content-Length` given, or the body's exact size,
 //! or chunked; `Connection: close` when the client asked for it or the gateway is draining,
-//! and the connection is closed after that answer. Trailers are not sent (hyper sends them on
-//! HTTP/1.1 only to a client that asked with `TE: trailers`, which this path leaves to hyper).
+//! and the connection is closed after that answer. Trailers are not sent: hyper sends them only
+//! to a client that asked with `TE: trailers`, and such a request goes to hyper.
 //! A body that fails, or is longer or shorter than its `Content-Length`, ends the connection.
 //!
 //! Timeouts and parking are the socket wrapper's, as for hyper ([`super::io`]).
@@ -64,7 +64,7 @@ const ADDED_FIELDS: usize = 8;
 pub enum Handoff {
     /// The request has a body (`Content-Length` other than 0, or `Transfer-Encoding`).
     Body,
-    /// `Upgrade`, `Expect`, CONNECT or HEAD.
+    /// `Upgrade`, `Expect`, `TE: trailers`, CONNECT or HEAD.
     Special,
     /// Not HTTP/1.1.
     Version,
@@ -225,10 +225,13 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>) -> Result<Option<Head>, 
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             return Err(Handoff::Body);
-        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
+        } else if name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+            || (name.eq_ignore_ascii_case(b"te") && lists(value, b"trailers"))
+        {
             return Err(Handoff::Special);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= has_close(value);
+            close |= lists(value, b"close");
         }
     }
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_FIELDS);
@@ -258,11 +261,12 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>) -> Result<Option<Head>, 
     Ok(Some(Head { req, close }))
 }
 
-/// Whether a `Connection` value lists `close`.
-fn has_close(value: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+/// Whether a comma-separated field value lists `token` (parameters after `;` ignored).
+fn lists(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| {
+        let t = t.split(|&b| b == b';').next().unwrap_or_default();
+        t.trim_ascii().eq_ignore_ascii_case(token)
+    })
 }
 
 /// How an answer's body is delimited on the wire.
@@ -325,7 +329,7 @@ where
         if te && name == header::CONTENT_LENGTH {
             continue; // never both (RFC 9112 §6.2)
         }
-        if name == header::CONNECTION && has_close(value.as_bytes()) {
+        if name == header::CONNECTION && lists(value.as_bytes(), b"close") {
             said_close = true;
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
