@@ -305,7 +305,7 @@ where
                 Framing::Close
             }
         } else if headers.contains_key(header::CONTENT_LENGTH) {
-            declared_length(headers).map_or(Framing::Close, Framing::Length)
+            crate::upstream::h1::content_length(headers).map_or(Framing::Close, Framing::Length)
         } else {
             match answer.body().size_hint().exact() {
                 Some(n) => Framing::Length(n),
@@ -417,19 +417,6 @@ where
     send(io, out).await?;
     io.flush().await?;
     Ok(!close)
-}
-
-/// The answer's `Content-Length`: one plain number read directly (the usual case), else as
-/// the upstream reader checks it.
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    let mut all = headers.get_all(header::CONTENT_LENGTH).iter();
-    if let (Some(v), None) = (all.next(), all.next()) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 19 && b.iter().all(u8::is_ascii_digit) {
-            return Some(b.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')));
-        }
-    }
-    crate::upstream::h1::content_length(headers)
 }
 
 /// Appends one header field line.

@@ -349,6 +349,14 @@ pub(crate) fn chunked_last(headers: &HeaderMap) -> bool {
 
 /// The one length every `Content-Length` value states, if they are all the same valid number.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    // The usual case, one field with a plain number, read directly.
+    let mut all = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let (Some(v), None) = (all.next(), all.next()) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 19 && b.iter().all(u8::is_ascii_digit) {
+            return Some(b.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')));
+        }
+    }
     let mut found = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
         for n in v.to_str().ok()?.split(',') {
