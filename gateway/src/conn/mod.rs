@@ -1,5 +1,6 @@
-//! Per-connection task: TLS handshake (for HTTPS listeners), protocol choice, and hyper serving
-//! the connection into the pipeline until it closes or the drain signal asks it to finish.
+//! Per-connection task: TLS handshake (for HTTPS listeners), protocol choice, and serving the
+//! connection into the pipeline until it closes or the drain signal asks it to finish: HTTP/1.1
+//! requests without a body on the connection's own path (`h1.rs`), the rest by hyper.
 //!
 //! Before: the accept loop (`listen/`). After: `pipeline::handle` for every request.
 

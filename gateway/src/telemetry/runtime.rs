@@ -58,8 +58,13 @@ impl Monitors {
         }
     }
 
+    /// Whether the next task counted in `seen` is one to instrument.
+    fn due(&self, seen: &AtomicU64) -> bool {
+        seen.fetch_add(1, Ordering::Relaxed) % self.sample_every == 0
+    }
+
     fn sample<F: std::future::Future>(&self, seen: &AtomicU64, monitor: &TaskMonitor, f: F) -> Sampled<F> {
-        if seen.fetch_add(1, Ordering::Relaxed) % self.sample_every == 0 {
+        if self.due(seen) {
             tokio_util::either::Either::Right(monitor.instrument(f))
         } else {
             tokio_util::either::Either::Left(f)
@@ -79,7 +84,7 @@ impl Monitors {
     /// The monitor for the next request, when it is sampled: for a caller that awaits the
     /// request's future where it stands rather than moving it into a wrapper.
     pub fn sample_request(&self) -> Option<&TaskMonitor> {
-        (self.requests_seen.fetch_add(1, Ordering::Relaxed) % self.sample_every == 0).then_some(&self.requests)
+        self.due(&self.requests_seen).then_some(&self.requests)
     }
 }
 
