@@ -71,9 +71,11 @@ fn forwarding(c: &mut Criterion) {
         b.iter(|| {
             let mut h = base.clone();
             forward::strip_hop_by_hop(&mut h, false);
-            forward::add_forwarding(&mut h, &peer, false, "https", Some(&host));
+            let mut added = forward::Added::default();
+            forward::add_forwarding(&h, &mut added, &peer, false, "https", Some(&host));
+            added.take_from(&mut h);
             let id = forward::request_id(&h, false);
-            (h.len(), id.len())
+            (h.len() + added.iter().count(), id.len())
         })
     });
 }

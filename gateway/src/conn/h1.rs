@@ -36,7 +36,7 @@ use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{header, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -55,9 +55,10 @@ pub const MAX_FIELDS: usize = 100;
 const READ_SIZE: usize = 8 * 1024;
 /// Answer bytes gathered before a write: the head and small bodies go out in one.
 const WRITE_GATHER: usize = 16 * 1024;
-/// Room left in the request's header map for the fields the pipeline adds (forwarding,
-/// request id, trace context), so that adding them does not grow it.
-const ADDED_FIELDS: usize = 8;
+/// Room left in the request's header map for a few fields the pipeline may put in it (a route's
+/// header changes, a forwarded client certificate); the forwarding fields, request id and trace
+/// context are kept apart (`pipeline::forward::Added`).
+const ADDED_FIELDS: usize = 2;
 
 /// Why a connection went to hyper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +235,7 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>) -> Result<Option<Head>, 
             close |= lists(value, b"close");
         }
     }
-    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_FIELDS);
+    let mut headers = crate::pipeline::maps::take(spans.len() + ADDED_FIELDS);
     let head = buf.split_to(len).freeze();
     let built = (|| {
         for &[ns, nl, vs, vl] in spans.iter() {
@@ -294,7 +295,13 @@ where
 {
     let status = answer.status();
     let headers = answer.headers();
-    let te = headers.contains_key(header::TRANSFER_ENCODING);
+    // Which framing fields it has: one pass over the names, not a lookup each.
+    let (mut te, mut has_length, mut has_date) = (false, false, false);
+    for name in headers.keys() {
+        te |= name == header::TRANSFER_ENCODING;
+        has_length |= name == header::CONTENT_LENGTH;
+        has_date |= name == header::DATE;
+    }
     let mut framing =
         if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::None
@@ -304,7 +311,7 @@ where
             } else {
                 Framing::Close
             }
-        } else if headers.contains_key(header::CONTENT_LENGTH) {
+        } else if has_length {
             crate::upstream::h1::content_length(headers).map_or(Framing::Close, Framing::Length)
         } else {
             match answer.body().size_hint().exact() {
@@ -334,10 +341,10 @@ where
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !headers.contains_key(header::DATE) {
+    if !has_date {
         DATE.with_borrow_mut(|d| field(out, b"date", d.now().as_bytes()));
     }
-    if !headers.contains_key(header::CONTENT_LENGTH) && !te {
+    if !has_length && !te {
         match framing {
             Framing::Length(n) => {
                 let _ = write!(out, "content-length: {n}\r\n");
@@ -351,6 +358,7 @@ where
         field(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
+    crate::pipeline::maps::give(std::mem::take(answer.headers_mut()));
 
     let mut body = Pin::new(answer.body_mut());
     if framing != Framing::None {

@@ -5,6 +5,9 @@
 //! - `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded` (RFC 7239) are appended to when the
 //!   peer is a trusted proxy, and replaced otherwise;
 //! - `X-Request-Id` is kept from a trusted peer when well-formed, or generated.
+//!
+//! The fields the gateway sets on every request (forwarding, request id, trace context) are
+//! carried beside the request's map in an [`Added`], not inserted into it.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -19,6 +22,8 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `x-forwarded-prefix`: the path prefix a route took off before the upstream saw the path.
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+/// `forwarded` (a static, so that [`Added`] can hold it).
+static FORWARDED: HeaderName = header::FORWARDED;
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -97,11 +102,29 @@ pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Removes hop-by-hop fields. With `upgrade`, keeps `Upgrade` and sets `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none of these: one pass over the names instead of a lookup per name.
-    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+    // Most requests carry none of these and most answers only `Connection`: one pass over the
+    // names finds which are there, and only those are looked up again to be removed.
+    let fixed: [&HeaderName; 9] = [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::UPGRADE,
+    ];
+    let mut present = 0u16;
+    for k in headers.keys() {
+        if let Some(i) = fixed.iter().position(|n| *n == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 && !upgrade {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present & 1 != 0 {
         // `close` and `keep-alive` (the common tokens) name no field left to remove here.
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
@@ -113,35 +136,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    for n in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(n);
+    for (i, n) in fixed.into_iter().enumerate() {
+        // The last is `Upgrade`, kept for an upgrade.
+        if present & (1 << i) != 0 && !(upgrade && i == fixed.len() - 1) {
+            headers.remove(n);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
 }
 
 /// A fresh request id: 128 random bits as 32 lowercase hex digits.
@@ -228,9 +231,75 @@ fn joined(headers: &HeaderMap, name: &HeaderName, last: &[u8]) -> Option<HeaderV
     HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
 }
 
-/// Sets the forwarding headers for a request from `peer`; `host` is the Host the client sent.
+/// The fields the gateway sets on every forwarded request (forwarding, request id, trace
+/// context), held apart from the request's map: the gateway's own HTTP/1.1 connections write
+/// them after the request's fields, hyper's and HTTP/2 connections put them in the map first
+/// ([`Added::apply`]). Inserting them into the map would hash and place each name again on
+/// every request; this way a request that brings none of them costs one pass over its names
+/// ([`Added::take_from`]).
+#[derive(Debug)]
+pub struct Added {
+    fields: [(&'static HeaderName, Option<HeaderValue>); Added::MAX],
+    len: usize,
+}
+
+impl Default for Added {
+    fn default() -> Self {
+        Added {
+            fields: std::array::from_fn(|_| (&X_REQUEST_ID, None)),
+            len: 0,
+        }
+    }
+}
+
+impl Added {
+    /// The most fields one request gets (each name at most once).
+    const MAX: usize = 8;
+
+    /// Sets `name` to `value`; `None` only removes what the request brought. Names are told
+    /// apart by address: each is one of the gateway's statics.
+    pub fn set(&mut self, name: &'static HeaderName, value: Option<HeaderValue>) {
+        if let Some(slot) = self.fields[..self.len].iter_mut().find(|(n, _)| std::ptr::eq(*n, name)) {
+            slot.1 = value;
+        } else if self.len < Self::MAX {
+            self.fields[self.len] = (name, value);
+            self.len += 1;
+        } else {
+            debug_assert!(false, "more than {} added fields", Self::MAX);
+        }
+    }
+
+    /// The fields to write, in the order they were set.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.fields[..self.len]
+            .iter()
+            .filter_map(|(n, v)| v.as_ref().map(|v| (*n, v)))
+    }
+
+    /// Removes from `headers` every field of a name set here (what the client sent in their
+    /// place); the common request, with none of them, is only read.
+    pub fn take_from(&self, headers: &mut HeaderMap) {
+        let names = &self.fields[..self.len];
+        if headers.keys().any(|k| names.iter().any(|(n, _)| *n == k)) {
+            for (n, _) in names {
+                headers.remove(*n);
+            }
+        }
+    }
+
+    /// Puts the fields into `headers`, replacing any of the same name.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (n, v) in self.iter() {
+            headers.insert(n, v.clone());
+        }
+    }
+}
+
+/// Sets the forwarding fields in `added` for a request from `peer` with the fields `headers`;
+/// `host` is the Host the client sent.
 pub fn add_forwarding(
-    headers: &mut HeaderMap,
+    headers: &HeaderMap,
+    added: &mut Added,
     peer: &PeerHeaders,
     trusted: bool,
     proto: &'static str,
@@ -242,15 +311,13 @@ pub fn add_forwarding(
     } else {
         peer.ip.clone()
     };
-    headers.insert(&X_FORWARDED_FOR, xff);
+    added.set(&X_FORWARDED_FOR, Some(xff));
+    // A trusted proxy's X-Forwarded-Proto and -Host stay as they are (not set here).
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        added.set(&X_FORWARDED_PROTO, Some(HeaderValue::from_static(proto)));
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => headers.insert(&X_FORWARDED_HOST, h.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
+        added.set(&X_FORWARDED_HOST, host.cloned());
     }
 
     // Forwarded (RFC 7239)
@@ -273,10 +340,7 @@ pub fn add_forwarding(
     } else {
         HeaderValue::from_maybe_shared(Bytes::from(element)).ok()
     };
-    match value {
-        Some(v) => headers.insert(header::FORWARDED, v),
-        None => headers.remove(header::FORWARDED),
-    };
+    added.set(&FORWARDED, value);
 }
 
 /// `308 Permanent Redirect` to the same target over HTTPS at `host` and `port` (443 left out);
@@ -452,6 +516,20 @@ mod tests {
         }
     }
 
+    /// The forwarding fields set on `h` as a request's fields are.
+    fn forward_into(
+        h: &mut HeaderMap,
+        peer: &PeerHeaders,
+        trusted: bool,
+        proto: &'static str,
+        host: Option<&HeaderValue>,
+    ) {
+        let mut added = Added::default();
+        add_forwarding(h, &mut added, peer, trusted, proto, host);
+        added.take_from(h);
+        added.apply(h);
+    }
+
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -491,6 +569,40 @@ mod tests {
     }
 
     #[test]
+    fn added_fields_replace_the_clients_and_are_set_once_each() {
+        let mut h = map(&[
+            ("x-request-id", "from-client"),
+            ("forwarded", "for=6.6.6.6"),
+            ("accept", "*/*"),
+        ]);
+        let mut added = Added::default();
+        added.set(&X_REQUEST_ID, Some(HeaderValue::from_static("first")));
+        added.set(&X_FORWARDED_FOR, Some(HeaderValue::from_static("192.0.2.7")));
+        added.set(&X_REQUEST_ID, Some(HeaderValue::from_static("second")));
+        added.set(&FORWARDED, None);
+        let written: Vec<_> = added.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        assert_eq!(
+            written,
+            [("x-request-id", &b"second"[..]), ("x-forwarded-for", &b"192.0.2.7"[..])],
+            "set again: replaced in place; set to nothing: not written"
+        );
+        added.take_from(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            left,
+            ["accept"],
+            "the client's fields of those names are gone, others stay"
+        );
+        added.apply(&mut h);
+        assert_eq!(h["x-request-id"], "second");
+        assert!(h.get("forwarded").is_none());
+        // A request with none of them is left as it is.
+        let mut plain = map(&[("accept", "*/*")]);
+        added.take_from(&mut plain);
+        assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
     fn untrusted_forwarding_is_replaced() {
         let mut h = map(&[
             ("x-forwarded-for", "6.6.6.6"),
@@ -500,7 +612,7 @@ mod tests {
         ]);
         let host = HeaderValue::from_static("example.com:8080");
         let peer = PeerHeaders::new("192.0.2.7:5000".parse().expect("addr"));
-        add_forwarding(&mut h, &peer, false, "http", Some(&host));
+        forward_into(&mut h, &peer, false, "http", Some(&host));
         assert_eq!(h.get("x-forwarded-for").map(|v| v.as_bytes()), Some(&b"192.0.2.7"[..]));
         assert_eq!(h.get("x-forwarded-proto").map(|v| v.as_bytes()), Some(&b"http"[..]));
         assert_eq!(
@@ -534,13 +646,13 @@ mod tests {
         let peer = PeerHeaders::new("192.0.2.7:5000".parse().expect("addr"));
         let mut h = HeaderMap::new();
         let host = HeaderValue::from_static("we\"ird\\host");
-        add_forwarding(&mut h, &peer, false, "https", Some(&host));
+        forward_into(&mut h, &peer, false, "https", Some(&host));
         assert_eq!(
             h.get("forwarded").map(|v| v.as_bytes()),
             Some(&b"for=192.0.2.7;proto=https;host=\"we\\\"ird\\\\host\""[..])
         );
         let mut h = HeaderMap::new();
-        add_forwarding(&mut h, &peer, false, "https", None);
+        forward_into(&mut h, &peer, false, "https", None);
         assert_eq!(
             h.get("forwarded").map(|v| v.as_bytes()),
             Some(&b"for=192.0.2.7;proto=https"[..])
@@ -556,7 +668,7 @@ mod tests {
         ]);
         let host = HeaderValue::from_static("a.example");
         let peer = PeerHeaders::new("[2001:db8::1]:443".parse().expect("addr"));
-        add_forwarding(&mut h, &peer, true, "http", Some(&host));
+        forward_into(&mut h, &peer, true, "http", Some(&host));
         assert_eq!(
             h.get("x-forwarded-for").map(|v| v.as_bytes()),
             Some(&b"198.51.100.1, 2001:db8::1"[..])

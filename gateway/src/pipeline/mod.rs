@@ -17,6 +17,7 @@ pub mod body;
 pub mod compress;
 pub mod cors;
 pub mod forward;
+pub mod maps;
 pub mod observe;
 pub mod ratelimit;
 pub mod route;
@@ -704,17 +705,21 @@ async fn proxy(
     if !route.request_headers.is_empty() {
         route.request_headers.apply(&mut parts.headers);
     }
+    // Forwarding fields, the request id and the trace context: set apart, and the client's
+    // fields of those names taken out (see `forward::Added`).
+    let mut added = forward::Added::default();
     forward::add_forwarding(
-        &mut parts.headers,
+        &parts.headers,
+        &mut added,
         &conn.peer_headers,
         trusted,
         if conn.tls { "https" } else { "http" },
         host_value.as_ref(),
     );
+    added.set(&forward::X_REQUEST_ID, Some(obs.request_id.clone()));
     if let Some(c) = conn.client_cert.as_deref() {
         crate::identity::certificate::forward(&mut parts.headers, Some(c), trusted);
     }
-    parts.headers.insert(&forward::X_REQUEST_ID, obs.request_id.clone());
     if let Some(h) = host_value {
         if !parts.headers.contains_key(header::HOST) {
             parts.headers.insert(header::HOST, h);
@@ -744,7 +749,10 @@ async fn proxy(
             KeyValue::new("network.protocol.version", if h2 { "2" } else { "1.1" }),
         ]);
     }
-    obs.trace.inject(&mut parts.headers, upstream_span.as_ref());
+    for (name, value) in obs.trace.upstream_fields(upstream_span.as_ref()) {
+        added.set(name, value);
+    }
+    added.take_from(&mut parts.headers);
     // A request that can go again as it was (idempotent, no body, no upgrade) may be sent again
     // by the pool's `retry`. An HTTP/1.1 pool hands such a request back after the exchange;
     // hyper's HTTP/2 client keeps it, so there a copy of its head is made first.
@@ -777,7 +785,7 @@ async fn proxy(
         // Polled where it stands, not moved into a timeout wrapper (it is large, and each move
         // copies it); the timer is polled only while the exchange waits.
         let sent = {
-            let mut sending = std::pin::pin!(pool.send(&endpoint, up_req, fresh, now));
+            let mut sending = std::pin::pin!(pool.send(&endpoint, up_req, &added, fresh, now));
             std::future::poll_fn(|cx| match std::future::Future::poll(sending.as_mut(), cx) {
                 std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
                 std::task::Poll::Pending => std::future::Future::poll(expiry.as_mut(), cx).map(|()| None),
@@ -833,13 +841,13 @@ async fn proxy(
             Some(Ok(Sent {
                 response: resp,
                 loan,
-                request: back,
+                request: mut back,
             })) => {
                 let status = resp.status();
                 // A listed status is retried after a short random pause (up to 25 ms,
                 // doubling with each try), when that still ends before the deadline.
                 let again = (retryable && exchanges < retry.attempts && retry.statuses.contains(&status))
-                    .then(|| back.or_else(|| replay.as_ref().map(forward::Replay::request)))
+                    .then(|| back.take().or_else(|| replay.as_ref().map(forward::Replay::request)))
                     .flatten()
                     .and_then(|r| {
                         let pause = std::time::Duration::from_millis(fastrand::u64(..=25u64 << (exchanges - 1).min(4)));
@@ -847,6 +855,10 @@ async fn proxy(
                         Some((r, pause, pool.retry_exchange(&endpoint, RetryReason::Status)?))
                     });
                 let Some((r, pause, (next, in_flight))) = again else {
+                    // The head that went out: its map is kept for the next request's.
+                    if let Some(sent) = back {
+                        maps::give(sent.into_parts().0.headers);
+                    }
                     break Ok((resp, loan));
                 };
                 pool.record(&endpoint, Some(Failure::Status5xx));

@@ -151,12 +151,18 @@ impl Tracing {
     }
 }
 
+// Drawn over the whole range and redrawn on zero: a range that leaves zero out is drawn with
+// a modulo, which for 128 bits is a slow library division on every request.
 fn random_trace_id() -> u128 {
-    fastrand::u128(1..)
+    std::iter::repeat_with(|| fastrand::u128(..))
+        .find(|&n| n != 0)
+        .unwrap_or(1)
 }
 
 fn random_span_id() -> u64 {
-    fastrand::u64(1..)
+    std::iter::repeat_with(|| fastrand::u64(..))
+        .find(|&n| n != 0)
+        .unwrap_or(1)
 }
 
 /// A parsed W3C `traceparent`.
@@ -243,21 +249,17 @@ impl RequestTrace {
         ))
     }
 
-    /// Sets the trace headers for the upstream: `traceparent` naming `span` (the upstream
-    /// call's span) or the request's span, and `tracestate` when it came from a trusted peer.
-    pub fn inject(&self, headers: &mut http::HeaderMap, span: Option<&SpanGuard>) {
+    /// The trace fields for the upstream: `traceparent` naming `span` (the upstream call's
+    /// span) or the request's span, and `tracestate` when it came from a trusted peer (`None`:
+    /// the upstream gets none).
+    pub fn upstream_fields(&self, span: Option<&SpanGuard>) -> [(&'static http::HeaderName, Option<HeaderValue>); 2] {
         let span_id = span
             .map(|s| u64::from_be_bytes(s.span_context().span_id().to_bytes()))
             .unwrap_or(self.span_id);
-        headers.insert(&TRACEPARENT, traceparent(self.trace_id, span_id, self.sampled));
-        match &self.tracestate {
-            Some(ts) => {
-                headers.insert(&TRACESTATE, ts.clone());
-            }
-            None => {
-                headers.remove(&TRACESTATE);
-            }
-        }
+        [
+            (&TRACEPARENT, Some(traceparent(self.trace_id, span_id, self.sampled))),
+            (&TRACESTATE, self.tracestate.clone()),
+        ]
     }
 
     /// Adds attributes to the request span.
@@ -421,6 +423,16 @@ mod tests {
         );
     }
 
+    /// The trace fields set on `up` as the pipeline sets them on a request's fields.
+    fn inject(rt: &RequestTrace, up: &mut http::HeaderMap) {
+        let mut added = crate::pipeline::forward::Added::default();
+        for (name, value) in rt.upstream_fields(None) {
+            added.set(name, value);
+        }
+        added.take_from(up);
+        added.apply(up);
+    }
+
     #[test]
     fn unsampled_requests_still_propagate() {
         let t = Tracing::build(&TraceConfig::default()).expect("no exporter");
@@ -430,7 +442,7 @@ mod tests {
         assert_eq!(rt.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
         assert!(!rt.sampled && rt.child("x", SpanKind::Internal).is_none());
         let mut up = http::HeaderMap::new();
-        rt.inject(&mut up, None);
+        inject(&rt, &mut up);
         let sent = parse_traceparent(&up).expect("traceparent upstream");
         assert_eq!(
             (sent.trace_id, sent.span_id, sent.sampled),
@@ -442,7 +454,7 @@ mod tests {
         let rt = t.start(&trusted, false);
         assert_ne!(rt.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
         let mut up = trusted.clone();
-        rt.inject(&mut up, None);
+        inject(&rt, &mut up);
         assert_eq!(parse_traceparent(&up).map(|p| p.trace_id), Some(rt.trace_id));
         assert!(up.get(&TRACESTATE).is_none());
     }

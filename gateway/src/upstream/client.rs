@@ -30,6 +30,7 @@ use super::h1;
 use super::Endpoint;
 use crate::error::BoxError;
 use crate::pipeline::body::Limited;
+use crate::pipeline::forward::Added;
 
 /// The request body type sent upstream.
 pub type UpstreamBody = Limited<crate::pipeline::body::ClientBody>;
@@ -329,25 +330,30 @@ async fn connect(
     handshake(open(endpoint, tls, timeout, h2).await?, h2).await
 }
 
-/// Sends `req` to `endpoint` on a pooled connection idle for less than `idle_timeout` (`None`:
-/// on a new one); the loan (hyper's HTTP/1.1 connections only) goes back to the pool when the
-/// response has ended.
+/// Sends `req` with the fields `added` to `endpoint` on a pooled connection idle for less than
+/// `idle_timeout` (`None`: on a new one); the loan (hyper's HTTP/1.1 connections only) goes back
+/// to the pool when the response has ended.
+// The pool's settings one by one rather than the pool: this future holds only what it reads.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     endpoint: &Arc<Endpoint>,
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     h2: bool,
-    req: Request<UpstreamBody>,
+    mut req: Request<UpstreamBody>,
+    added: &Added,
     now: Instant,
 ) -> Result<Sent, SendError> {
     // The other paths are boxed: their states (hyper's futures hold the request by value) would
     // otherwise enlarge every request's future, which is moved several times before it runs.
+    if !h2 && h1::eligible(&req) {
+        return send_own(endpoint, tls, connect_timeout, idle_timeout, req, added, now).await;
+    }
+    // hyper's connections write the request's map as it is.
+    added.apply(req.headers_mut());
     if h2 {
         return Box::pin(send_h2(endpoint, tls, connect_timeout, req)).await;
-    }
-    if h1::eligible(&req) {
-        return send_own(endpoint, tls, connect_timeout, idle_timeout, req, now).await;
     }
     Box::pin(send_hyper(endpoint, tls, connect_timeout, idle_timeout, req, now)).await
 }
@@ -506,6 +512,7 @@ async fn send_own(
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     req: Request<UpstreamBody>,
+    added: &Added,
     now: Instant,
 ) -> Result<Sent, SendError> {
     loop {
@@ -527,7 +534,7 @@ async fn send_own(
             }
         };
         // One call site: each would take its own room in the request's future.
-        match h1::exchange(conn, &req, endpoint).await {
+        match h1::exchange(conn, &req, added, endpoint).await {
             Ok(response) => {
                 return Ok(Sent {
                     response: response.map(Answer::H1),

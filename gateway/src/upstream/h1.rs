@@ -33,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::Endpoint;
+use crate::pipeline::forward::Added;
 
 /// Most header fields an answer (or its trailers) may carry, as hyper's client allows.
 const MAX_HEADERS: usize = 100;
@@ -148,15 +149,17 @@ pub fn eligible<B: http_body::Body>(req: &Request<B>) -> bool {
     req.body().is_end_stream() && req.method() != Method::CONNECT && !req.headers().contains_key(header::UPGRADE)
 }
 
-/// Writes the head of `req` on `conn` and reads the answer's head; the answer's body reads
-/// from the connection, which goes back to `endpoint` when that body ends. `Err` carries
+/// Writes the head of `req` (its fields, then `added`) on `conn` and reads the answer's
+/// head; the answer's body reads from the connection, which goes back to `endpoint` when that
+/// body ends. `Err` carries
 /// whether the request may not have reached the upstream at all (the write failed).
 pub async fn exchange<B>(
     mut conn: Box<Conn>,
     req: &Request<B>,
+    added: &Added,
     endpoint: &Arc<Endpoint>,
 ) -> Result<Response<Body>, (Error, bool)> {
-    encode(req, &mut conn.head);
+    encode(req, added, &mut conn.head);
     if let Err(e) = conn.stream.write_all(&conn.head).await {
         return Err((Error::Write(e), true));
     }
@@ -200,15 +203,16 @@ pub async fn exchange<B>(
     Ok(resp)
 }
 
-/// The request head: request line in origin form, then the header fields as they are.
-fn encode<B>(req: &Request<B>, out: &mut Vec<u8>) {
+/// The request head: request line in origin form, then the header fields as they are, then
+/// the gateway's own.
+fn encode<B>(req: &Request<B>, added: &Added, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
+    for (name, value) in req.headers().iter().chain(added.iter()) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -275,10 +279,34 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, method: &Method) -> Resu
             }
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(spans.len());
+        // Room for the request id the answer gets.
+        let mut headers = crate::pipeline::maps::take(spans.len() + 1);
+        // The fields framing and persistence depend on, noted on the way (not looked up after).
+        let (mut coded, mut length) = (false, false);
+        // `Connection` tokens (RFC 9112 §9.3).
+        let (mut close, mut keep) = (false, false);
         for &[ns, nl, vs, vl] in spans.iter() {
             let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
             let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| Error::Invalid("bad field name"))?;
+            coded |= name == header::TRANSFER_ENCODING;
+            length |= name == header::CONTENT_LENGTH;
+            if name == header::CONNECTION {
+                let mut names_fields = false;
+                for token in head[vs..vs + vl].split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep = true;
+                    } else if !token.is_empty() {
+                        names_fields = true;
+                    }
+                }
+                // Hop-by-hop, removed on the way anyway: kept only when it names other fields
+                // to be removed with it.
+                if !names_fields {
+                    continue;
+                }
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
                 .map_err(|_| Error::Invalid("bad field value"))?;
             headers.append(name, value);
@@ -286,11 +314,11 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, method: &Method) -> Resu
         let reason = reason
             .and_then(|(at, n)| hyper::ext::ReasonPhrase::try_from(head.slice(at as usize..(at + n) as usize)).ok());
         let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-        let mut keep_alive = keep_alive(&headers, version);
+        let mut keep_alive = !close && (keep || version != Version::HTTP_10);
         let framing =
             if *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
                 Framing::Done
-            } else if headers.contains_key(header::TRANSFER_ENCODING) {
+            } else if coded {
                 if version == Version::HTTP_10 {
                     return Err(Error::Invalid("Transfer-Encoding in an HTTP/1.0 answer"));
                 }
@@ -305,7 +333,7 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, method: &Method) -> Resu
                     keep_alive = false;
                     Framing::Eof
                 }
-            } else if headers.contains_key(header::CONTENT_LENGTH) {
+            } else if length {
                 Framing::Length(content_length(&headers).ok_or(Error::Invalid("bad Content-Length"))?)
             } else {
                 keep_alive = false;
@@ -320,20 +348,6 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, method: &Method) -> Resu
             keep_alive,
         }));
     }
-}
-
-/// Whether the connection stays open after this answer (RFC 9112 §9.3).
-fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let mut close = version == Version::HTTP_10;
-    for token in crate::pipeline::forward::connection_tokens(headers) {
-        if token.eq_ignore_ascii_case("close") {
-            return false;
-        }
-        if token.eq_ignore_ascii_case("keep-alive") {
-            close = false;
-        }
-    }
-    !close
 }
 
 /// Whether the last transfer coding is `chunked`.
@@ -676,6 +690,12 @@ mod tests {
         assert!(ok("HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n").keep_alive);
         assert!(!ok("HTTP/1.1 200 OK\r\nconnection: x-other, close\r\ncontent-length: 0\r\n\r\n").keep_alive);
         assert!(ok("HTTP/1.1 200 OK\r\nconnection: x-other\r\ncontent-length: 0\r\n\r\n").keep_alive);
+        // A `Connection` field naming no other field is not kept (it would only be removed);
+        // one that names others stays, for them to be removed with it.
+        let head = ok("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\ncontent-length: 0\r\n\r\n");
+        assert!(head.keep_alive && !head.headers.contains_key(header::CONNECTION));
+        let head = ok("HTTP/1.1 200 OK\r\nconnection: keep-alive, x-other\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(head.headers[header::CONNECTION], "keep-alive, x-other");
     }
 
     #[test]
@@ -800,13 +820,20 @@ mod tests {
             .body(())
             .unwrap_or_default();
         let mut out = Vec::new();
-        encode(&req, &mut out);
+        let mut added = Added::default();
+        added.set(
+            &crate::pipeline::forward::X_REQUEST_ID,
+            Some(HeaderValue::from_static("r1")),
+        );
+        added.set(&crate::telemetry::trace::TRACESTATE, None);
+        encode(&req, &added, &mut out);
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "DELETE /a/b?c=d HTTP/1.1\r\nhost: example.test\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
+            "DELETE /a/b?c=d HTTP/1.1\r\nhost: example.test\r\nx-two: 1\r\nx-two: 2\r\nx-request-id: r1\r\n\r\n",
+            "the gateway's fields after the request's, one set to nothing left out"
         );
         let bare = Request::get("http://example.test").body(()).unwrap_or_default();
-        encode(&bare, &mut out);
+        encode(&bare, &Added::default(), &mut out);
         assert!(out.starts_with(b"GET / HTTP/1.1\r\n"));
     }
 }

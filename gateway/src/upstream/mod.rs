@@ -351,14 +351,15 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Sends a request to `endpoint` on a pooled or (`fresh`, or none idle) new connection;
-    /// idle connections are aged as of `now`. With `host: endpoint`, with the endpoint's own
+    /// Sends a request with the fields `added` to `endpoint` on a pooled or (`fresh`, or none
+    /// idle) new connection; idle connections are aged as of `now`. With `host: endpoint`, with the endpoint's own
     /// `Host`. (Not an `async fn`: it returns
     /// the client's future as it is, rather than one more state holding the request.)
     pub fn send<'a>(
         &self,
         endpoint: &'a Arc<Endpoint>,
         mut req: http::Request<client::UpstreamBody>,
+        added: &'a crate::pipeline::forward::Added,
         fresh: bool,
         now: tokio::time::Instant,
     ) -> impl std::future::Future<Output = Result<client::Sent, client::SendError>> + use<'a> {
@@ -374,6 +375,7 @@ impl Pool {
             (!fresh).then_some(self.config.idle_timeout),
             self.h2(),
             req,
+            added,
             now,
         )
     }
