@@ -8,6 +8,23 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+/// The body of nginx's `location /` as a bare proxy to the `backend` upstream: HTTP/1.1 and
+/// keep-alive to it, nothing else.
+pub const NGINX_BARE: &str = "proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";";
+
+/// What makes nginx the gateway's peer, added to [`NGINX_BARE`] in its `location /`: the header
+/// work the gateway does on every request (the client's Host kept, `X-Forwarded-For`, `-Proto` and
+/// `-Host`, `Forwarded` (RFC 7239), an `X-Request-Id` sent upstream and returned), as an
+/// operator putting nginx in the gateway's place would configure it. Trace context has no
+/// counterpart in Debian's nginx and is left out, so the gateway still does more per request.
+pub const NGINX_FIELDS: &str = "proxy_set_header Host $http_host; \
+     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; \
+     proxy_set_header X-Forwarded-Proto $scheme; \
+     proxy_set_header X-Forwarded-Host $http_host; \
+     proxy_set_header Forwarded \"for=$remote_addr;proto=$scheme;host=\\\"$http_host\\\"\"; \
+     proxy_set_header X-Request-Id $request_id; \
+     add_header X-Request-Id $request_id always;";
+
 /// nginx in `dir` (its prefix) with the config `conf`, pinned to core 0, output discarded.
 pub fn nginx_command(dir: &Path, conf: &Path) -> Command {
     let mut c = Command::new("taskset");

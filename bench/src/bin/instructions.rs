@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use gateway_bench::{free_port, nginx_command, wait_port, Proc};
+use gateway_bench::{free_port, nginx_command, wait_port, Proc, NGINX_BARE, NGINX_FIELDS};
 
 #[derive(Parser)]
 #[command(about = "Instructions per proxied request (callgrind), gateway A against B")]
@@ -38,6 +38,21 @@ struct Args {
     /// Work directory for configs and logs.
     #[arg(long, default_value = "bench/out/instructions")]
     work: PathBuf,
+    /// Keep callgrind's profile of the longer run of each binary here, as
+    /// `callgrind.<n>.out` (n = 1 for `--gateway`, 2 for `--compare`), for `callgrind_annotate`.
+    #[arg(long)]
+    profiles: Option<PathBuf>,
+    /// Also count nginx proxying the same requests (one process, upstream keepalive, as in
+    /// the load harness), as the peer and bare: two reference rows.
+    #[arg(long)]
+    nginx: bool,
+}
+
+/// What is counted.
+enum Proxy<'a> {
+    Gateway(&'a Path),
+    /// nginx with this `location /` body.
+    Nginx(&'static str, String),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,17 +69,36 @@ fn main() -> anyhow::Result<()> {
     wait_port(up)?;
 
     let mut rows = Vec::new();
-    for bin in std::iter::once(&args.gateway).chain(args.compare.as_ref()) {
-        let before = total(bin, &dir, up, &args, args.warmup)?;
-        let after = total(bin, &dir, up, &args, args.warmup + args.requests)?;
+    if let Some(p) = &args.profiles {
+        std::fs::create_dir_all(p)?;
+    }
+    let proxies = std::iter::once(&args.gateway)
+        .chain(args.compare.as_ref())
+        .map(|b| Proxy::Gateway(b))
+        .chain(
+            args.nginx
+                .then(|| Proxy::Nginx("nginx", format!("{NGINX_BARE} {NGINX_FIELDS}"))),
+        )
+        .chain(args.nginx.then(|| Proxy::Nginx("nginx bare", NGINX_BARE.to_owned())));
+    for (n, proxy) in proxies.enumerate() {
+        let profile = args
+            .profiles
+            .as_ref()
+            .map(|p| p.join(format!("callgrind.{}.out", n + 1)));
+        let before = total(&proxy, &dir, up, &args, args.warmup, None)?;
+        let after = total(&proxy, &dir, up, &args, args.warmup + args.requests, profile.as_deref())?;
         let per = after.saturating_sub(before) as f64 / args.requests as f64;
-        rows.push((bin.display().to_string(), per));
+        let name = match proxy {
+            Proxy::Gateway(bin) => bin.display().to_string(),
+            Proxy::Nginx(name, _) => name.to_string(),
+        };
+        rows.push((name, per));
     }
     println!(
         "\nUser-space instructions per request, {} requests over {} connections (callgrind):\n",
         args.requests, args.connections
     );
-    println!("| gateway | instructions/request | vs first |\n|---|---:|---:|");
+    println!("| proxy | instructions/request | vs first |\n|---|---:|---:|");
     let first = rows[0].1;
     for (bin, per) in &rows {
         println!("| {bin} | {per:.0} | {:.3} |", per / first);
@@ -72,45 +106,80 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The instructions the gateway executed from start to exit, having served `requests`.
-fn total(bin: &Path, dir: &Path, up: u16, args: &Args, requests: usize) -> anyhow::Result<u64> {
+/// The instructions the proxy executed from start to exit, having served `requests`.
+fn total(
+    proxy: &Proxy<'_>,
+    dir: &Path,
+    up: u16,
+    args: &Args,
+    requests: usize,
+    profile: Option<&Path>,
+) -> anyhow::Result<u64> {
     let (plain, admin) = (free_port()?, free_port()?);
-    let conf = dir.join("gateway.yaml");
-    std::fs::write(
-        &conf,
-        format!(
-            "listeners: [{{ name: http, address: \"127.0.0.1:{plain}\" }}]\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\n\
-             routes: [{{ name: bench, upstream: bench }}]\n\
-             upstreams: [{{ name: bench, endpoints: [\"http://127.0.0.1:{up}\"] }}]\nreload: {{ watch: false }}\n"
-        ),
-    )?;
     let log = dir.join("callgrind.log");
+    let out = profile.unwrap_or(Path::new("/dev/null"));
     let mut cmd = Command::new("valgrind");
-    cmd.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+    cmd.arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(format!("--log-file={}", log.display()))
-        .arg(bin)
-        .args(["--worker-threads", "1", "run", "--config"])
-        .arg(&conf)
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let gateway = Proc::spawn("gateway under callgrind", &mut cmd)?;
+    match proxy {
+        Proxy::Gateway(bin) => {
+            let conf = dir.join("gateway.yaml");
+            std::fs::write(&conf, gateway_conf(plain, admin, up))?;
+            cmd.arg(bin)
+                .args(["--worker-threads", "1", "run", "--config"])
+                .arg(&conf)
+                .env("RUST_LOG", "warn");
+        }
+        Proxy::Nginx(_, location) => {
+            let conf = dir.join("proxy.conf");
+            std::fs::write(&conf, proxy_conf(dir, plain, up, location))?;
+            cmd.args(["nginx", "-p"]).arg(dir).arg("-c").arg(&conf);
+        }
+    }
+    let running = Proc::spawn("proxy under callgrind", &mut cmd)?;
     // Start-up under valgrind is slow: wait longer than for a native process.
     let mut waited = 0;
     while wait_port(plain).is_err() {
         waited += 1;
         if waited > 24 {
-            bail!("the gateway under callgrind never listened on {plain}");
+            bail!("the proxy under callgrind never listened on {plain}");
         }
     }
     drive(plain, requests, args.connections)?;
     // Stops it (SIGTERM), and callgrind writes its totals.
-    drop(gateway);
+    drop(running);
     let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
     text.lines()
         .find_map(|l| l.split_once("refs:").map(|(_, n)| n.trim().replace(',', "")))
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("no instruction total in {}", log.display()))
+}
+
+/// The gateway's config: one plain listener, one route to the upstream.
+fn gateway_conf(plain: u16, admin: u16, up: u16) -> String {
+    format!(
+        "listeners: [{{ name: http, address: \"127.0.0.1:{plain}\" }}]\nadmin: {{ address: \"127.0.0.1:{admin}\" }}\n\
+             routes: [{{ name: bench, upstream: bench }}]\n\
+             upstreams: [{{ name: bench, endpoints: [\"http://127.0.0.1:{up}\"] }}]\nreload: {{ watch: false }}\n"
+    )
+}
+
+/// nginx as the proxy: one process (no master), upstream keepalive, no access log, as in the
+/// load harness, with `location` as its `location /`.
+fn proxy_conf(dir: &Path, plain: u16, up: u16, location: &str) -> String {
+    format!(
+        "master_process off;\ndaemon off;\npid {d}/proxy.pid;\nerror_log {d}/proxy.err warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 300s;\n\
+           client_body_temp_path {d}/px_body;\n  proxy_temp_path {d}/px_proxy;\n  fastcgi_temp_path {d}/px_fcgi;\n  uwsgi_temp_path {d}/px_uwsgi;\n  scgi_temp_path {d}/px_scgi;\n\
+           upstream backend {{ server 127.0.0.1:{up}; keepalive 256; keepalive_requests 10000000; }}\n\
+           server {{ listen 127.0.0.1:{plain};\n\
+             location / {{ {location} }} }}\n}}\n",
+        d = dir.display()
+    )
 }
 
 /// `n` GET requests over `conns` keep-alive connections, in turns; each answer must be 200.

@@ -19,7 +19,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
-use gateway_bench::{cpu_seconds, free_port, gateway_command, median, nginx_command, wait_port, Proc};
+use gateway_bench::{
+    cpu_seconds, free_port, gateway_command, median, nginx_command, wait_port, Proc, NGINX_BARE, NGINX_FIELDS,
+};
 use http_body_util::BodyExt;
 
 #[derive(Parser, Debug)]
@@ -204,7 +206,9 @@ fn nginx_upstream_conf(dir: &Path, port: u16, jwks: &str) -> String {
     )
 }
 
-fn nginx_proxy_conf(dir: &Path, up: u16, plain: u16, tls: u16, cert: &Path, key: &Path) -> String {
+/// nginx as the peer proxy ([`NGINX_BARE`] and [`NGINX_FIELDS`]) on `plain` and `tls`, and as a bare proxy
+/// ([`NGINX_BARE`]) on `bare`, for reference.
+fn nginx_proxy_conf(dir: &Path, up: u16, plain: u16, tls: u16, bare: u16, cert: &Path, key: &Path) -> String {
     format!(
         "worker_processes 1;\ndaemon off;\npid {d}/proxy.pid;\nerror_log {d}/proxy.err warn;\n\
          events {{ worker_connections 20000; }}\n\
@@ -213,7 +217,8 @@ fn nginx_proxy_conf(dir: &Path, up: u16, plain: u16, tls: u16, cert: &Path, key:
            upstream backend {{ server 127.0.0.1:{up}; keepalive 256; keepalive_requests 10000000; }}\n\
            server {{\n    listen 127.0.0.1:{plain} backlog=4096;\n    listen 127.0.0.1:{tls} ssl backlog=4096;\n\
              ssl_protocols TLSv1.3;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n\
-             location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n",
+             location / {{ {NGINX_BARE} {NGINX_FIELDS} }}\n  }}\n\
+           server {{\n    listen 127.0.0.1:{bare} backlog=4096;\n    location / {{ {NGINX_BARE} }}\n  }}\n}}\n",
         d = dir.display(),
         c = cert.display(),
         k = key.display()
@@ -288,7 +293,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Result<()> {
-    let (up, px, pxs, gw, gws, admin) = (
+    let (up, px, pxs, pxb, gw, gws, admin) = (
+        free_port()?,
         free_port()?,
         free_port()?,
         free_port()?,
@@ -299,7 +305,10 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
     let ident = bench_identity(&format!("http://127.0.0.1:{up}"))?;
     let auth_header = format!("Authorization: Bearer {}", ident.token);
     std::fs::write(dir.join("upstream.conf"), nginx_upstream_conf(dir, up, &ident.jwks))?;
-    std::fs::write(dir.join("proxy.conf"), nginx_proxy_conf(dir, up, px, pxs, cert, key))?;
+    std::fs::write(
+        dir.join("proxy.conf"),
+        nginx_proxy_conf(dir, up, px, pxs, pxb, cert, key),
+    )?;
     std::fs::write(
         dir.join("gateway.yaml"),
         gateway_conf(SocketAddr::from(([127, 0, 0, 1], up)), gw, gws, admin, cert, key, None),
@@ -314,7 +323,7 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
         "gateway",
         &mut gateway_cmd(&args.gateway, "gateway.yaml", Some("gateway.log"), true)?,
     )?;
-    let mut ports = vec![up, px, pxs, gw, gws];
+    let mut ports = vec![up, px, pxs, pxb, gw, gws];
     // Optional second binary, same config on its own ports.
     let (bw, bws, badmin) = (free_port()?, free_port()?, free_port()?);
     let alt = match &args.compare {
@@ -362,6 +371,7 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
             format!("http://127.0.0.1:{gw}/auth"),
             Some(gateway.pid()),
         ),
+        ("nginx bare", format!("http://127.0.0.1:{pxb}/"), Some(proxy.pid())),
     ];
     if let Some(b) = &alt {
         targets.push((
@@ -450,6 +460,14 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
             r.0, r.1, r.2, r.4
         );
     }
+    let (gateway, bare) = (row(1), row(6));
+    println!(
+        "\nGateway vs nginx bare (proxying only, no forwarding fields or request id): req/s {:.2}x, p99 {:.2}x, CPU {:.1} vs {:.1} us/req",
+        gateway.0 / bare.0,
+        gateway.2 / bare.2,
+        gateway.3,
+        bare.3
+    );
     // Full telemetry against the same binary at its defaults and against the --compare build.
     if let Some(f) = targets.iter().position(|(n, _, _)| *n == "gateway full telemetry") {
         let (on, plain) = (row(f), row(1));
