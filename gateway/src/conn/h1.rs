@@ -142,8 +142,9 @@ where
             }
         };
         let Head { req, close } = head;
-        // Awaited where it stands: the request's future is large, and each move copies it.
-        let handling = crate::pipeline::handle(shared.clone(), info.clone(), req);
+        // Pinned where it is made and awaited there (through the pin): the request's future is
+        // large, and each move copies it.
+        let handling = pin!(crate::pipeline::handle(shared.clone(), info.clone(), req));
         let Ok(mut answer) = match shared.monitors.sample_request() {
             Some(monitor) => monitor.instrument(handling).await,
             None => handling.await,
