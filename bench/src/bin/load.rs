@@ -438,6 +438,9 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let direct = row(0);
     for (i, (name, _, _)) in targets.iter().enumerate() {
+        if samples[i].is_empty() {
+            continue; // not run (`--plain-only`)
+        }
         let r = row(i);
         let peer = if name.contains("tls") { row(4) } else { row(2) };
         let vs_direct = if name.contains("tls") {
@@ -492,7 +495,11 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
     // The full-telemetry access log grows by about 30 MB per second of load; it has served.
     let _ = std::fs::remove_file(dir.join("gateway-full.log"));
     // Bearer validation (cached token) against the same proxying without authentication.
-    if let Some(b) = targets.iter().position(|(n, _, _)| *n == "gateway bearer") {
+    if let Some(b) = targets
+        .iter()
+        .position(|(n, _, _)| *n == "gateway bearer")
+        .filter(|&b| !samples[b].is_empty())
+    {
         let (auth, plain) = (row(b), row(1));
         println!(
             "\nBearer validation on (cached token) vs off, same run: req/s {:.2}x, p99 {:.2}x, CPU {:.1} vs {:.1} us/req",
