@@ -26,7 +26,7 @@ const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Runs until `stop`; does nothing when another consumer holds the tap.
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
-    let Some((mut requests, mut samples)) = shared.tap.take_receiver() else {
+    let Some((requests, samples)) = shared.tap.take_receiver() else {
         return;
     };
     let cfg = shared.snapshot.load().config.engine.clone();
@@ -88,8 +88,8 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     assessor.observe(&e);
                     taken += 1;
                 }
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return,
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return,
             }
         }
         shared.metrics.engine_events.inc_by(taken);

@@ -24,6 +24,24 @@ use tokio::net::TcpStream;
 
 pub use gateway::demo::Upstream;
 
+/// The next item from one of the tap's receivers, within [`patience`]: the tap is polled,
+/// not waited on, so this looks every few milliseconds.
+pub async fn next_from_tap<T>(rx: &gateway::telemetry::tap::Receiver<T>) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + patience();
+    loop {
+        match rx.try_recv() {
+            Ok(item) => return Ok(item),
+            Err(gateway::telemetry::tap::TryRecvError::Disconnected) => anyhow::bail!("the tap closed"),
+            Err(gateway::telemetry::tap::TryRecvError::Empty) if tokio::time::Instant::now() >= deadline => {
+                anyhow::bail!("nothing from the tap within {:?}", patience())
+            }
+            Err(gateway::telemetry::tap::TryRecvError::Empty) => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+        }
+    }
+}
+
 /// How long `assert_eventually!` waits.
 pub fn patience() -> Duration {
     let ms = std::env::var("GATEWAY_TEST_PATIENCE_MS")

@@ -87,7 +87,7 @@ async fn get_post_many_streams_and_an_unknown_host_over_http3() -> anyhow::Resul
         "engine: { enabled: false }",
     )
     .await?;
-    let (mut events, _) = s.gw.gw.shared().tap.take_receiver().expect("the tap's receiver");
+    let (events, _) = s.gw.gw.shared().tap.take_receiver().expect("the tap's receiver");
     let addr = s.gw.addr("https");
     let client = H3Client::connect(addr, "app.test", &client_tls(&s.pki)).await?;
 
@@ -95,9 +95,7 @@ async fn get_post_many_streams_and_an_unknown_host_over_http3() -> anyhow::Resul
     let (resp, body) = client.send(H3Client::get("app.test", "/hello"), Bytes::new()).await?;
     assert_eq!(resp.status(), 200);
     // Its telemetry event says HTTP/3 over TLS 1.3.
-    let e = tokio::time::timeout(gateway_tests::patience(), events.recv())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the tap closed"))?;
+    let e = gateway_tests::next_from_tap(&events).await?;
     assert_eq!(e.route.as_deref(), Some("app"));
     assert_eq!(e.status, 200);
     assert_eq!(

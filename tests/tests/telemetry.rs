@@ -8,7 +8,7 @@ use baseline_engine::{AuthOutcome, Decision, Method, Outcome, Protocol, RequestE
 use bytes::Bytes;
 use gateway_tests::{assert_eventually, metric, send, TestGateway, Upstream};
 use http_body_util::{BodyExt, Full};
-use tokio::sync::mpsc::Receiver;
+use gateway::telemetry::tap::Receiver;
 
 async fn gateway(up: &Upstream, extra: &str) -> anyhow::Result<TestGateway> {
     let closed = gateway_tests::free_port();
@@ -48,9 +48,7 @@ fn request(method: &str, path: &str, body: &'static [u8]) -> http::Request<Full<
 }
 
 async fn next_event(rx: &mut Receiver<RequestEvent>) -> anyhow::Result<RequestEvent> {
-    tokio::time::timeout(gateway_tests::patience(), rx.recv())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the tap closed"))
+    gateway_tests::next_from_tap(rx).await
 }
 
 #[tokio::test]
@@ -156,9 +154,7 @@ async fn a_full_tap_never_holds_a_request() -> anyhow::Result<()> {
 }
 
 async fn next_sample(rx: &mut Receiver<RuntimeSample>) -> anyhow::Result<RuntimeSample> {
-    tokio::time::timeout(gateway_tests::patience(), rx.recv())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the tap closed"))
+    gateway_tests::next_from_tap(rx).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,11 @@
 //! engine). The request path only ever calls [`Tap::send`], which never waits: when the channel
 //! is full the event is dropped and counted.
 //!
+//! The channel is crossbeam's bounded (array) channel: a send and a receive are a few atomic
+//! operations, with no lock and no semaphore (tokio's bounded channel takes a mutex to give a
+//! permit back on every receive), and the consumer polls it on a timer rather than waiting on
+//! it, so nothing is ever woken by a send.
+//!
 //! The receiving side is taken once by a consumer ([`Tap::take_receiver`]). Until one is
 //! attached, events fill the channel and the rest are dropped and counted, so
 //! `gateway_tap_events_total{result="dropped"}` shows an engine that is missing or behind.
@@ -9,18 +14,19 @@
 use std::sync::Mutex;
 
 use baseline_engine::{RequestEvent, RuntimeSample};
+use crossbeam_channel::Sender;
+/// The tap's receiving ends (crossbeam's): polled with `try_recv`, never waited on.
+pub use crossbeam_channel::{Receiver, TryRecvError};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc;
 
 use super::{Metrics, TapLabels};
 
 /// Both channels of the tap and their counters.
 #[derive(Debug)]
 pub struct Tap {
-    requests: mpsc::Sender<RequestEvent>,
-    runtime: mpsc::Sender<RuntimeSample>,
-    receivers: Mutex<Option<(mpsc::Receiver<RequestEvent>, mpsc::Receiver<RuntimeSample>)>>,
-    capacity: usize,
+    requests: Sender<RequestEvent>,
+    runtime: Sender<RuntimeSample>,
+    receivers: Mutex<Option<(Receiver<RequestEvent>, Receiver<RuntimeSample>)>>,
     sent: Counter,
     dropped: Counter,
 }
@@ -33,8 +39,8 @@ const RUNTIME_CAPACITY: usize = 64;
 impl Tap {
     /// A tap holding up to `capacity` request events.
     pub fn new(capacity: usize, metrics: &Metrics) -> Tap {
-        let (requests, rx) = mpsc::channel(capacity.max(1));
-        let (runtime, rrx) = mpsc::channel(RUNTIME_CAPACITY);
+        let (requests, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let (runtime, rrx) = crossbeam_channel::bounded(RUNTIME_CAPACITY);
         let counter = |result| metrics.tap_events.get_or_create(&TapLabels { result }).clone();
         let sent = counter("sent");
         let dropped = counter("dropped");
@@ -43,7 +49,6 @@ impl Tap {
             requests,
             runtime,
             receivers: Mutex::new(Some((rx, rrx))),
-            capacity: capacity.max(1),
             sent,
             dropped,
         }
@@ -69,13 +74,13 @@ impl Tap {
     }
 
     /// The receiving ends, for the one consumer; `None` once taken.
-    pub fn take_receiver(&self) -> Option<(mpsc::Receiver<RequestEvent>, mpsc::Receiver<RuntimeSample>)> {
+    pub fn take_receiver(&self) -> Option<(Receiver<RequestEvent>, Receiver<RuntimeSample>)> {
         self.receivers.lock().ok()?.take()
     }
 
     /// Request events waiting in the channel.
     pub fn depth(&self) -> usize {
-        self.capacity - self.requests.capacity()
+        self.requests.len()
     }
 
     /// Events dropped so far.
@@ -95,8 +100,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_full_tap_drops_and_counts_without_waiting() {
+    #[test]
+    fn a_full_tap_drops_and_counts_without_waiting() {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
         let tap = Tap::new(4, &metrics);
@@ -107,9 +112,10 @@ mod tests {
         assert_eq!(tap.depth(), 4);
         assert_eq!(tap.dropped(), 96);
         // A consumer drains; sending works again.
-        let (mut rx, _) = tap.take_receiver().expect("receiver");
+        let (rx, _) = tap.take_receiver().expect("receiver");
         assert!(tap.take_receiver().is_none(), "one consumer");
-        assert_eq!(rx.recv().await.map(|e| e.status), Some(200));
+        assert_eq!(rx.try_recv().map(|e| e.status).ok(), Some(200));
+        assert_eq!(tap.depth(), 3);
         assert!(tap.send(event(404)));
         // A consumer that went away: events are dropped, not queued forever.
         drop(rx);
