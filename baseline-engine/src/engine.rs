@@ -178,7 +178,9 @@ pub fn floor(signal: &str) -> f64 {
 pub struct SeriesEngine {
     config: Config,
     service: Window,
-    routes: HashMap<Arc<str>, Window>,
+    /// Looked up for every request event: the faster hasher (route names come from the
+    /// config, not from clients).
+    routes: crate::store::Map<Arc<str>, Window>,
     detectors: HashMap<(Arc<str>, &'static str), Detector>,
     max_routes: usize,
     service_scope: Arc<str>,
@@ -194,7 +196,7 @@ impl SeriesEngine {
         SeriesEngine {
             config,
             service: Window::default(),
-            routes: HashMap::new(),
+            routes: crate::store::Map::default(),
             detectors: HashMap::new(),
             max_routes,
             service_scope: Arc::from("service"),
