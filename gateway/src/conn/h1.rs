@@ -144,7 +144,7 @@ where
         let Head { req, close } = head;
         // Pinned where it is made and awaited there (through the pin): the request's future is
         // large, and each move copies it.
-        let handling = pin!(crate::pipeline::handle(shared.clone(), info.clone(), req));
+        let handling = pin!(crate::pipeline::handle(shared.clone(), info.clone(), req, true));
         let Ok(mut answer) = match shared.monitors.sample_request() {
             Some(monitor) => monitor.instrument(handling).await,
             None => handling.await,
@@ -296,13 +296,16 @@ where
 {
     let status = answer.status();
     let headers = answer.headers();
-    // Which framing fields it has: one pass over the names, not a lookup each.
-    let (mut te, mut has_length, mut has_date) = (false, false, false);
-    for name in headers.keys() {
+    // Which framing fields it has, and the length: one pass over the fields, not a lookup each.
+    let (mut te, mut lengths, mut has_date) = (false, crate::upstream::h1::Lengths::default(), false);
+    for (name, value) in headers {
         te |= name == header::TRANSFER_ENCODING;
-        has_length |= name == header::CONTENT_LENGTH;
+        if name == header::CONTENT_LENGTH {
+            lengths.note(value.as_bytes());
+        }
         has_date |= name == header::DATE;
     }
+    let has_length = lengths.any();
     let mut framing =
         if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::None
@@ -313,7 +316,7 @@ where
                 Framing::Close
             }
         } else if has_length {
-            crate::upstream::h1::content_length(headers).map_or(Framing::Close, Framing::Length)
+            lengths.agreed().map_or(Framing::Close, Framing::Length)
         } else {
             match answer.body().size_hint().exact() {
                 Some(n) => Framing::Length(n),
@@ -337,10 +340,18 @@ where
         if te && name == header::CONTENT_LENGTH {
             continue; // never both (RFC 9112 §6.2)
         }
+        if name == crate::pipeline::forward::X_REQUEST_ID {
+            continue; // the gateway's own goes out below
+        }
         if name == header::CONNECTION && lists(value.as_bytes(), b"close") {
             said_close = true;
         }
         field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    // The gateway's request id, written here rather than inserted among the fields
+    // (`pipeline::handle` with `writes_id`).
+    if let Some(id) = answer.body().request_id() {
+        field(out, b"x-request-id", id.as_bytes());
     }
     if !has_date {
         DATE.with_borrow_mut(|d| field(out, b"date", d.now().as_bytes()));

@@ -331,7 +331,7 @@ async fn serve_io<I>(
     let own = (shared.clone(), info.clone());
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let req = req.map(crate::pipeline::body::ClientBody::Hyper);
-        let handling = crate::pipeline::handle(shared.clone(), info.clone(), req);
+        let handling = crate::pipeline::handle(shared.clone(), info.clone(), req, false);
         shared.monitors.request(handling)
     });
     // hyper's own limits sit above the configured ones, as a backstop: the pipeline answers the

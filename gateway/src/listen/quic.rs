@@ -445,7 +445,7 @@ async fn request(
     if early {
         req.extensions_mut().insert(EarlyData);
     }
-    let Ok(resp) = crate::pipeline::handle(shared, info.clone(), req).await;
+    let Ok(resp) = crate::pipeline::handle(shared, info.clone(), req, false).await;
     let (parts, mut body) = resp.into_parts();
     if let Err(e) = send.send_response(http::Response::from_parts(parts, ())).await {
         tracing::debug!(peer = %info.peer, error = %e, "HTTP/3 response head not sent");

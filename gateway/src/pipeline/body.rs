@@ -335,6 +335,11 @@ impl<B> Observed<B> {
             observer: Some(observer),
         }
     }
+
+    /// The request's id, while its observer is there (until the body ends).
+    pub fn request_id(&self) -> Option<&http::HeaderValue> {
+        self.observer.as_ref().map(|o| &o.request_id)
+    }
 }
 
 impl<B> HttpBody for Observed<B>

@@ -52,8 +52,15 @@ pub type Answer = Response<Observed<ProxyBody>>;
 
 /// Handles one request from a client connection. Never fails: errors become problem answers.
 /// (The `Result` is what hyper's service wants; returning it here spares wrapping this future,
-/// which would copy it once more per request.)
-pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<ClientBody>) -> Result<Answer, Infallible> {
+/// which would copy it once more per request.) The answer's `X-Request-Id` is put among its
+/// fields, unless `writes_id`: the caller writes it from the body's observer itself (the own
+/// HTTP/1.1 path, which spares the map that insertion).
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<ClientBody>,
+    writes_id: bool,
+) -> Result<Answer, Infallible> {
     let snap = shared.snapshot.load_full();
     let trusted = forward::is_trusted(&snap.config.trusted_proxies, conn.peer.ip());
     let request_id = forward::request_id(req.headers(), trusted);
@@ -106,17 +113,20 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Clien
     if let (Some(method), Some(c)) = (&gzip, obs.route.as_ref().and_then(|r| r.compress.as_ref())) {
         resp = c.apply(method, resp);
     }
-    let mut answer = finish(resp, obs);
+    let mut answer = finish(resp, obs, writes_id);
     if let Some(v) = &conn.alt_svc {
         answer.headers_mut().insert(header::ALT_SVC, v.clone());
     }
     Ok(answer)
 }
 
-fn finish(resp: Response<ProxyBody>, mut obs: Observer) -> Answer {
+fn finish(resp: Response<ProxyBody>, mut obs: Observer, writes_id: bool) -> Answer {
     let (mut parts, body) = resp.into_parts();
     obs.status = parts.status.as_u16();
-    parts.headers.insert(&forward::X_REQUEST_ID, obs.request_id.clone());
+    // Otherwise the caller writes it, in place of any among the fields (from the upstream).
+    if !writes_id {
+        parts.headers.insert(&forward::X_REQUEST_ID, obs.request_id.clone());
+    }
     Response::from_parts(parts, Observed::new(body, obs))
 }
 

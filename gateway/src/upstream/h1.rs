@@ -282,14 +282,16 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, method: &Method) -> Resu
         // Room for the request id the answer gets.
         let mut headers = crate::pipeline::maps::take(spans.len() + 1);
         // The fields framing and persistence depend on, noted on the way (not looked up after).
-        let (mut coded, mut length) = (false, false);
+        let (mut coded, mut length) = (false, Lengths::default());
         // `Connection` tokens (RFC 9112 §9.3).
         let (mut close, mut keep) = (false, false);
         for &[ns, nl, vs, vl] in spans.iter() {
             let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
             let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| Error::Invalid("bad field name"))?;
             coded |= name == header::TRANSFER_ENCODING;
-            length |= name == header::CONTENT_LENGTH;
+            if name == header::CONTENT_LENGTH {
+                length.note(&head[vs..vs + vl]);
+            }
             if name == header::CONNECTION {
                 let mut names_fields = false;
                 for token in head[vs..vs + vl].split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -333,8 +335,8 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, method: &Method) -> Resu
                     keep_alive = false;
                     Framing::Eof
                 }
-            } else if length {
-                Framing::Length(content_length(&headers).ok_or(Error::Invalid("bad Content-Length"))?)
+            } else if length.any() {
+                Framing::Length(length.agreed().ok_or(Error::Invalid("bad Content-Length"))?)
             } else {
                 keep_alive = false;
                 Framing::Eof
@@ -361,31 +363,59 @@ pub(crate) fn chunked_last(headers: &HeaderMap) -> bool {
         .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
 }
 
-/// The one length every `Content-Length` value states, if they are all the same valid number.
-pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
-    // The usual case, one field with a plain number, read directly.
-    let mut all = headers.get_all(header::CONTENT_LENGTH).iter();
-    if let (Some(v), None) = (all.next(), all.next()) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 19 && b.iter().all(u8::is_ascii_digit) {
-            return Some(b.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')));
+/// The `Content-Length` values of one head, noted as its fields go by (RFC 9110 §8.6: several
+/// values, or a list, are acceptable only when they all state the same number).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Lengths {
+    seen: bool,
+    length: Option<u64>,
+    bad: bool,
+}
+
+impl Lengths {
+    /// One field's value.
+    pub(crate) fn note(&mut self, value: &[u8]) {
+        self.seen = true;
+        // The usual case, one plain number, read directly.
+        if let Some(n) = number(value) {
+            self.agree(n);
+            return;
+        }
+        for n in value.split(|&b| b == b',') {
+            match number(n.trim_ascii()) {
+                Some(n) => self.agree(n),
+                None => self.bad = true,
+            }
         }
     }
-    let mut found = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for n in v.to_str().ok()?.split(',') {
-            let n = n.trim();
-            if n.is_empty() || n.len() > 19 || !n.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let n: u64 = n.parse().ok()?;
-            if found.is_some_and(|f| f != n) {
-                return None;
-            }
-            found = Some(n);
+
+    fn agree(&mut self, n: u64) {
+        if self.length.is_some_and(|l| l != n) {
+            self.bad = true;
+        }
+        self.length = Some(n);
+    }
+
+    /// Whether there was any `Content-Length` field.
+    pub(crate) fn any(&self) -> bool {
+        self.seen
+    }
+
+    /// The length they all state; `None` without any, or when one is not a number or they
+    /// disagree.
+    pub(crate) fn agreed(&self) -> Option<u64> {
+        if self.bad {
+            None
+        } else {
+            self.length
         }
     }
-    found
+}
+
+/// A decimal number of 1 to 19 digits (so it fits in a `u64`), nothing else.
+fn number(b: &[u8]) -> Option<u64> {
+    (!b.is_empty() && b.len() <= 19 && b.iter().all(u8::is_ascii_digit))
+        .then(|| b.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 /// How the rest of the body is delimited.
