@@ -416,6 +416,11 @@ impl Entity {
         self.last_unix_ms
     }
 
+    /// The `k`-th latest request remembered (0: the latest); `k` below `len`.
+    fn latest(&self, k: usize) -> &Seen {
+        &self.ring[(self.next as usize + WINDOW - 1 - k) % WINDOW]
+    }
+
     /// The recent requests at `now_ms`: those of the last `RECENT_MS`.
     fn recent(&self, now_ms: u64) -> impl Iterator<Item = &Seen> {
         let since = now_ms.saturating_sub(RECENT_MS).saturating_sub(self.first_unix_ms);
@@ -427,7 +432,9 @@ impl Entity {
     fn rate_per_minute(&self, now_ms: u64) -> f64 {
         let now_rel = now_ms.saturating_sub(self.first_unix_ms);
         let (mut in10, mut in60) = (0u32, 0u32);
-        for s in self.recent(now_ms) {
+        // Every remembered request, in ring order (the counts do not depend on the order, and
+        // a request of the last minute is always among the recent ones).
+        for s in &self.ring[..self.len as usize] {
             let age = now_rel.saturating_sub(u64::from(s.at_ms));
             in10 += u32::from(age < 10_000);
             in60 += u32::from(age < MINUTE_MS);
@@ -438,11 +445,7 @@ impl Entity {
     /// Mean bytes sent over the last 8 answers.
     fn bytes_per_request(&self) -> f64 {
         let last8 = (self.len as usize).min(8);
-        let bytes8: u64 = self
-            .seen()
-            .skip(self.len as usize - last8)
-            .map(|s| decode_bytes(s.bytes_out))
-            .sum();
+        let bytes8: u64 = (0..last8).map(|k| decode_bytes(self.latest(k).bytes_out)).sum();
         if last8 == 0 {
             0.0
         } else {
@@ -456,8 +459,9 @@ impl Entity {
     fn gap_variation(&self) -> (u32, f64) {
         let mut times = [0u32; TIMING_GAPS + 1];
         let kept = (self.len as usize).min(TIMING_GAPS + 1);
-        for (t, s) in times.iter_mut().zip(self.seen().skip(self.len as usize - kept)) {
-            *t = s.at_ms;
+        // Oldest first.
+        for (i, t) in times[..kept].iter_mut().enumerate() {
+            *t = self.latest(kept - 1 - i).at_ms;
         }
         let tail = &times[..kept];
         let gaps = tail.len().saturating_sub(1) as u32;
@@ -872,6 +876,37 @@ mod tests {
             .expect("session")
             .features(now + RECENT_MS + 1);
         assert_eq!((f.recent, f.distinct_paths, f.auth_failures), (0, 0, 0));
+    }
+
+    #[test]
+    fn window_summaries_read_the_ring_in_order_once_it_wraps() {
+        let mut t = EntityTable::new(10, 3_600_000);
+        let mut now = T0;
+        // Before, at and past the ring's length, with uneven gaps and sizes.
+        for i in 0..(2 * WINDOW as u64 + 5) {
+            now += 300 + (i * 7919) % 4000;
+            let mut e = req(now, "home", 200, [10, 0, 0, 1], 1);
+            e.bytes_out = 100 + (i * 104_729) % 50_000;
+            t.observe(&e);
+            let entity = t.get(&EntityKey::Session(7)).expect("session");
+            // The same summaries computed from the requests in the order they came.
+            let seen: Vec<Seen> = entity.seen().copied().collect();
+            let last8 = &seen[seen.len().saturating_sub(8)..];
+            let bytes = last8.iter().map(|s| decode_bytes(s.bytes_out)).sum::<u64>() as f64 / last8.len() as f64;
+            assert_eq!(entity.bytes_per_request(), bytes, "after {i}");
+            let tail = &seen[seen.len().saturating_sub(TIMING_GAPS + 1)..];
+            let gaps: Vec<f64> = tail.windows(2).map(|w| f64::from(w[1].at_ms - w[0].at_ms)).collect();
+            assert_eq!(entity.gap_variation().0 as usize, gaps.len(), "after {i}");
+            if gaps.len() >= 3 {
+                let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+                let var = gaps.iter().map(|g| g * g).sum::<f64>() / gaps.len() as f64 - mean * mean;
+                assert!((entity.gap_variation().1 - var.max(0.0).sqrt() / mean).abs() < 1e-9, "after {i}");
+            }
+            let rel = now - entity.first_unix_ms;
+            let in10 = seen.iter().filter(|s| rel - u64::from(s.at_ms) < 10_000).count() as f64;
+            let in60 = seen.iter().filter(|s| rel - u64::from(s.at_ms) < MINUTE_MS).count() as f64;
+            assert_eq!(entity.rate_per_minute(now), (6.0 * in10).max(in60), "after {i}");
+        }
     }
 
     #[test]
