@@ -27,6 +27,7 @@ pub struct Tap {
     requests: Sender<RequestEvent>,
     runtime: Sender<RuntimeSample>,
     receivers: Mutex<Option<(Receiver<RequestEvent>, Receiver<RuntimeSample>)>>,
+    capacity: usize,
     sent: Counter,
     dropped: Counter,
 }
@@ -39,7 +40,10 @@ const RUNTIME_CAPACITY: usize = 64;
 impl Tap {
     /// A tap holding up to `capacity` request events.
     pub fn new(capacity: usize, metrics: &Metrics) -> Tap {
-        let (requests, rx) = crossbeam_channel::bounded(capacity.max(1));
+        // Unbounded (a list of small blocks, freed as they are read, so the memory a send
+        // writes to is memory just used), with the bound kept here: an array channel of the
+        // full capacity made every send write to a cold part of a ring of about a megabyte.
+        let (requests, rx) = crossbeam_channel::unbounded();
         let (runtime, rrx) = crossbeam_channel::bounded(RUNTIME_CAPACITY);
         let counter = |result| metrics.tap_events.get_or_create(&TapLabels { result }).clone();
         let sent = counter("sent");
@@ -49,6 +53,7 @@ impl Tap {
             requests,
             runtime,
             receivers: Mutex::new(Some((rx, rrx))),
+            capacity: capacity.max(1),
             sent,
             dropped,
         }
@@ -56,6 +61,10 @@ impl Tap {
 
     /// Offers an event; never waits. Returns whether it was queued.
     pub fn send(&self, event: RequestEvent) -> bool {
+        if self.requests.len() >= self.capacity {
+            self.dropped.inc();
+            return false;
+        }
         match self.requests.try_send(event) {
             Ok(()) => {
                 self.sent.inc();
