@@ -2,10 +2,11 @@
 //! engine). The request path only ever calls [`Tap::send`], which never waits: when the channel
 //! is full the event is dropped and counted.
 //!
-//! The channel is crossbeam's bounded (array) channel: a send and a receive are a few atomic
-//! operations, with no lock and no semaphore (tokio's bounded channel takes a mutex to give a
-//! permit back on every receive), and the consumer polls it on a timer rather than waiting on
-//! it, so nothing is ever woken by a send.
+//! The channel is crossbeam's unbounded (list) channel with the bound kept by the tap: a send
+//! and a receive are a few atomic operations, with no lock and no semaphore (tokio's bounded
+//! channel takes a mutex to give a permit back on every receive), events are written into small
+//! blocks freed as they are read (memory just used, not a cold slot of a large ring), and the
+//! consumer polls it on a timer rather than waiting on it, so nothing is ever woken by a send.
 //!
 //! The receiving side is taken once by a consumer ([`Tap::take_receiver`]). Until one is
 //! attached, events fill the channel and the rest are dropped and counted, so
