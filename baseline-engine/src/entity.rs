@@ -900,7 +900,10 @@ mod tests {
             if gaps.len() >= 3 {
                 let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
                 let var = gaps.iter().map(|g| g * g).sum::<f64>() / gaps.len() as f64 - mean * mean;
-                assert!((entity.gap_variation().1 - var.max(0.0).sqrt() / mean).abs() < 1e-9, "after {i}");
+                assert!(
+                    (entity.gap_variation().1 - var.max(0.0).sqrt() / mean).abs() < 1e-9,
+                    "after {i}"
+                );
             }
             let rel = now - entity.first_unix_ms;
             let in10 = seen.iter().filter(|s| rel - u64::from(s.at_ms) < 10_000).count() as f64;

@@ -35,9 +35,7 @@ pub async fn next_from_tap<T>(rx: &gateway::telemetry::tap::Receiver<T>) -> anyh
             Err(gateway::telemetry::tap::TryRecvError::Empty) if tokio::time::Instant::now() >= deadline => {
                 anyhow::bail!("nothing from the tap within {:?}", patience())
             }
-            Err(gateway::telemetry::tap::TryRecvError::Empty) => {
-                tokio::time::sleep(Duration::from_millis(5)).await
-            }
+            Err(gateway::telemetry::tap::TryRecvError::Empty) => tokio::time::sleep(Duration::from_millis(5)).await,
         }
     }
 }

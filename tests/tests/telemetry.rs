@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use baseline_engine::{AuthOutcome, Decision, Method, Outcome, Protocol, RequestEvent, RuntimeSample};
 use bytes::Bytes;
+use gateway::telemetry::tap::Receiver;
 use gateway_tests::{assert_eventually, metric, send, TestGateway, Upstream};
 use http_body_util::{BodyExt, Full};
-use gateway::telemetry::tap::Receiver;
 
 async fn gateway(up: &Upstream, extra: &str) -> anyhow::Result<TestGateway> {
     let closed = gateway_tests::free_port();
