@@ -463,33 +463,31 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
             r.0, r.1, r.2, r.4
         );
     }
-    let (gateway, bare) = (row(1), row(6));
-    println!(
-        "\nGateway vs nginx bare (proxying only, no forwarding fields or request id): req/s {:.2}x, p99 {:.2}x, CPU {:.1} vs {:.1} us/req",
-        gateway.0 / bare.0,
-        gateway.2 / bare.2,
-        gateway.3,
-        bare.3
+    // One target's row against another's: `what` is printed before the ratios.
+    let versus = |what: &str, a: usize, b: usize| {
+        let (a, b) = (row(a), row(b));
+        println!(
+            "{what}: req/s {:.2}x, p99 {:.2}x, CPU {:.1} vs {:.1} us/req",
+            a.0 / b.0,
+            a.2 / b.2,
+            a.3,
+            b.3
+        );
+    };
+    versus(
+        "\nGateway vs nginx bare (proxying only, no forwarding fields or request id)",
+        1,
+        6,
     );
     // Full telemetry against the same binary at its defaults and against the --compare build.
     if let Some(f) = targets.iter().position(|(n, _, _)| *n == "gateway full telemetry") {
-        let (on, plain) = (row(f), row(1));
-        println!(
-            "\nFull telemetry vs the same build at its defaults (warn logs, no trace export): req/s {:.2}x, p99 {:.2}x, CPU {:.1} vs {:.1} us/req",
-            on.0 / plain.0,
-            on.2 / plain.2,
-            on.3,
-            plain.3
+        versus(
+            "\nFull telemetry vs the same build at its defaults (warn logs, no trace export)",
+            f,
+            1,
         );
         if let Some(b) = targets.iter().position(|(n, _, _)| *n == "gateway b (--compare)") {
-            let off = row(b);
-            println!(
-                "Full telemetry vs the --compare build: req/s {:.2}x, p99 {:.2}x, CPU {:.1} vs {:.1} us/req",
-                on.0 / off.0,
-                on.2 / off.2,
-                on.3,
-                off.3
-            );
+            versus("Full telemetry vs the --compare build", f, b);
         }
     }
     // The full-telemetry access log grows by about 30 MB per second of load; it has served.
@@ -500,14 +498,7 @@ fn throughput(args: &Args, dir: &Path, cert: &Path, key: &Path) -> anyhow::Resul
         .position(|(n, _, _)| *n == "gateway bearer")
         .filter(|&b| !samples[b].is_empty())
     {
-        let (auth, plain) = (row(b), row(1));
-        println!(
-            "\nBearer validation on (cached token) vs off, same run: req/s {:.2}x, p99 {:.2}x, CPU {:.1} vs {:.1} us/req",
-            auth.0 / plain.0,
-            auth.2 / plain.2,
-            auth.3,
-            plain.3
-        );
+        versus("\nBearer validation on (cached token) vs off, same run", b, 1);
     }
     println!();
     Ok(())
