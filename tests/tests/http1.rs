@@ -350,9 +350,9 @@ async fn answers_without_a_length_go_out_chunked_and_short_ones_end_the_connecti
             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789".to_vec(),
             false,
         ),
-        // Its own request id.
+        // Its own request id, and its length as a list of the same number twice.
         "/ids" => (
-            b"HTTP/1.1 200 OK\r\nX-Request-Id: upstream-chosen\r\nContent-Length: 5\r\n\r\nfive!".to_vec(),
+            b"HTTP/1.1 200 OK\r\nX-Request-Id: upstream-chosen\r\nContent-Length: 5, 5\r\n\r\nfive!".to_vec(),
             true,
         ),
         _ => (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), true),
@@ -373,6 +373,8 @@ async fn answers_without_a_length_go_out_chunked_and_short_ones_end_the_connecti
     assert_eq!(ids.len(), 1, "{a:?}");
     assert_ne!(ids[0], "upstream-chosen");
     assert_eq!((a.status, a.body.as_slice()), (200, &b"five!"[..]), "{a:?}");
+    // The length passed on as one number.
+    assert_eq!(a.field("content-length"), Some("5"), "{a:?}");
     c.write_all(b"GET /eof HTTP/1.1\r\nHost: x\r\n\r\n").await?;
     let a = read_answer(&mut c, &mut buf, "GET").await?;
     assert!(a.chunked, "{a:?}");

@@ -336,7 +336,12 @@ fn parse(buf: &mut BytesMut, spans: &mut Vec<[u32; 4]>, method: &Method) -> Resu
                     Framing::Eof
                 }
             } else if length.any() {
-                Framing::Length(length.agreed().ok_or(Error::Invalid("bad Content-Length"))?)
+                let n = length.agreed().ok_or(Error::Invalid("bad Content-Length"))?;
+                if length.repeated() {
+                    // The same number several times: passed on once (RFC 9110 §8.6).
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                }
+                Framing::Length(n)
             } else {
                 keep_alive = false;
                 Framing::Eof
@@ -367,7 +372,8 @@ pub(crate) fn chunked_last(headers: &HeaderMap) -> bool {
 /// values, or a list, are acceptable only when they all state the same number).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Lengths {
-    seen: bool,
+    fields: u32,
+    listed: bool,
     length: Option<u64>,
     bad: bool,
 }
@@ -375,12 +381,13 @@ pub(crate) struct Lengths {
 impl Lengths {
     /// One field's value.
     pub(crate) fn note(&mut self, value: &[u8]) {
-        self.seen = true;
+        self.fields += 1;
         // The usual case, one plain number, read directly.
         if let Some(n) = number(value) {
             self.agree(n);
             return;
         }
+        self.listed = true;
         for n in value.split(|&b| b == b',') {
             match number(n.trim_ascii()) {
                 Some(n) => self.agree(n),
@@ -398,7 +405,13 @@ impl Lengths {
 
     /// Whether there was any `Content-Length` field.
     pub(crate) fn any(&self) -> bool {
-        self.seen
+        self.fields > 0
+    }
+
+    /// Whether the length came as more than one field or as a list (then to be passed on as
+    /// one number).
+    pub(crate) fn repeated(&self) -> bool {
+        self.fields > 1 || self.listed
     }
 
     /// The length they all state; `None` without any, or when one is not a number or they
@@ -742,10 +755,11 @@ mod tests {
 
     #[test]
     fn content_length_must_be_one_number() {
-        assert_eq!(
-            ok("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\ncontent-length: 5\r\n\r\n").framing,
-            Framing::Length(5)
-        );
+        let repeated = ok("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(repeated.framing, Framing::Length(5));
+        // Passed on as one number.
+        let values: Vec<_> = repeated.headers.get_all(header::CONTENT_LENGTH).iter().collect();
+        assert_eq!(values, ["5"]);
         for bad in ["5, 6", "-1", "+5", "0x10", "", "5 5", "99999999999999999999"] {
             let raw = format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n");
             assert_eq!(refused(&raw), "invalid answer: bad Content-Length", "{bad:?}");
