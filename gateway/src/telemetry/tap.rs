@@ -62,20 +62,13 @@ impl Tap {
 
     /// Offers an event; never waits. Returns whether it was queued.
     pub fn send(&self, event: RequestEvent) -> bool {
-        if self.requests.len() >= self.capacity {
+        // Full (the bound is the tap's: the channel itself is unbounded), or no consumer left.
+        if self.requests.len() >= self.capacity || self.requests.try_send(event).is_err() {
             self.dropped.inc();
             return false;
         }
-        match self.requests.try_send(event) {
-            Ok(()) => {
-                self.sent.inc();
-                true
-            }
-            Err(_) => {
-                self.dropped.inc();
-                false
-            }
-        }
+        self.sent.inc();
+        true
     }
 
     /// Offers a runtime sample; never waits (the oldest are not kept when nobody reads).
